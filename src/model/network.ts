@@ -1,0 +1,84 @@
+/** The desired kernel objects of one network, derived from its spec and the host's settings. */
+import { encapsulationOverhead, groupFor, reservedGroupReason, type GroupBase, type MulticastGroup } from './group.js';
+import { deterministicMac } from './mac.js';
+import { SpecError, type NetworkSpec } from './spec.js';
+import { bridgeName, ownerAlias, vniHex, vxlanName } from './vni.js';
+
+export interface HostSettings {
+  hostname: string;
+  groupBase: GroupBase;
+  ttl: number;
+  dstport: number;
+  /** Optional source address, bytes of the same family as the group. */
+  local?: Buffer;
+}
+
+export interface Underlay {
+  name: string;
+  index: number;
+  mtu: number;
+}
+
+export interface DesiredBridge {
+  name: string;
+  alias: string;
+  mac: Buffer;
+  mtu: number;
+}
+
+export interface DesiredVxlan {
+  name: string;
+  alias: string;
+  mac: Buffer;
+  mtu: number;
+  id: number;
+  group: MulticastGroup;
+  ttl: number;
+  port: number;
+  link: number;
+  local?: Buffer;
+}
+
+export interface DesiredNetwork {
+  vni: number;
+  hex: string;
+  bridge: DesiredBridge;
+  vxlan: DesiredVxlan;
+}
+
+/** The largest MTU the overlay can carry over this underlay without fragmenting. */
+export function overlayMtuLimit(underlay: Underlay, host: HostSettings): number {
+  return underlay.mtu - encapsulationOverhead(host.groupBase.family);
+}
+
+export function desiredNetwork(vni: number, spec: NetworkSpec, host: HostSettings, underlay: Underlay): DesiredNetwork {
+  const hex = vniHex(vni);
+  const group = groupFor(host.groupBase, vni);
+  const reserved = reservedGroupReason(group);
+  if (reserved) {
+    throw new SpecError('reserved_group', `VNI ${hex} maps to multicast group ${group.text}, which is reserved (${reserved}); use another VNI`);
+  }
+  const limit = overlayMtuLimit(underlay, host);
+  if (spec.mtu !== undefined && spec.mtu > limit) {
+    throw new SpecError('mtu_above_underlay', `mtu ${spec.mtu} exceeds underlay ${underlay.name} limit ${limit}`);
+  }
+  const mtu = spec.mtu ?? limit;
+  const alias = ownerAlias(hex);
+  return {
+    vni,
+    hex,
+    bridge: { name: bridgeName(hex), alias, mac: deterministicMac(host.hostname, 'bridge', vni), mtu },
+    vxlan: {
+      name: vxlanName(hex),
+      alias,
+      mac: deterministicMac(host.hostname, 'vxlan', vni),
+      mtu,
+      id: vni,
+      group,
+      ttl: host.ttl,
+      port: host.dstport,
+      link: underlay.index,
+      ...(host.local ? { local: host.local } : {}),
+    },
+  };
+}

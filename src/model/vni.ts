@@ -1,0 +1,47 @@
+/** VNIs, their canonical hex form, and the device names derived from them. */
+
+export const VNI_MIN = 1;
+export const VNI_MAX = 0xffffff;
+
+const CANONICAL_HEX = /^[1-9a-f][0-9a-f]{0,5}$/;
+
+/**
+ * Parses a VNI from its canonical key form. Non-canonical spellings (upper
+ * case, leading zeros, whitespace) are refused rather than normalised so two
+ * etcd keys can never name the same network.
+ */
+export function parseVniHex(hex: string): number | undefined {
+  if (!CANONICAL_HEX.test(hex)) return undefined;
+  return Number.parseInt(hex, 16);
+}
+
+export function isValidVni(vni: number): boolean {
+  return Number.isInteger(vni) && vni >= VNI_MIN && vni <= VNI_MAX;
+}
+
+export function vniHex(vni: number): string {
+  if (!isValidVni(vni)) throw new RangeError(`VNI ${vni} is outside ${VNI_MIN}…${VNI_MAX}`);
+  return vni.toString(16);
+}
+
+export function vxlanName(hex: string): string {
+  return `vxlan${hex}`;
+}
+
+export function bridgeName(hex: string): string {
+  return `br${hex}`;
+}
+
+const ALIAS_PREFIX = 'vxnetd:';
+
+/** The interface alias that marks a device as owned by vxnetd. */
+export function ownerAlias(hex: string): string {
+  return `${ALIAS_PREFIX}${hex}`;
+}
+
+/** The VNI hex an alias claims, or undefined for devices vxnetd does not own. */
+export function hexFromOwnerAlias(alias: string | undefined): string | undefined {
+  if (!alias?.startsWith(ALIAS_PREFIX)) return undefined;
+  const hex = alias.slice(ALIAS_PREFIX.length);
+  return parseVniHex(hex) === undefined ? undefined : hex;
+}

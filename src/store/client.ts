@@ -1,0 +1,44 @@
+/** The one place that builds etcd3 clients: endpoints, TLS, auth and gRPC keepalive. */
+import { readFileSync } from 'node:fs';
+import { Etcd3, type IOptions } from 'etcd3';
+import { noop } from 'cockatiel';
+
+export interface EtcdOptions {
+  endpoints: string[];
+  ca?: string;
+  cert?: string;
+  key?: string;
+  user?: string;
+  password?: string;
+  /** Per-call deadline; etcd3 has none by default and a frozen server would hang us. */
+  callTimeoutMs?: number;
+}
+
+export function createEtcdClient(options: EtcdOptions): Etcd3 {
+  const config: IOptions = {
+    hosts: options.endpoints,
+    // Without keepalive a frozen (SIGSTOPped) etcd is never noticed.
+    grpcOptions: {
+      'grpc.keepalive_time_ms': 2000,
+      'grpc.keepalive_timeout_ms': 2000,
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.http2.min_time_between_pings_ms': 2000,
+      'grpc.http2.max_pings_without_data': 0,
+    },
+    defaultCallOptions: (context) =>
+      context.isStream ? {} : { deadline: new Date(Date.now() + (options.callTimeoutMs ?? 5000)) },
+    // Our own loops retry with their own backoff; the library's faults policy would hide outages.
+    faultHandling: { global: noop, host: () => noop },
+  };
+  if (options.ca || options.cert || options.key) {
+    config.credentials = {
+      rootCertificate: options.ca ? readFileSync(options.ca) : Buffer.alloc(0),
+      ...(options.cert ? { certChain: readFileSync(options.cert) } : {}),
+      ...(options.key ? { privateKey: readFileSync(options.key) } : {}),
+    };
+  }
+  if (options.user) {
+    config.auth = { username: options.user, password: options.password ?? '' };
+  }
+  return new Etcd3(config);
+}
