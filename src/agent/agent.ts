@@ -1,0 +1,359 @@
+/**
+ * The loop that ties desired state (etcd) → plan → kernel, one network at a
+ * time per network, with repair on link events and a periodic full resync.
+ */
+import { IFF_UP, type Link } from '../kernel/codec.js';
+import { KernelError } from '../kernel/errors.js';
+import type { Kernel, LinkEvent } from '../kernel/rtnl.js';
+import { deterministicMac } from '../model/mac.js';
+import { desiredNetwork, type DesiredNetwork, type HostSettings, type Underlay } from '../model/network.js';
+import { parseNetworkSpec, SpecError, type SpecResult } from '../model/spec.js';
+import { bridgeName, hexFromOwnerAlias, ownerAlias, parseVniHex, vxlanName } from '../model/vni.js';
+import { emptyActual, groupLinksByNetwork, hexFromDeviceName } from '../plan/actual.js';
+import { planNetwork, type ActualNetwork, type Ownership } from '../plan/plan.js';
+import { systemClock, type Clock } from '../store/backoff.js';
+import type { Change, Snapshot, StoredValue } from '../store/source.js';
+import { applyPlan } from './apply.js';
+import { KeyedWorkQueue } from './queue.js';
+
+export interface Logger {
+  debug(fields: Record<string, unknown>, msg: string): void;
+  info(fields: Record<string, unknown>, msg: string): void;
+  warn(fields: Record<string, unknown>, msg: string): void;
+  error(fields: Record<string, unknown>, msg: string): void;
+}
+
+export interface NetworkStatus {
+  state: 'ready' | 'error';
+  reason?: string;
+  vxlan: string;
+  bridge: string;
+  mtu?: number;
+  specRevision?: number;
+  updatedAt: string;
+}
+
+export interface AgentHooks {
+  /** null: the network is gone from this host, remove its status. */
+  status(hex: string, status: NetworkStatus | null): void;
+  observeReconcile?(seconds: number): void;
+  countSpecError?(reason: string): void;
+}
+
+export interface AgentOptions {
+  underlay: string;
+  scope: 'all' | 'attached';
+  host: HostSettings;
+  resyncIntervalMs: number;
+  concurrency?: number;
+  clock?: Clock;
+}
+
+interface NetworkEntry {
+  modRevision: number;
+  spec: SpecResult;
+}
+
+export class Agent {
+  private readonly networks = new Map<string, NetworkEntry>();
+  private readonly attachments = new Map<string, StoredValue>();
+  private readonly statuses = new Map<string, NetworkStatus>();
+  private readonly bridgeIndex = new Map<string, number>();
+  private readonly countedErrors = new Set<string>();
+  private readonly queue: KeyedWorkQueue<ActualNetwork>;
+  private readonly clock: Clock;
+  private underlay?: Underlay;
+  /** Deletions need an authoritative list: missing data is not an empty desired state. */
+  private desiredKnown = false;
+  private resyncRunning?: Promise<void>;
+  private resyncAgain = false;
+  private resyncTimer?: NodeJS.Timeout;
+  private firstReconcile = false;
+  private readonly onLink = (event: LinkEvent) => this.handleLinkEvent(event);
+  private readonly onOverflow = (error: Error) => {
+    this.log.warn({ err: error?.message }, 'link events were lost; full resync');
+    this.requestResync('lost link events');
+  };
+
+  constructor(
+    private readonly kernel: Kernel,
+    private readonly log: Logger,
+    private readonly options: AgentOptions,
+    private readonly hooks: AgentHooks,
+  ) {
+    this.clock = options.clock ?? systemClock;
+    this.queue = new KeyedWorkQueue(options.concurrency ?? 16, (hex, actual) => this.reconcileNetwork(hex, actual));
+  }
+
+  start(): void {
+    this.kernel.events.on('link', this.onLink);
+    this.kernel.events.on('overflow', this.onOverflow);
+    this.resyncTimer = setInterval(() => this.requestResync('periodic'), this.options.resyncIntervalMs);
+  }
+
+  stop(): void {
+    this.kernel.events.off('link', this.onLink);
+    this.kernel.events.off('overflow', this.onOverflow);
+    clearInterval(this.resyncTimer);
+  }
+
+  get ready(): boolean {
+    return this.firstReconcile;
+  }
+
+  counts(): { desired: number; ready: number; error: number } {
+    let ready = 0;
+    let error = 0;
+    for (const status of this.statuses.values()) status.state === 'ready' ? ready++ : error++;
+    let desired = 0;
+    for (const hex of this.networks.keys()) if (this.isWanted(hex)) desired++;
+    return { desired, ready, error };
+  }
+
+  statusOf(hex: string): NetworkStatus | undefined {
+    return this.statuses.get(hex);
+  }
+
+  // ---- desired state ----
+
+  /** A fresh list from etcd: replace what we had, then converge everything. */
+  async applySnapshot(snapshot: Snapshot): Promise<void> {
+    const before = new Set([...this.networks.keys(), ...this.attachments.keys()]);
+    this.networks.clear();
+    this.attachments.clear();
+    for (const [name, stored] of snapshot.networks) this.setNetwork(name, stored);
+    for (const [name, stored] of snapshot.attachments) this.attachments.set(name, stored);
+    // Statuses for networks that vanished while we were away are removed by the resync.
+    for (const name of snapshot.statuses.keys()) before.add(name);
+    this.desiredKnown = true;
+    await this.fullResync('etcd list', before);
+    if (!this.firstReconcile) {
+      this.firstReconcile = true;
+      this.log.info({ networks: this.counts() }, 'first reconcile finished');
+    }
+  }
+
+  applyChange(change: Change): void {
+    if (change.collection === 'attachments') {
+      if (change.value) this.attachments.set(change.name, change.value);
+      else this.attachments.delete(change.name);
+      if (parseVniHex(change.name) !== undefined) this.queue.schedule(change.name);
+      return;
+    }
+    if (change.value) this.setNetwork(change.name, change.value);
+    else this.networks.delete(change.name);
+    if (parseVniHex(change.name) !== undefined) this.queue.schedule(change.name);
+  }
+
+  private setNetwork(name: string, stored: StoredValue): void {
+    if (parseVniHex(name) === undefined) {
+      this.countSpecErrorOnce(`${name}@${stored.modRevision}`, 'invalid_key', () =>
+        this.log.warn(
+          { key: name, op: 'validate' },
+          `ignoring network key ${JSON.stringify(name)}: not a canonical VNI (lowercase hex 1…ffffff without leading zeros, no slashes)`,
+        ),
+      );
+      return;
+    }
+    this.networks.set(name, { modRevision: stored.modRevision, spec: parseNetworkSpec(stored.value) });
+  }
+
+  private isWanted(hex: string): boolean {
+    return this.networks.has(hex) && (this.options.scope === 'all' || this.attachments.has(hex));
+  }
+
+  // ---- reconcile ----
+
+  requestResync(reason: string): void {
+    if (this.resyncRunning) {
+      this.resyncAgain = true;
+      return;
+    }
+    void this.fullResync(reason).catch(() => undefined);
+  }
+
+  /** One dump, every network planned from it. */
+  private async fullResync(reason: string, alsoCheck: Iterable<string> = []): Promise<void> {
+    while (this.resyncRunning) await this.resyncRunning;
+    const run = this.resyncOnce(reason, alsoCheck);
+    this.resyncRunning = run.finally(() => {
+      this.resyncRunning = undefined;
+      if (this.resyncAgain) {
+        this.resyncAgain = false;
+        this.requestResync('requested during resync');
+      }
+    });
+    return this.resyncRunning;
+  }
+
+  private async resyncOnce(reason: string, alsoCheck: Iterable<string>): Promise<void> {
+    const started = this.clock.now();
+    let links: Link[];
+    try {
+      links = await this.kernel.dumpLinks();
+    } catch (error) {
+      this.log.error({ err: (error as Error).message, op: 'dump' }, 'cannot read kernel links; will retry at the next resync');
+      throw error;
+    }
+    this.updateUnderlay(links.find((link) => link.name === this.options.underlay));
+    const byNetwork = groupLinksByNetwork(links);
+    for (const [hex, actual] of byNetwork) {
+      if (actual.bridge && actual.bridge.alias === ownerAlias(hex)) this.bridgeIndex.set(hex, actual.bridge.index);
+    }
+    const hexes = new Set<string>([...this.networks.keys(), ...this.attachments.keys(), ...this.statuses.keys(), ...alsoCheck]);
+    for (const [hex, actual] of byNetwork) {
+      if ([actual.bridge, actual.vxlan, ...actual.strays].some((link) => link && hexFromOwnerAlias(link.alias) === hex)) hexes.add(hex);
+    }
+    for (const hex of hexes) {
+      if (parseVniHex(hex) !== undefined) this.queue.schedule(hex, byNetwork.get(hex) ?? emptyActual());
+    }
+    await this.queue.idle();
+    this.log.debug({ reason, networks: hexes.size, ms: this.clock.now() - started }, 'full resync finished');
+  }
+
+  private updateUnderlay(link: Link | undefined): void {
+    const next = link ? { name: link.name, index: link.index, mtu: link.mtu } : undefined;
+    const prev = this.underlay;
+    if (prev?.index === next?.index && prev?.mtu === next?.mtu) return;
+    this.underlay = next;
+    if (!next) {
+      this.log.error({ device: this.options.underlay, op: 'underlay' }, `underlay ${this.options.underlay} not found; waiting for it (existing devices are kept)`);
+    } else {
+      this.log.info({ device: next.name, index: next.index, mtu: next.mtu, op: 'underlay' }, `underlay ${next.name} is ifindex ${next.index}, mtu ${next.mtu}`);
+    }
+  }
+
+  private async reconcileNetwork(hex: string, given: ActualNetwork | undefined): Promise<void> {
+    const started = process.hrtime.bigint();
+    try {
+      await this.reconcileNetworkOnce(hex, given);
+    } catch (error) {
+      this.log.error({ vni: hex, err: (error as Error).stack }, 'unexpected reconcile failure');
+    } finally {
+      this.hooks.observeReconcile?.(Number(process.hrtime.bigint() - started) / 1e9);
+    }
+  }
+
+  private async reconcileNetworkOnce(hex: string, given: ActualNetwork | undefined): Promise<void> {
+    const entry = this.isWanted(hex) ? this.networks.get(hex) : undefined;
+    const attachedToMissing = this.options.scope === 'attached' && this.attachments.has(hex) && !this.networks.has(hex);
+    const vni = parseVniHex(hex)!;
+
+    if (attachedToMissing) {
+      this.setStatus(hex, 'error', `attached to this host, but network ${hex} does not exist under /networks/`);
+    }
+    if (!this.underlay) {
+      if (entry) this.setStatus(hex, 'error', `underlay ${this.options.underlay} not found on this host`, entry.modRevision);
+      return;
+    }
+
+    let desired: DesiredNetwork | undefined;
+    if (entry) {
+      try {
+        if (!entry.spec.ok) throw entry.spec.error;
+        desired = desiredNetwork(vni, entry.spec.spec, this.options.host, this.underlay);
+      } catch (error) {
+        if (!(error instanceof SpecError)) throw error;
+        // Existing devices are kept: VMs on them keep working until the spec is fixed.
+        this.countSpecErrorOnce(`${hex}@${entry.modRevision}`, error.code, () =>
+          this.log.warn({ vni: hex, key: hex, reason: error.code, op: 'validate' }, `network ${hex}: ${error.message}`),
+        );
+        this.setStatus(hex, 'error', error.message, entry.modRevision);
+        return;
+      }
+    } else if (!this.desiredKnown) {
+      return;
+    }
+
+    const actual = given ?? (await this.readActual(hex));
+    const plan = planNetwork(hex, desired, actual, this.ownership(hex, vni));
+    if (plan.conflicts.length) {
+      const reason = plan.conflicts.join('; ');
+      if (this.statuses.get(hex)?.reason !== reason) this.log.warn({ vni: hex, op: 'conflict' }, reason);
+      this.setStatus(hex, 'error', reason, entry?.modRevision);
+      return;
+    }
+    try {
+      await applyPlan(this.kernel, plan.ops, this.log);
+    } catch (error) {
+      if (!(error instanceof KernelError)) throw error;
+      this.setStatus(hex, 'error', error.message, entry?.modRevision);
+      return;
+    }
+    if (desired) this.setStatus(hex, 'ready', undefined, entry!.modRevision, desired.vxlan.mtu);
+    else if (!attachedToMissing) this.clearStatus(hex);
+  }
+
+  private async readActual(hex: string): Promise<ActualNetwork> {
+    const [vxlan, bridge] = await Promise.all([this.kernel.getLink(vxlanName(hex)), this.kernel.getLink(bridgeName(hex))]);
+    if (bridge && bridge.alias === ownerAlias(hex)) this.bridgeIndex.set(hex, bridge.index);
+    return { strays: [], ...(vxlan ? { vxlan } : {}), ...(bridge ? { bridge } : {}) };
+  }
+
+  private ownership(hex: string, vni: number): Ownership {
+    const { hostname } = this.options.host;
+    return { alias: ownerAlias(hex), bridgeMac: deterministicMac(hostname, 'bridge', vni), vxlanMac: deterministicMac(hostname, 'vxlan', vni) };
+  }
+
+  private setStatus(hex: string, state: NetworkStatus['state'], reason?: string, specRevision?: number, mtu?: number): void {
+    const status: NetworkStatus = {
+      state,
+      ...(reason ? { reason } : {}),
+      vxlan: vxlanName(hex),
+      bridge: bridgeName(hex),
+      ...(mtu !== undefined ? { mtu } : {}),
+      ...(specRevision !== undefined ? { specRevision } : {}),
+      updatedAt: new Date(this.clock.now()).toISOString(),
+    };
+    const previous = this.statuses.get(hex);
+    this.statuses.set(hex, status);
+    if (previous?.state !== state || previous?.reason !== reason) {
+      const level = state === 'ready' ? 'info' : 'warn';
+      this.log[level]({ vni: hex, state, reason, op: 'status' }, `network ${hex} is ${state}${reason ? `: ${reason}` : ''}`);
+    }
+    this.hooks.status(hex, status);
+  }
+
+  private clearStatus(hex: string): void {
+    this.bridgeIndex.delete(hex);
+    if (this.statuses.delete(hex)) this.log.info({ vni: hex, op: 'status' }, `network ${hex} removed from this host`);
+    this.hooks.status(hex, null);
+  }
+
+  private countSpecErrorOnce(id: string, reason: string, report: () => void): void {
+    if (this.countedErrors.has(id)) return;
+    this.countedErrors.add(id);
+    this.hooks.countSpecError?.(reason);
+    report();
+  }
+
+  // ---- drift ----
+
+  private handleLinkEvent({ type, link }: LinkEvent): void {
+    if (link.name === this.options.underlay || (this.underlay && link.index === this.underlay.index)) {
+      const next = type === 'new' && link.name === this.options.underlay ? link : undefined;
+      const changed = next?.index !== this.underlay?.index || next?.mtu !== this.underlay?.mtu;
+      if (changed) {
+        this.updateUnderlay(next);
+        this.requestResync('underlay changed');
+      }
+      return;
+    }
+    const named = hexFromDeviceName(link.name);
+    const hex = named?.hex ?? hexFromOwnerAlias(link.alias);
+    if (!hex) return;
+    if (type === 'new' && named && link.alias === ownerAlias(hex)) {
+      if (named.role === 'bridge') this.bridgeIndex.set(hex, link.index);
+      if (this.looksConverged(hex, named.role, link)) return;
+    }
+    this.queue.schedule(hex);
+  }
+
+  /** Cheap check on a notification, so our own changes do not each cost a reconcile. */
+  private looksConverged(hex: string, role: 'vxlan' | 'bridge', link: Link): boolean {
+    const status = this.statuses.get(hex);
+    if (!this.isWanted(hex) || status?.state !== 'ready' || status.mtu === undefined) return false;
+    if (!(link.flags & IFF_UP) || link.mtu !== status.mtu) return false;
+    return role === 'bridge' || (link.master !== undefined && link.master === this.bridgeIndex.get(hex));
+  }
+}

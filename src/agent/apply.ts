@@ -1,0 +1,81 @@
+/**
+ * Carries out one network's plan. Atomic per network: devices this apply
+ * created are deleted again if a later step fails.
+ */
+import type { Kernel } from '../kernel/rtnl.js';
+import { KernelError } from '../kernel/errors.js';
+import { describe, type Operation } from '../plan/operations.js';
+
+export interface ApplyLog {
+  info(fields: Record<string, unknown>, msg: string): void;
+  warn(fields: Record<string, unknown>, msg: string): void;
+}
+
+export async function applyPlan(kernel: Kernel, ops: readonly Operation[], log: ApplyLog): Promise<void> {
+  const created: string[] = [];
+  for (const op of ops) {
+    const description = describe(op);
+    try {
+      await applyOne(kernel, op, description, created);
+      log.info({ vni: op.hex, device: op.name, op: op.op }, description);
+    } catch (error) {
+      log.warn({ vni: op.hex, device: op.name, op: op.op, err: (error as Error).message }, `failed: ${description}`);
+      await undoCreated(kernel, created, op.hex, log);
+      throw error;
+    }
+  }
+}
+
+async function applyOne(kernel: Kernel, op: Operation, description: string, created: string[]): Promise<void> {
+  switch (op.op) {
+    case 'createBridge':
+      await kernel.createLink({ name: op.name, kind: 'bridge', mac: op.mac, up: true }, description);
+      created.push(op.name);
+      // A bridge keeps its MTU only when it is set after creation; the kernel ignores IFLA_IFALIAS at creation.
+      await kernel.changeLink({ name: op.name, mtu: op.mtu, alias: op.alias }, `${description}: set mtu and alias`);
+      return;
+    case 'createVxlan': {
+      const master = await indexOf(kernel, op.bridge, description);
+      await kernel.createLink(
+        { name: op.name, kind: 'vxlan', mac: op.mac, mtu: op.mtu, master, up: true, vxlan: op.vxlan },
+        description,
+      );
+      created.push(op.name);
+      await kernel.changeLink({ name: op.name, alias: op.alias }, `${description}: set alias`);
+      return;
+    }
+    case 'updateLink': {
+      const { mtu, up, alias } = op.changes;
+      const master = op.changes.master === undefined ? undefined : await indexOf(kernel, op.changes.master, description);
+      await kernel.changeLink(
+        { name: op.name, ...(mtu !== undefined ? { mtu } : {}), ...(up !== undefined ? { up } : {}), ...(alias !== undefined ? { alias } : {}), ...(master !== undefined ? { master } : {}) },
+        description,
+      );
+      return;
+    }
+    case 'updateVxlan':
+      await kernel.changeLink({ name: op.name, kind: 'vxlan', vxlan: op.changes }, description);
+      return;
+    case 'deleteLink':
+      await kernel.deleteLink(op.index, description);
+      return;
+  }
+}
+
+async function indexOf(kernel: Kernel, name: string, description: string): Promise<number> {
+  const link = await kernel.getLink(name);
+  if (!link) throw new KernelError('ENODEV', `${description}: ${name} does not exist`);
+  return link.index;
+}
+
+async function undoCreated(kernel: Kernel, created: string[], hex: string, log: ApplyLog): Promise<void> {
+  for (const name of created.reverse()) {
+    try {
+      const link = await kernel.getLink(name);
+      if (link) await kernel.deleteLink(link.index, `undo: delete ${name}`);
+      log.info({ vni: hex, device: name, op: 'undo' }, `undo: deleted ${name} created by the failed apply`);
+    } catch (error) {
+      log.warn({ vni: hex, device: name, op: 'undo', err: (error as Error).message }, `undo failed for ${name}`);
+    }
+  }
+}

@@ -1,0 +1,100 @@
+/** vxnetd's flags → a validated configuration (pure, unit-tested). */
+import { hostname as osHostname } from 'node:os';
+import { Address4, Address6 } from 'ip-address';
+import { bigintToBytes, parseGroupBase, type GroupBase } from '../model/group.js';
+import type { EtcdOptions } from '../store/client.js';
+import { ETCD_FLAGS, UsageError, etcdOptionsFrom, parseArgs, parseDurationMs, parseInteger, parsePrefix, type FlagSpec } from './flags.js';
+
+export const VXNETD_FLAGS: readonly FlagSpec[] = [
+  ...ETCD_FLAGS,
+  { name: 'hostname', help: 'this host\'s name in etcd keys (/v1/hosts/<hostname>/…); default: the system host name' },
+  { name: 'underlay', help: 'underlay interface the VXLAN devices send on (required)' },
+  { name: 'scope', help: '"all": every network; "attached": only networks attached to this host', default: 'all' },
+  { name: 'metrics-listen', help: 'address:port for /metrics, /healthz and /readyz', default: '[::]:9730' },
+  { name: 'log-level', help: 'trace, debug, info, warn, error or fatal', default: 'info' },
+  { name: 'resync-interval', help: 'full resync period (safety net behind link events)', default: '60s' },
+  { name: 'group-base', help: 'multicast group base; group = base + VNI (IPv6 such as ff05::, or IPv4 such as 239.0.0.0)', default: 'ff05::' },
+  { name: 'ttl', help: 'TTL of VXLAN packets', default: '5' },
+  { name: 'dstport', help: 'VXLAN UDP destination port', default: '4789' },
+  { name: 'local', help: 'source address of VXLAN packets (same family as the group base)' },
+  { name: 'help', help: 'show this help', boolean: true },
+  { name: 'version', help: 'print the version', boolean: true },
+];
+
+export const VXNETD_USAGE = 'Usage: vxnetd --underlay IFNAME [flags]\n\nMakes the kernel match the virtual networks in etcd: one vxlan<hex> and one br<hex> per network.';
+
+export interface AgentConfig {
+  etcd: EtcdOptions;
+  prefix: string;
+  hostname: string;
+  underlay: string;
+  scope: 'all' | 'attached';
+  metricsListen: string;
+  logLevel: string;
+  resyncIntervalMs: number;
+  groupBase: GroupBase;
+  ttl: number;
+  dstport: number;
+  local?: Buffer;
+}
+
+export type ConfigResult = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: AgentConfig };
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
+const IFNAME = /^[^\s/:]{1,15}$/;
+
+export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ConfigResult {
+  const { flags, positionals } = parseArgs(argv, VXNETD_FLAGS, env);
+  if (flags.get('help') === 'true') return { kind: 'help' };
+  if (flags.get('version') === 'true') return { kind: 'version' };
+  if (positionals.length) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])} (vxnetd takes flags only)`);
+
+  const underlay = flags.get('underlay');
+  if (!underlay) throw new UsageError('--underlay is required (the interface VXLAN traffic leaves on, e.g. --underlay eth0)');
+  if (!IFNAME.test(underlay)) throw new UsageError(`--underlay ${JSON.stringify(underlay)} is not a valid interface name`);
+
+  const hostname = flags.get('hostname') || osHostname();
+  if (!hostname || hostname.includes('/') || /\s/.test(hostname)) {
+    throw new UsageError(`--hostname ${JSON.stringify(hostname)} cannot be used in etcd keys (no slashes or spaces)`);
+  }
+  const scope = flags.get('scope');
+  if (scope !== 'all' && scope !== 'attached') throw new UsageError(`--scope must be "all" or "attached", got ${JSON.stringify(scope)}`);
+  const logLevel = flags.get('log-level')!;
+  if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+
+  let groupBase: GroupBase;
+  try {
+    groupBase = parseGroupBase(flags.get('group-base')!);
+  } catch (error) {
+    throw new UsageError(`--group-base: ${(error as Error).message}`);
+  }
+  const localText = flags.get('local');
+  const local = localText ? parseLocal(localText, groupBase) : undefined;
+
+  return {
+    kind: 'run',
+    config: {
+      etcd: etcdOptionsFrom(flags),
+      prefix: parsePrefix(flags.get('prefix')!),
+      hostname,
+      underlay,
+      scope,
+      metricsListen: flags.get('metrics-listen')!,
+      logLevel,
+      resyncIntervalMs: parseDurationMs('resync-interval', flags.get('resync-interval')!),
+      groupBase,
+      ttl: parseInteger('ttl', flags.get('ttl')!, 1, 255),
+      dstport: parseInteger('dstport', flags.get('dstport')!, 1, 65535),
+      ...(local ? { local } : {}),
+    },
+  };
+}
+
+function parseLocal(text: string, base: GroupBase): Buffer {
+  if (base.family === 'inet6') {
+    if (!Address6.isValid(text) || text.includes('/')) throw new UsageError(`--local ${JSON.stringify(text)} is not an IPv6 address (the group base is IPv6)`);
+    return bigintToBytes(new Address6(text).bigInt(), 16);
+  }
+  if (!Address4.isValid(text) || text.includes('/')) throw new UsageError(`--local ${JSON.stringify(text)} is not an IPv4 address (the group base is IPv4)`);
+  return bigintToBytes(new Address4(text).bigInt(), 4);
+}

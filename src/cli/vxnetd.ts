@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+/** vxnetd: the agent's entry point. Wires etcd → agent → kernel, HTTP, logs and signals. */
+import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import { pino } from 'pino';
+import { Agent } from '../agent/agent.js';
+import { startHttpServer } from '../agent/http.js';
+import { createSystemdNotifier } from '../agent/sdnotify.js';
+import { NetlinkKernel } from '../kernel/rtnl.js';
+import { createMetrics } from '../metrics/metrics.js';
+import { DesiredStateSource } from '../store/source.js';
+import { parseAgentConfig, VXNETD_FLAGS, VXNETD_USAGE, type AgentConfig } from './config.js';
+import { UsageError, helpText } from './flags.js';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+const SHUTDOWN_DEADLINE_MS = 4500;
+
+async function main(): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseAgentConfig(process.argv.slice(2), process.env);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`vxnetd: ${error.message}\n`);
+    process.exit(2);
+  }
+  if (parsed.kind === 'help') return void process.stdout.write(`${helpText(VXNETD_USAGE, VXNETD_FLAGS)}\n`);
+  if (parsed.kind === 'version') return void process.stdout.write(`vxnetd ${VERSION}\n`);
+  await run(parsed.config);
+}
+
+async function run(config: AgentConfig): Promise<void> {
+  // Synchronous output: the lines before an abort are the ones that explain it.
+  const log = pino(
+    { level: config.logLevel, base: { host: config.hostname }, redact: ['etcd.password', 'config.etcd.password'] },
+    pino.destination({ sync: true }),
+  );
+  log.info({ version: VERSION, config: { ...config, etcd: { ...config.etcd, password: config.etcd.password ? '[redacted]' : undefined } } }, 'vxnetd starting');
+
+  let metrics: ReturnType<typeof createMetrics> | undefined;
+  const kernel = new NetlinkKernel({ request: (op, result) => metrics?.countNetlinkRequest(op, result) });
+  kernel.events.on('socket-error', (role: string, error: Error) => log.warn({ socket: role, err: error.message }, 'netlink socket error'));
+  kernel.subscribe();
+
+  let source: DesiredStateSource | undefined;
+  const agent = new Agent(
+    kernel,
+    log,
+    {
+      underlay: config.underlay,
+      scope: config.scope,
+      resyncIntervalMs: config.resyncIntervalMs,
+      host: {
+        hostname: config.hostname,
+        groupBase: config.groupBase,
+        ttl: config.ttl,
+        dstport: config.dstport,
+        ...(config.local ? { local: config.local } : {}),
+      },
+    },
+    {
+      status: (hex, status) => source?.writeStatus(hex, status as Record<string, unknown> | null),
+      observeReconcile: (seconds) => metrics?.observeReconcile(seconds),
+      countSpecError: (reason) => metrics?.countSpecError(reason),
+    },
+  );
+
+  const startedAt = new Date().toISOString();
+  const isReady = () => agent.ready && (source?.isConnected ?? false);
+  source = new DesiredStateSource({
+    etcd: config.etcd,
+    prefix: config.prefix,
+    hostname: config.hostname,
+    watchAttachments: config.scope === 'attached',
+    log,
+    liveness: () => ({
+      version: VERSION,
+      pid: process.pid,
+      startedAt,
+      underlay: config.underlay,
+      underlayAddress: underlayAddress(config.underlay),
+      ready: isReady(),
+    }),
+  });
+
+  metrics = createMetrics({
+    kernel,
+    version: VERSION,
+    gauges: {
+      networksDesired: () => agent.counts().desired,
+      networksReady: () => agent.counts().ready,
+      networksError: () => agent.counts().error,
+      etcdConnected: () => source?.isConnected ?? false,
+      watchRevision: () => source?.watchRevision ?? 0,
+    },
+  });
+
+  const systemd = createSystemdNotifier(process.env, (msg, err) => log.warn({ err: (err as Error | undefined)?.message }, msg));
+  let announcedReady = false;
+  const readinessChanged = () => {
+    void source?.refreshLiveness();
+    if (isReady() && !announcedReady) {
+      announcedReady = true;
+      systemd.ready('converged');
+      log.info({ op: 'ready' }, 'ready');
+    }
+  };
+
+  // Snapshots and changes are applied in arrival order.
+  let pipeline: Promise<void> = Promise.resolve();
+  source.on('snapshot', (snapshot) => {
+    pipeline = pipeline.then(() => agent.applySnapshot(snapshot)).then(readinessChanged, (error: Error) => log.error({ err: error.message }, 'reconcile after list failed'));
+  });
+  source.on('change', (change) => {
+    pipeline = pipeline.then(() => agent.applyChange(change));
+  });
+  source.on('connected', (connected) => {
+    log[connected ? 'info' : 'warn']({ op: 'etcd', connected }, connected ? 'connected to etcd' : 'etcd connection lost; keeping the data plane as it is');
+    systemd.status(connected ? 'connected to etcd' : 'etcd unreachable, data plane kept');
+  });
+
+  const server = await startHttpServer(config.metricsListen, {
+    ready: () => ({ ready: isReady(), why: !agent.ready ? 'first reconcile not finished' : 'etcd not connected' }),
+    metrics: () => metrics!.render(),
+  });
+
+  agent.start();
+  source.start();
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping: devices are left in place');
+    systemd.stopping();
+    const deadline = setTimeout(() => {
+      log.error({}, 'shutdown took too long; exiting');
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS);
+    agent.stop();
+    await source?.stop();
+    server.close();
+    server.closeAllConnections();
+    kernel.close();
+    systemd.close();
+    clearTimeout(deadline);
+    log.info({}, 'stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('uncaughtException', (error) => {
+    log.fatal({ err: error.stack }, 'uncaught exception');
+    process.exit(1);
+  });
+}
+
+function underlayAddress(name: string): string | undefined {
+  const addresses = networkInterfaces()[name] ?? [];
+  const pick = addresses.find((a) => a.family === 'IPv6' && !a.internal && !a.address.startsWith('fe80')) ?? addresses.find((a) => a.family === 'IPv4');
+  return pick?.address;
+}
+
+main().catch((error: Error) => {
+  process.stderr.write(`vxnetd: ${error.stack ?? error.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,308 @@
+/**
+ * Lean rtnetlink link codec: builds RTM_*LINK payloads and parses only the
+ * attributes vxnetd needs. Pure (no sockets), so it is unit-tested directly.
+ */
+
+export const RTM_NEWLINK = 16;
+export const RTM_DELLINK = 17;
+export const RTM_GETLINK = 18;
+export const RTM_SETLINK = 19;
+
+export const NLM_F_REQUEST = 0x1;
+export const NLM_F_DUMP = 0x300;
+export const NLM_F_EXCL = 0x200;
+export const NLM_F_CREATE = 0x400;
+
+export const IFF_UP = 0x1;
+export const IFF_LOWER_UP = 0x10000;
+
+const AF_UNSPEC = 0;
+const NLA_F_NESTED = 0x8000;
+const NLA_TYPE_MASK = 0x3fff;
+
+const IFLA_ADDRESS = 1;
+const IFLA_IFNAME = 3;
+const IFLA_MTU = 4;
+const IFLA_MASTER = 10;
+const IFLA_OPERSTATE = 16;
+const IFLA_LINKINFO = 18;
+const IFLA_IFALIAS = 20;
+const IFLA_STATS64 = 23;
+const IFLA_EXT_MASK = 29;
+const IFLA_CARRIER = 33;
+const IFLA_CARRIER_CHANGES = 35;
+
+const IFLA_INFO_KIND = 1;
+const IFLA_INFO_DATA = 2;
+
+const IFLA_VXLAN_ID = 1;
+const IFLA_VXLAN_GROUP = 2;
+const IFLA_VXLAN_LINK = 3;
+const IFLA_VXLAN_LOCAL = 4;
+const IFLA_VXLAN_TTL = 5;
+const IFLA_VXLAN_LEARNING = 7;
+const IFLA_VXLAN_PORT = 15;
+const IFLA_VXLAN_GROUP6 = 16;
+const IFLA_VXLAN_LOCAL6 = 17;
+
+const RTEXT_FILTER_SKIP_STATS = 1 << 3;
+
+export interface VxlanAttributes {
+  id?: number;
+  group?: Buffer;
+  link?: number;
+  local?: Buffer;
+  ttl?: number;
+  learning?: boolean;
+  port?: number;
+}
+
+export interface LinkStats {
+  rxPackets: number;
+  txPackets: number;
+  rxBytes: number;
+  txBytes: number;
+  rxErrors: number;
+  txErrors: number;
+  rxDropped: number;
+  txDropped: number;
+}
+
+/** A link as vxnetd sees it: only what planning, repair and metrics need. */
+export interface Link {
+  index: number;
+  name: string;
+  flags: number;
+  mtu: number;
+  master?: number;
+  alias?: string;
+  mac?: Buffer;
+  kind?: string;
+  vxlan?: VxlanAttributes;
+  operstate?: number;
+  carrier?: number;
+  carrierChanges?: number;
+  stats?: LinkStats;
+}
+
+// ---- encoding ----
+
+type AttrValue = Buffer | AttrList;
+type AttrList = Array<[number, AttrValue]>;
+
+function encodeAttrs(attrs: AttrList): Buffer {
+  const parts: Buffer[] = [];
+  for (const [type, value] of attrs) {
+    const payload = Buffer.isBuffer(value) ? value : encodeAttrs(value);
+    const header = Buffer.alloc(4);
+    header.writeUInt16LE(4 + payload.length, 0);
+    header.writeUInt16LE(Buffer.isBuffer(value) ? type : type | NLA_F_NESTED, 2);
+    parts.push(header, payload);
+    const pad = (4 - (payload.length % 4)) % 4;
+    if (pad) parts.push(Buffer.alloc(pad));
+  }
+  return Buffer.concat(parts);
+}
+
+const u8 = (v: number) => Buffer.from([v]);
+const u32 = (v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v);
+  return b;
+};
+const be16 = (v: number) => {
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(v);
+  return b;
+};
+const cstring = (s: string) => Buffer.from(`${s}\0`, 'utf8');
+
+export function ifinfomsg(index: number, flags = 0, change = 0): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt8(AF_UNSPEC, 0);
+  b.writeInt32LE(index, 4);
+  b.writeUInt32LE(flags >>> 0, 8);
+  b.writeUInt32LE(change >>> 0, 12);
+  return b;
+}
+
+export interface NewLinkRequest {
+  /** 0 to address the device by name. */
+  index?: number;
+  name?: string;
+  kind?: 'bridge' | 'vxlan';
+  mac?: Buffer;
+  mtu?: number;
+  master?: number;
+  alias?: string;
+  up?: boolean;
+  vxlan?: VxlanAttributes;
+}
+
+/** Payload of an RTM_NEWLINK (create or change) carrying exactly the given fields. */
+export function encodeLinkRequest(req: NewLinkRequest): Buffer {
+  const attrs: AttrList = [];
+  if (req.name !== undefined) attrs.push([IFLA_IFNAME, cstring(req.name)]);
+  if (req.mac) attrs.push([IFLA_ADDRESS, req.mac]);
+  if (req.mtu !== undefined) attrs.push([IFLA_MTU, u32(req.mtu)]);
+  if (req.master !== undefined) attrs.push([IFLA_MASTER, u32(req.master)]);
+  if (req.alias !== undefined) attrs.push([IFLA_IFALIAS, Buffer.from(req.alias, 'utf8')]);
+  if (req.kind) {
+    const info: AttrList = [[IFLA_INFO_KIND, cstring(req.kind)]];
+    if (req.vxlan) info.push([IFLA_INFO_DATA, encodeVxlan(req.vxlan)]);
+    attrs.push([IFLA_LINKINFO, info]);
+  }
+  const flags = req.up === undefined ? 0 : req.up ? IFF_UP : 0;
+  const change = req.up === undefined ? 0 : IFF_UP;
+  return Buffer.concat([ifinfomsg(req.index ?? 0, flags, change), encodeAttrs(attrs)]);
+}
+
+function encodeVxlan(v: VxlanAttributes): AttrList {
+  const attrs: AttrList = [];
+  if (v.id !== undefined) attrs.push([IFLA_VXLAN_ID, u32(v.id)]);
+  if (v.group) attrs.push([v.group.length === 16 ? IFLA_VXLAN_GROUP6 : IFLA_VXLAN_GROUP, v.group]);
+  if (v.local) attrs.push([v.local.length === 16 ? IFLA_VXLAN_LOCAL6 : IFLA_VXLAN_LOCAL, v.local]);
+  if (v.link !== undefined) attrs.push([IFLA_VXLAN_LINK, u32(v.link)]);
+  if (v.ttl !== undefined) attrs.push([IFLA_VXLAN_TTL, u8(v.ttl)]);
+  if (v.learning !== undefined) attrs.push([IFLA_VXLAN_LEARNING, u8(v.learning ? 1 : 0)]);
+  if (v.port !== undefined) attrs.push([IFLA_VXLAN_PORT, be16(v.port)]);
+  return attrs;
+}
+
+/** RTM_GETLINK payload; stats are skipped unless asked for, which halves a dump. */
+export function encodeGetLink(opts: { name?: string; index?: number; withStats?: boolean }): Buffer {
+  const attrs: AttrList = [[IFLA_EXT_MASK, u32(opts.withStats ? 0 : RTEXT_FILTER_SKIP_STATS)]];
+  if (opts.name !== undefined) attrs.push([IFLA_IFNAME, cstring(opts.name)]);
+  return Buffer.concat([ifinfomsg(opts.index ?? 0), encodeAttrs(attrs)]);
+}
+
+export function encodeDelLink(index: number): Buffer {
+  return ifinfomsg(index);
+}
+
+// ---- decoding ----
+
+/** Calls visit(type, start, end) for each attribute in buf[start, end). */
+function forEachAttr(buf: Buffer, start: number, end: number, visit: (type: number, from: number, to: number) => void): void {
+  let offset = start;
+  while (offset + 4 <= end) {
+    const len = buf.readUInt16LE(offset);
+    if (len < 4 || offset + len > end) break;
+    visit(buf.readUInt16LE(offset + 2) & NLA_TYPE_MASK, offset + 4, offset + len);
+    offset += (len + 3) & ~3;
+  }
+}
+
+function readCString(buf: Buffer, from: number, to: number): string {
+  const nul = buf.indexOf(0, from);
+  return buf.toString('utf8', from, nul === -1 || nul > to ? to : nul);
+}
+
+/** The family byte of an RTM_*LINK payload (AF_BRIDGE events must be ignored). */
+export function linkFamily(payload: Buffer): number {
+  return payload.readUInt8(0);
+}
+
+export function decodeLink(payload: Buffer, opts: { stats?: boolean } = {}): Link {
+  const link: Link = {
+    index: payload.readInt32LE(4),
+    flags: payload.readUInt32LE(8),
+    name: '',
+    mtu: 0,
+  };
+  forEachAttr(payload, 16, payload.length, (type, from, to) => {
+    switch (type) {
+      case IFLA_IFNAME:
+        link.name = readCString(payload, from, to);
+        break;
+      case IFLA_MTU:
+        link.mtu = payload.readUInt32LE(from);
+        break;
+      case IFLA_MASTER:
+        link.master = payload.readUInt32LE(from);
+        break;
+      case IFLA_ADDRESS:
+        link.mac = Buffer.from(payload.subarray(from, to));
+        break;
+      case IFLA_IFALIAS:
+        link.alias = readCString(payload, from, to);
+        break;
+      case IFLA_OPERSTATE:
+        link.operstate = payload.readUInt8(from);
+        break;
+      case IFLA_CARRIER:
+        link.carrier = payload.readUInt8(from);
+        break;
+      case IFLA_CARRIER_CHANGES:
+        link.carrierChanges = payload.readUInt32LE(from);
+        break;
+      case IFLA_STATS64:
+        if (opts.stats && to - from >= 64) link.stats = decodeStats64(payload, from);
+        break;
+      case IFLA_LINKINFO:
+        decodeLinkInfo(payload, from, to, link);
+        break;
+    }
+  });
+  return link;
+}
+
+function decodeLinkInfo(buf: Buffer, start: number, end: number, link: Link): void {
+  let data: [number, number] | undefined;
+  forEachAttr(buf, start, end, (type, from, to) => {
+    if (type === IFLA_INFO_KIND) link.kind = readCString(buf, from, to);
+    else if (type === IFLA_INFO_DATA) data = [from, to];
+  });
+  if (link.kind === 'vxlan' && data) link.vxlan = decodeVxlan(buf, data[0], data[1]);
+}
+
+function decodeVxlan(buf: Buffer, start: number, end: number): VxlanAttributes {
+  const v: VxlanAttributes = {};
+  forEachAttr(buf, start, end, (type, from, to) => {
+    switch (type) {
+      case IFLA_VXLAN_ID:
+        v.id = buf.readUInt32LE(from);
+        break;
+      case IFLA_VXLAN_GROUP:
+      case IFLA_VXLAN_GROUP6: {
+        const group = Buffer.from(buf.subarray(from, to));
+        // The kernel reports an unset group as all zeros.
+        if (group.some((b) => b !== 0)) v.group = group;
+        break;
+      }
+      case IFLA_VXLAN_LOCAL:
+      case IFLA_VXLAN_LOCAL6: {
+        const local = Buffer.from(buf.subarray(from, to));
+        if (local.some((b) => b !== 0)) v.local = local;
+        break;
+      }
+      case IFLA_VXLAN_LINK:
+        v.link = buf.readUInt32LE(from);
+        break;
+      case IFLA_VXLAN_TTL:
+        v.ttl = buf.readUInt8(from);
+        break;
+      case IFLA_VXLAN_LEARNING:
+        v.learning = buf.readUInt8(from) !== 0;
+        break;
+      case IFLA_VXLAN_PORT:
+        v.port = buf.readUInt16BE(from);
+        break;
+    }
+  });
+  return v;
+}
+
+function decodeStats64(buf: Buffer, at: number): LinkStats {
+  const field = (i: number) => Number(buf.readBigUInt64LE(at + i * 8));
+  return {
+    rxPackets: field(0),
+    txPackets: field(1),
+    rxBytes: field(2),
+    txBytes: field(3),
+    rxErrors: field(4),
+    txErrors: field(5),
+    rxDropped: field(6),
+    txDropped: field(7),
+  };
+}

@@ -1,0 +1,144 @@
+/**
+ * desired + actual → ordered operations for one network (pure, no I/O).
+ * Mirrors felix: the plan is data; the executor in agent/ carries it out.
+ */
+import { IFF_UP, type Link } from '../kernel/codec.js';
+import type { DesiredNetwork } from '../model/network.js';
+import type { CreateVxlan, LinkChanges, Operation } from './operations.js';
+
+/** How to recognise this network's devices. */
+export interface Ownership {
+  alias: string;
+  bridgeMac: Buffer;
+  vxlanMac: Buffer;
+}
+
+/** The kernel links that concern one network: the ones holding its names and any others it owns. */
+export interface ActualNetwork {
+  bridge?: Link;
+  vxlan?: Link;
+  /** Owned links (by alias) under other names, e.g. renamed by hand. */
+  strays: Link[];
+}
+
+export interface NetworkPlan {
+  ops: Operation[];
+  /** Foreign devices in the way; when present, nothing is done for this network. */
+  conflicts: string[];
+}
+
+/**
+ * A device is ours if it carries our alias, or if it has no alias at all but
+ * the MAC we derive for it: the state a crash between create and set-alias
+ * would leave behind.
+ */
+export function isOwned(link: Link, owner: Ownership): boolean {
+  if (link.alias !== undefined && link.alias !== '') return link.alias === owner.alias;
+  const mac = link.kind === 'vxlan' ? owner.vxlanMac : owner.bridgeMac;
+  return link.mac !== undefined && link.mac.equals(mac);
+}
+
+export function planNetwork(hex: string, desired: DesiredNetwork | undefined, actual: ActualNetwork, owner: Ownership): NetworkPlan {
+  const ops: Operation[] = [];
+  const conflicts: string[] = [];
+  const deleteOwned = (link: Link, why: string) => ops.push({ op: 'deleteLink', hex, name: link.name, index: link.index, why });
+
+  if (!desired) {
+    // Ports (vxlan) first, so the bridge never loses them one by one.
+    for (const link of [actual.vxlan, ...actual.strays, actual.bridge]) {
+      if (link && isOwned(link, owner)) deleteOwned(link, 'network removed');
+    }
+    return { ops, conflicts };
+  }
+
+  for (const link of [actual.bridge, actual.vxlan]) {
+    if (link && !isOwned(link, owner)) {
+      conflicts.push(`device ${link.name} exists and is not managed by vxnetd (alias ${JSON.stringify(link.alias ?? '')}); remove or rename it`);
+    }
+  }
+  if (conflicts.length) return { ops, conflicts };
+
+  for (const stray of actual.strays) deleteOwned(stray, `carries ${owner.alias} under another name`);
+
+  const bridgeOps = planBridge(hex, desired, actual.bridge);
+  ops.push(...bridgeOps.ops);
+  ops.push(...planVxlan(hex, desired, actual.vxlan, bridgeOps.recreated ? undefined : actual.bridge));
+  return { ops, conflicts };
+}
+
+function planBridge(hex: string, desired: DesiredNetwork, bridge: Link | undefined): { ops: Operation[]; recreated: boolean } {
+  const want = desired.bridge;
+  const create: Operation = { op: 'createBridge', hex, name: want.name, mac: want.mac, alias: want.alias, mtu: want.mtu };
+  if (!bridge) return { ops: [create], recreated: true };
+  if (bridge.kind !== 'bridge') {
+    return { ops: [{ op: 'deleteLink', hex, name: bridge.name, index: bridge.index, why: `is a ${bridge.kind ?? 'device'} of unknown kind, not a bridge` }, create], recreated: true };
+  }
+  const changes: LinkChanges = {};
+  if (bridge.mtu !== want.mtu) changes.mtu = want.mtu;
+  if (!(bridge.flags & IFF_UP)) changes.up = true;
+  if (bridge.alias !== want.alias) changes.alias = want.alias;
+  return { ops: hasChanges(changes) ? [{ op: 'updateLink', hex, name: bridge.name, changes }] : [], recreated: false };
+}
+
+function planVxlan(hex: string, desired: DesiredNetwork, vxlan: Link | undefined, existingBridge: Link | undefined): Operation[] {
+  const want = desired.vxlan;
+  const create: CreateVxlan = {
+    op: 'createVxlan',
+    hex,
+    name: want.name,
+    mac: want.mac,
+    alias: want.alias,
+    mtu: want.mtu,
+    bridge: desired.bridge.name,
+    vxlan: {
+      id: want.id,
+      group: want.group.bytes,
+      link: want.link,
+      ttl: want.ttl,
+      port: want.port,
+      learning: true,
+      ...(want.local ? { local: want.local } : {}),
+    },
+  };
+  if (!vxlan) return [create];
+
+  const have = vxlan.vxlan;
+  const replaceWhy =
+    vxlan.kind !== 'vxlan' || !have
+      ? `is a ${vxlan.kind ?? 'device'} of unknown kind, not a vxlan`
+      : have.id !== want.id
+        ? `id ${have.id} must be ${want.id}, which the kernel cannot change`
+        : have.port !== want.port
+          ? `dstport ${have.port} must be ${want.port}, which the kernel cannot change`
+          : have.local && !want.local
+            ? 'local address must be removed'
+            : undefined;
+  if (replaceWhy) return [{ op: 'deleteLink', hex, name: vxlan.name, index: vxlan.index, why: replaceWhy }, create];
+
+  const ops: Operation[] = [];
+  const dataChanges: Partial<CreateVxlan['vxlan']> = {};
+  if (!sameBytes(have!.group, want.group.bytes)) dataChanges.group = want.group.bytes;
+  if (have!.link !== want.link) dataChanges.link = want.link;
+  if (want.local && !sameBytes(have!.local, want.local)) dataChanges.local = want.local;
+  if (have!.ttl !== want.ttl) dataChanges.ttl = want.ttl;
+  if (have!.learning !== true) dataChanges.learning = true;
+  if (Object.keys(dataChanges).length) ops.push({ op: 'updateVxlan', hex, name: vxlan.name, changes: dataChanges });
+
+  const changes: LinkChanges = {};
+  // The kernel refuses an MTU in the same message as vxlan data: a separate update.
+  if (vxlan.mtu !== want.mtu) changes.mtu = want.mtu;
+  if (!existingBridge || vxlan.master !== existingBridge.index) changes.master = desired.bridge.name;
+  if (!(vxlan.flags & IFF_UP)) changes.up = true;
+  if (vxlan.alias !== want.alias) changes.alias = want.alias;
+  if (hasChanges(changes)) ops.push({ op: 'updateLink', hex, name: vxlan.name, changes });
+  return ops;
+}
+
+function hasChanges(changes: LinkChanges): boolean {
+  return Object.keys(changes).length > 0;
+}
+
+function sameBytes(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  if (!a || !b) return a === b;
+  return a.equals(b);
+}

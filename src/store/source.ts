@@ -1,0 +1,296 @@
+/**
+ * Desired state from etcd, ListWatch style: one consistent list at revision R,
+ * then a watch from R+1. Any watcher error, disconnect, compaction or lost
+ * lease throws the client away: build a new one, list again, watch again.
+ * The agent diffs each snapshot against what it has, so deletions made while
+ * we were cut off are applied and nothing is ever deleted for lack of data.
+ */
+import { EventEmitter } from 'node:events';
+import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
+import { Backoff, systemClock, type Clock } from './backoff.js';
+import { createEtcdClient, type EtcdOptions } from './client.js';
+
+export interface StoredValue {
+  value: Buffer;
+  modRevision: number;
+}
+
+export interface Snapshot {
+  revision: number;
+  /** Key suffix after `<prefix>/networks/` → value. */
+  networks: Map<string, StoredValue>;
+  /** Key suffix after `<prefix>/hosts/<host>/networks/` → value. */
+  attachments: Map<string, StoredValue>;
+  /** This host's status values, by suffix, as last written. */
+  statuses: Map<string, string>;
+}
+
+export type Collection = 'networks' | 'attachments';
+
+export interface Change {
+  collection: Collection;
+  name: string;
+  /** undefined for a delete. */
+  value?: StoredValue;
+  revision: number;
+}
+
+export interface SourceLog {
+  info(fields: Record<string, unknown>, msg: string): void;
+  warn(fields: Record<string, unknown>, msg: string): void;
+}
+
+export interface SourceOptions {
+  etcd: EtcdOptions;
+  prefix: string;
+  hostname: string;
+  watchAttachments: boolean;
+  /** The liveness value; called at each (re)connect and on refreshLiveness(). */
+  liveness: () => Record<string, unknown>;
+  log: SourceLog;
+  clock?: Clock;
+  leaseTtlSeconds?: number;
+  /** Builds clients; tests may pass their own. */
+  createClient?: (options: EtcdOptions) => Etcd3;
+}
+
+export interface DesiredStateSourceEvents {
+  snapshot: [Snapshot];
+  change: [Change];
+  connected: [boolean];
+}
+
+export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
+  private readonly clock: Clock;
+  private readonly backoff = new Backoff();
+  private readonly stopping = new AbortController();
+  private client?: Etcd3;
+  private lease?: Lease;
+  private connected = false;
+  private revision = 0;
+  private loop?: Promise<void>;
+  /** Status writes not yet acknowledged: suffix → JSON, or null to delete. */
+  private readonly pendingStatus = new Map<string, string | null>();
+  private readonly writtenStatus = new Map<string, string>();
+  private flushing?: Promise<void>;
+
+  constructor(private readonly options: SourceOptions) {
+    super();
+    this.clock = options.clock ?? systemClock;
+  }
+
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
+  get watchRevision(): number {
+    return this.revision;
+  }
+
+  private get keys() {
+    const { prefix, hostname } = this.options;
+    return {
+      networks: `${prefix}/networks/`,
+      attachments: `${prefix}/hosts/${hostname}/networks/`,
+      statuses: `${prefix}/hosts/${hostname}/status/`,
+      agent: `${prefix}/hosts/${hostname}/agent`,
+    };
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopping.signal.aborted) {
+      const client = (this.options.createClient ?? createEtcdClient)(this.options.etcd);
+      this.client = client;
+      try {
+        const snapshot = await this.list(client);
+        if (this.stopping.signal.aborted) break;
+        await this.grantLiveness(client);
+        this.revision = snapshot.revision;
+        this.setConnected(true);
+        this.backoff.reset();
+        this.emit('snapshot', snapshot);
+        void this.flushStatus();
+        const reason = await this.watchUntilBroken(client, snapshot.revision + 1);
+        if (!this.stopping.signal.aborted) this.options.log.warn({ reason }, 'etcd watch broken; listing again');
+      } catch (error) {
+        if (!this.stopping.signal.aborted) {
+          this.options.log.warn({ err: (error as Error).message, endpoints: this.options.etcd.endpoints }, 'etcd unavailable; retrying');
+        }
+      }
+      this.setConnected(false);
+      if (this.stopping.signal.aborted) break;
+      this.discardClient(client);
+      await this.clock.sleep(this.backoff.next(), this.stopping.signal);
+    }
+  }
+
+  private async list(client: Etcd3): Promise<Snapshot> {
+    const keys = this.keys;
+    const networks = await client.getAll().prefix(keys.networks).exec();
+    const revision = Number(networks.header.revision);
+    // Attachments and statuses at the same revision, so the three agree.
+    const [attachments, statuses] = await Promise.all([
+      client.getAll().prefix(keys.attachments).revision(revision).exec(),
+      client.getAll().prefix(keys.statuses).revision(revision).exec(),
+    ]);
+    const bySuffix = (kvs: IKeyValue[], prefix: string) =>
+      new Map(kvs.map((kv) => [kv.key.toString('utf8').slice(prefix.length), { value: kv.value, modRevision: Number(kv.mod_revision) }]));
+    const snapshot: Snapshot = {
+      revision,
+      networks: bySuffix(networks.kvs, keys.networks),
+      attachments: bySuffix(attachments.kvs, keys.attachments),
+      statuses: new Map(statuses.kvs.map((kv) => [kv.key.toString('utf8').slice(keys.statuses.length), kv.value.toString('utf8')])),
+    };
+    this.writtenStatus.clear();
+    for (const [name, value] of snapshot.statuses) this.writtenStatus.set(name, comparable(value));
+    return snapshot;
+  }
+
+  /** Resolves with a reason when the watch can no longer be trusted. */
+  private async watchUntilBroken(client: Etcd3, fromRevision: number): Promise<string> {
+    const keys = this.keys;
+    const collections: Array<[Collection, string]> = [['networks', keys.networks]];
+    if (this.options.watchAttachments) collections.push(['attachments', keys.attachments]);
+    const watchers: Watcher[] = [];
+    return new Promise<string>((resolve) => {
+      let settled = false;
+      const broken = (reason: string) => {
+        if (settled) return;
+        settled = true;
+        this.stopping.signal.removeEventListener('abort', onStop);
+        for (const watcher of watchers) watcher.removeAllListeners();
+        resolve(reason);
+      };
+      const onStop = () => broken('stopping');
+      this.stopping.signal.addEventListener('abort', onStop, { once: true });
+      this.lease?.once('lost', (error) => broken(`liveness lease lost: ${error.message}`));
+      for (const [collection, prefix] of collections) {
+        client
+          .watch()
+          .prefix(prefix)
+          .startRevision(String(fromRevision))
+          .create()
+          .then((watcher) => {
+            watchers.push(watcher);
+            if (settled) return void watcher.cancel().catch(() => undefined);
+            watcher.on('error', (error) => broken(`watch error: ${error.message}`));
+            watcher.on('disconnected', () => broken('disconnected from etcd'));
+            watcher.on('end', () => broken('watch ended'));
+            watcher.on('put', (kv) => this.onEvent(collection, prefix, kv, true));
+            watcher.on('delete', (kv) => this.onEvent(collection, prefix, kv, false));
+          })
+          .catch((error: Error) => broken(`cannot watch ${prefix}: ${error.message}`));
+      }
+    });
+  }
+
+  private onEvent(collection: Collection, prefix: string, kv: IKeyValue, isPut: boolean): void {
+    const revision = Number(kv.mod_revision);
+    if (revision > this.revision) this.revision = revision;
+    const name = kv.key.toString('utf8').slice(prefix.length);
+    this.emit('change', {
+      collection,
+      name,
+      revision,
+      ...(isPut ? { value: { value: kv.value, modRevision: revision } } : {}),
+    });
+  }
+
+  private async grantLiveness(client: Etcd3): Promise<void> {
+    const lease = client.lease(this.options.leaseTtlSeconds ?? 15, { autoKeepAlive: true });
+    lease.on('lost', () => undefined);
+    await lease.put(this.keys.agent).value(JSON.stringify(this.options.liveness())).exec();
+    this.lease = lease;
+  }
+
+  /** Rewrites the liveness value (e.g. when readiness changes), if connected. */
+  async refreshLiveness(): Promise<void> {
+    if (!this.connected || !this.lease) return;
+    try {
+      await this.lease.put(this.keys.agent).value(JSON.stringify(this.options.liveness())).exec();
+    } catch (error) {
+      this.options.log.warn({ err: (error as Error).message }, 'cannot update liveness key');
+    }
+  }
+
+  /** Queues a status write; identical content (ignoring updatedAt) is not written twice. */
+  writeStatus(name: string, status: Record<string, unknown> | null): void {
+    const json = status === null ? null : JSON.stringify(status);
+    const written = this.writtenStatus.get(name);
+    if (json === null ? written === undefined : written === comparable(json)) {
+      this.pendingStatus.delete(name);
+      return;
+    }
+    this.pendingStatus.set(name, json);
+    void this.flushStatus();
+  }
+
+  private flushStatus(): Promise<void> {
+    this.flushing ??= this.flushLoop().finally(() => (this.flushing = undefined));
+    return this.flushing;
+  }
+
+  private async flushLoop(): Promise<void> {
+    while (this.pendingStatus.size && this.connected && this.client) {
+      const batch = [...this.pendingStatus].slice(0, 128);
+      const client = this.client;
+      const results = await Promise.allSettled(
+        batch.map(([name, json]) =>
+          json === null ? client.delete().key(this.keys.statuses + name).exec() : client.put(this.keys.statuses + name).value(json).exec(),
+        ),
+      );
+      let failed = false;
+      results.forEach((result, i) => {
+        const [name, json] = batch[i]!;
+        if (result.status === 'rejected') return void (failed = true);
+        if (this.pendingStatus.get(name) === json) this.pendingStatus.delete(name);
+        if (json === null) this.writtenStatus.delete(name);
+        else this.writtenStatus.set(name, comparable(json));
+      });
+      // The next (re)connect flushes what is left.
+      if (failed) return;
+    }
+  }
+
+  private setConnected(connected: boolean): void {
+    if (this.connected === connected) return;
+    this.connected = connected;
+    this.emit('connected', connected);
+  }
+
+  private discardClient(client: Etcd3): void {
+    this.lease?.release();
+    this.lease = undefined;
+    try {
+      client.close();
+    } catch {
+      // Closing a broken client may throw; it is being thrown away anyway.
+    }
+  }
+
+  /** Stops watching and revokes the liveness lease (devices are left alone). */
+  async stop(timeoutMs = 2000): Promise<void> {
+    this.stopping.abort();
+    const lease = this.lease;
+    if (lease && this.connected) {
+      await Promise.race([lease.revoke().catch(() => undefined), this.clock.sleep(timeoutMs)]);
+    }
+    this.lease = undefined;
+    this.client?.close();
+    await Promise.race([this.loop, this.clock.sleep(timeoutMs)]);
+  }
+}
+
+/** Status JSON without the time stamp, to tell a real change from a rewrite. */
+function comparable(json: string): string {
+  try {
+    const { updatedAt: _ignored, ...rest } = JSON.parse(json) as Record<string, unknown>;
+    return JSON.stringify(rest);
+  } catch {
+    return json;
+  }
+}

@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest';
+import { applyPlan } from '../src/agent/apply.js';
+import { IFF_UP } from '../src/kernel/codec.js';
+import { KernelError } from '../src/kernel/errors.js';
+import { planNetwork } from '../src/plan/plan.js';
+import { FakeKernel } from './support/fake-kernel.js';
+import { desired, ownership } from './support/fixtures.js';
+
+const silent = { info: () => undefined, warn: () => undefined };
+const plan = () => planNetwork('ff01', desired(0xff01), { strays: [] }, ownership(0xff01)).ops;
+
+describe('applyPlan', () => {
+  it('builds the pair: bridge mtu set after creation, vxlan in one create with master and mtu, aliases on both', async () => {
+    const kernel = new FakeKernel();
+    await applyPlan(kernel, plan(), silent);
+    const br = kernel.byName('brff01')!;
+    const vx = kernel.byName('vxlanff01')!;
+    expect(br).toMatchObject({ kind: 'bridge', mtu: 1430, alias: 'vxnetd:ff01', flags: IFF_UP });
+    expect(vx).toMatchObject({ kind: 'vxlan', mtu: 1430, alias: 'vxnetd:ff01', master: br.index, flags: IFF_UP });
+    expect(vx.vxlan).toMatchObject({ id: 0xff01, ttl: 5, port: 4789, link: 2, learning: true });
+    expect(kernel.mutatingRequests()).toEqual([
+      'create bridge brff01 (mtu 1430)',
+      'create bridge brff01 (mtu 1430): set mtu and alias',
+      'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01)',
+      'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01): set alias',
+    ]);
+  });
+
+  it('a failed vxlan create undoes the bridge it created: nothing half-built', async () => {
+    const kernel = new FakeKernel();
+    kernel.failNext('create', 'ENOBUFS', 'create vxlan');
+    await expect(applyPlan(kernel, plan(), silent)).rejects.toThrow(KernelError);
+    expect(kernel.links.size).toBe(0);
+  });
+
+  it('a failure after the vxlan exists undoes both devices', async () => {
+    const kernel = new FakeKernel();
+    kernel.failNext('change', 'EINVAL', 'set alias');
+    await expect(applyPlan(kernel, plan(), silent)).rejects.toThrow(/set alias: EINVAL/);
+    expect(kernel.links.size).toBe(0);
+  });
+
+  it('does not delete devices that existed before the failed apply', async () => {
+    const kernel = new FakeKernel();
+    await applyPlan(kernel, plan(), silent);
+    kernel.byName('vxlanff01')!.mtu = 1300;
+    const ops = planNetwork('ff01', desired(0xff01), { bridge: kernel.byName('brff01'), vxlan: kernel.byName('vxlanff01'), strays: [] }, ownership(0xff01)).ops;
+    kernel.failNext('change', 'EINVAL');
+    await expect(applyPlan(kernel, ops, silent)).rejects.toThrow(KernelError);
+    expect(kernel.byName('brff01')).toBeDefined();
+    expect(kernel.byName('vxlanff01')).toBeDefined();
+  });
+});

@@ -1,0 +1,93 @@
+/** An in-memory kernel with failNext… hooks, for unit tests of apply/agent (no root). */
+import { EventEmitter } from 'node:events';
+import { IFF_UP, type Link, type NewLinkRequest } from '../../src/kernel/codec.js';
+import { KernelError } from '../../src/kernel/errors.js';
+import type { Kernel } from '../../src/kernel/rtnl.js';
+
+type Verb = 'create' | 'change' | 'delete' | 'get' | 'dump';
+
+export class FakeKernel implements Kernel {
+  readonly events = new EventEmitter();
+  readonly links = new Map<number, Link>();
+  readonly requests: Array<{ verb: Verb; operation: string }> = [];
+  private nextIndex = 1;
+  private failures: Array<{ verb: Verb; match: (operation: string) => boolean; errno: string }> = [];
+
+  addLink(link: Omit<Link, 'index'> & { index?: number }): Link {
+    const full = { ...link, index: link.index ?? this.nextIndex++ } as Link;
+    this.nextIndex = Math.max(this.nextIndex, full.index + 1);
+    this.links.set(full.index, full);
+    return full;
+  }
+
+  byName(name: string): Link | undefined {
+    return [...this.links.values()].find((l) => l.name === name);
+  }
+
+  /** The next request of this verb whose operation contains `text` fails with errno. */
+  failNext(verb: Verb, errno: string, text = ''): void {
+    this.failures.push({ verb, errno, match: (operation) => operation.includes(text) });
+  }
+
+  mutatingRequests(): string[] {
+    return this.requests.filter((r) => r.verb === 'create' || r.verb === 'change' || r.verb === 'delete').map((r) => r.operation);
+  }
+
+  private record(verb: Verb, operation: string): void {
+    this.requests.push({ verb, operation });
+    const i = this.failures.findIndex((f) => f.verb === verb && f.match(operation));
+    if (i !== -1) {
+      const [failure] = this.failures.splice(i, 1);
+      throw new KernelError(failure!.errno, operation);
+    }
+  }
+
+  async dumpLinks(): Promise<Link[]> {
+    this.record('dump', 'dump links');
+    return [...this.links.values()].map((l) => ({ ...l }));
+  }
+
+  async getLink(name: string): Promise<Link | undefined> {
+    this.record('get', `get link ${name}`);
+    const link = this.byName(name);
+    return link && { ...link };
+  }
+
+  async createLink(req: NewLinkRequest, operation: string): Promise<void> {
+    this.record('create', operation);
+    if (this.byName(req.name!)) throw new KernelError('EEXIST', operation);
+    const link = this.addLink({
+      name: req.name!,
+      kind: req.kind,
+      flags: req.up ? IFF_UP : 0,
+      mtu: req.mtu ?? 1500,
+      ...(req.mac ? { mac: req.mac } : {}),
+      ...(req.master !== undefined ? { master: req.master } : {}),
+      ...(req.vxlan ? { vxlan: { ...req.vxlan } } : {}),
+    });
+    this.events.emit('link', { type: 'new', link: { ...link } });
+  }
+
+  async changeLink(req: NewLinkRequest, operation: string): Promise<void> {
+    this.record('change', operation);
+    const link = req.index ? this.links.get(req.index) : this.byName(req.name!);
+    if (!link) throw new KernelError('ENODEV', operation);
+    if (req.mtu !== undefined) link.mtu = req.mtu;
+    if (req.alias !== undefined) link.alias = req.alias;
+    if (req.master !== undefined) link.master = req.master;
+    if (req.up !== undefined) link.flags = req.up ? link.flags | IFF_UP : link.flags & ~IFF_UP;
+    if (req.vxlan) link.vxlan = { ...link.vxlan, ...req.vxlan };
+    this.events.emit('link', { type: 'new', link: { ...link } });
+  }
+
+  async deleteLink(index: number, operation: string): Promise<void> {
+    this.record('delete', operation);
+    const link = this.links.get(index);
+    if (!link) throw new KernelError('ENODEV', operation);
+    this.links.delete(index);
+    for (const other of this.links.values()) if (other.master === index) delete other.master;
+    this.events.emit('link', { type: 'del', link });
+  }
+
+  close(): void {}
+}
