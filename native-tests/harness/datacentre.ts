@@ -1,0 +1,497 @@
+/**
+ * A small data centre made of network namespaces, for tests that need root:
+ * a fabric (the underlay switch, with a real etcd on it), hosts with an
+ * uplink into the fabric, and VMs plugged into bridges on the hosts. See
+ * README.md next to this file for the picture.
+ *
+ * Every name and address carries the data centre's `id`, so concurrent runs
+ * never collide, and everything created is recorded as it is created, so
+ * `destroy()` undoes exactly that and nothing else.
+ */
+import { spawnSync } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Etcd3 } from 'etcd3';
+import { AgentProcess, type AgentHandle } from './agent.js';
+import { EtcdServer } from './etcd-server.js';
+import { registerForLastResortCleanup, unregisterFromLastResortCleanup } from './last-resort-cleanup.js';
+import { describeFailure, requirePrograms, runCommand, type CommandResult, type Programs, type TrackedProcess } from './processes.js';
+
+export { waitFor } from './wait.js';
+export type { AgentHandle } from './agent.js';
+export type { CommandResult, ExitStatus } from './processes.js';
+
+export interface HostHandle {
+  name: string;
+  /** The host's network namespace, where the agent runs. */
+  ns: string;
+  /** Address of the host's uplink `u0`, fd00:<id>::<n>, without prefix length. */
+  underlayAddress: string;
+  /** The host's port on the fabric bridge (in the fabric namespace): set it down to cut the host off. */
+  fabricPort: string;
+}
+
+export interface VmHandle {
+  name: string;
+  /** The VM's network namespace; its interface is `eth0`. */
+  ns: string;
+  /** The VM's address, without prefix length (it has a /64). */
+  address: string;
+  host: string;
+  /** The VM's port in the host namespace, enslaved to the bridge it was added to. */
+  hostPort: string;
+}
+
+export interface DataCentreOptions {
+  /** Host names, default ['h1', 'h2']; lowercase letters, digits and '-', at most 12 characters. */
+  hosts?: string[];
+  /** MTU of every host's uplink `u0` (and its fabric port), default 1500. */
+  underlayMtu?: number;
+  /** etcd key prefix handed to the agents, default '/v1'. */
+  prefix?: string;
+}
+
+export interface PingOptions {
+  /** ICMP payload bytes (ping -s); the IPv6 packet is size + 48 bytes. */
+  size?: number;
+  /** Echo requests to send; success means at least one reply. Default 1. */
+  count?: number;
+  /** Forbid fragmentation (ping -M do). */
+  dontFragment?: boolean;
+  /** Seconds to wait for a reply (ping -W), default 2. */
+  timeoutS?: number;
+}
+
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const AGENT_ENTRY = join(REPO_ROOT, 'dist/cli/vxnetd.js');
+
+const UNDERLAY_DEVICE = 'u0';
+const VM_DEVICE = 'eth0';
+const FABRIC_BRIDGE = 'fab';
+const FABRIC_ROOT_PORT = 'root';
+const ETCD_CLIENT_PORT = 2379;
+const METRICS_PORT = 9730;
+/** Host and VM names end up in interface names (15 bytes at most), e.g. `vm-<name>`. */
+const SHORT_NAME = /^[a-z0-9][a-z0-9-]{0,11}$/;
+const ID_ATTEMPTS = 20;
+
+class NameInUseError extends Error {}
+
+/** How to delete one thing this data centre created: `ip <args>`; `missing` matches "already gone". */
+interface Undo {
+  what: string;
+  ipArgs: string[];
+  missing: RegExp;
+}
+
+export class DataCentre {
+  /** Four hex digits (no leading zero, so `fd00:<id>::` is written the same way everywhere). */
+  readonly id: string;
+  readonly prefix: string;
+  readonly fabricNs: string;
+  readonly etcdEndpoint: string;
+  /** The root namespace's address on the fabric: how the test process reaches etcd and the agents. */
+  readonly testAddress: string;
+
+  private readonly programs: Programs;
+  private readonly hostsByName = new Map<string, HostHandle>();
+  private readonly vmsByName = new Map<string, VmHandle>();
+  private readonly rootLink: string;
+
+  // What this data centre created, in creation order; destroy() undoes
+  // exactly these, newest first. `creating` holds what a running `ip` command
+  // may be creating right now, for the last-resort cleanup on sudden exit.
+  private readonly created: Undo[] = [];
+  private readonly creating = new Set<Undo>();
+  private readonly processes = new Set<TrackedProcess>();
+  private readonly etcdClients: Etcd3[] = [];
+  private tmpDir: string | undefined;
+
+  private etcdServer: EtcdServer | undefined;
+  private currentEtcdClient: Etcd3 | undefined;
+  private destruction: Promise<void> | undefined;
+
+  private constructor(id: string, prefix: string, programs: Programs) {
+    this.id = id;
+    this.prefix = prefix;
+    this.programs = programs;
+    this.fabricNs = `vxf-${id}`;
+    this.rootLink = `vxr${id}`;
+    this.etcdEndpoint = `http://[${this.fabricAddress}]:${ETCD_CLIENT_PORT}`;
+    this.testAddress = `fd00:${id}::fe`;
+  }
+
+  static async create(opts: DataCentreOptions = {}): Promise<DataCentre> {
+    const programs = requirePrograms();
+    const hostNames = opts.hosts ?? ['h1', 'h2'];
+    const underlayMtu = opts.underlayMtu ?? 1500;
+    validateNames('host', hostNames);
+    if (hostNames.length < 1 || hostNames.length > 200) throw new Error(`1 to 200 hosts, not ${hostNames.length}`);
+    // Below 1280 the kernel turns IPv6 off on the device; 65535 is veth's maximum.
+    if (!Number.isInteger(underlayMtu) || underlayMtu < 1280 || underlayMtu > 65535) {
+      throw new Error(`underlayMtu must be an integer from 1280 to 65535, not ${underlayMtu}`);
+    }
+
+    for (let attempt = 0; attempt < ID_ATTEMPTS; attempt++) {
+      const dc = new DataCentre(randomInt(0x1000, 0x10000).toString(16), opts.prefix ?? '/v1', programs);
+      registerForLastResortCleanup(dc);
+      try {
+        if (!(await dc.claimId())) {
+          await dc.destroy();
+          continue;
+        }
+        await dc.build(hostNames, underlayMtu);
+        return dc;
+      } catch (err) {
+        await dc.destroy();
+        throw err;
+      }
+    }
+    throw new Error(`could not find a free data centre id in ${ID_ATTEMPTS} attempts: leftovers from earlier runs? (ip netns list)`);
+  }
+
+  get etcdPid(): number | undefined {
+    return this.etcdServer?.pid;
+  }
+
+  host(name: string): HostHandle {
+    const host = this.hostsByName.get(name);
+    if (!host) throw new Error(`no host ${name} in data centre ${this.id} (hosts: ${[...this.hostsByName.keys()].join(', ')})`);
+    return host;
+  }
+
+  hosts(): HostHandle[] {
+    return [...this.hostsByName.values()];
+  }
+
+  /** Runs a command inside a namespace (`ip netns exec`); never rejects, look at `code`. Default timeout 30 s. */
+  exec(ns: string, cmd: string[], opts: { timeoutMs?: number } = {}): Promise<CommandResult> {
+    return this.run([this.programs.ip, 'netns', 'exec', ns, ...cmd], opts.timeoutMs);
+  }
+
+  /** `ip -d -j link show` inside `ns`. */
+  async links(ns: string): Promise<any[]> {
+    const argv = [this.programs.ip, '-n', ns, '-d', '-j', 'link', 'show'];
+    const result = await this.run(argv);
+    if (result.code !== 0) throw new Error(describeFailure(argv, result));
+    return JSON.parse(result.stdout) as any[];
+  }
+
+  async link(ns: string, name: string): Promise<any | undefined> {
+    return (await this.links(ns)).find((link) => link.ifname === name);
+  }
+
+  /**
+   * A VM: its own namespace with `eth0` holding `address`/64, whose veth peer
+   * `vm-<vmName>` is a port of `bridge` in the host's namespace. The bridge
+   * must exist already. `opts.mtu` is set on both ends of the veth, like a
+   * hypervisor configuring a tap device and the guest to the same MTU.
+   */
+  async addVm(host: string, bridge: string, vmName: string, address: string, opts: { mtu?: number } = {}): Promise<VmHandle> {
+    this.assertAlive();
+    validateNames('VM', [vmName]);
+    if (this.vmsByName.has(vmName)) throw new Error(`VM ${vmName} already exists in data centre ${this.id}`);
+    const hostNs = this.host(host).ns;
+    const vm: VmHandle = { name: vmName, ns: `vxv-${this.id}-${vmName}`, address, host, hostPort: `vm-${vmName}` };
+    if (await this.link(hostNs, vm.hostPort)) throw new Error(`${vm.hostPort} already exists in ${hostNs}`);
+
+    await this.addNamespace(vm.ns);
+    const mtu = opts.mtu === undefined ? [] : ['mtu', String(opts.mtu)];
+    await this.ip('-n', hostNs, 'link', 'add', 'name', vm.hostPort, ...mtu, 'type', 'veth', 'peer', 'name', VM_DEVICE, 'netns', vm.ns, ...mtu);
+    await this.ip('-n', hostNs, 'link', 'set', vm.hostPort, 'master', bridge, 'up');
+    // nodad: the address is usable at once, no 1-2 s of "tentative".
+    await this.ip('-n', vm.ns, 'addr', 'add', `${address}/64`, 'dev', VM_DEVICE, 'nodad');
+    await this.ip('-n', vm.ns, 'link', 'set', VM_DEVICE, 'up');
+    this.vmsByName.set(vmName, vm);
+    return vm;
+  }
+
+  /** Pings `to` from inside the VM; true when at least one echo reply came back. */
+  async ping(from: VmHandle, to: string, opts: PingOptions = {}): Promise<boolean> {
+    const count = opts.count ?? 1;
+    const timeoutS = opts.timeoutS ?? 2;
+    const cmd = [this.programs.ping, '-6', '-n', '-q', '-c', String(count), '-W', String(timeoutS)];
+    if (count > 1) cmd.push('-i', '0.2');
+    if (opts.size !== undefined) cmd.push('-s', String(opts.size));
+    if (opts.dontFragment) cmd.push('-M', 'do');
+    cmd.push(to);
+    const result = await this.exec(from.ns, cmd, { timeoutMs: count * 200 + timeoutS * 1_000 + 5_000 });
+    return result.code === 0;
+  }
+
+  /**
+   * Starts vxnetd in a host's namespace with flags pointing at this data
+   * centre. A flag given in `args` replaces the harness's default for it.
+   * The agent gets a clean environment (PATH plus `env`), so VXNETD_*
+   * variables of the shell running the tests cannot change its behaviour.
+   */
+  async startAgent(host: string, args: string[] = [], env: Record<string, string> = {}): Promise<AgentHandle> {
+    this.assertAlive();
+    if (!existsSync(AGENT_ENTRY)) throw new Error(`vxnetd is not built (${AGENT_ENTRY} is missing): run \`npm run build\` first`);
+    const handle = this.host(host);
+    const defaults: Array<[string, string]> = [
+      ['--underlay', UNDERLAY_DEVICE],
+      ['--hostname', host],
+      ['--etcd-endpoints', this.etcdEndpoint],
+      ['--prefix', this.prefix],
+      ['--metrics-listen', `[${handle.underlayAddress}]:${METRICS_PORT}`],
+    ];
+    const command = [process.execPath, AGENT_ENTRY];
+    for (const [flag, value] of defaults) {
+      if (flagValue(args, flag) === undefined) command.push(flag, value);
+    }
+    command.push(...args);
+    const metricsListen = flagValue(command, '--metrics-listen')!;
+
+    const agentEnv: NodeJS.ProcessEnv = { PATH: process.env.PATH };
+    // Let coverage of the agent be collected when the test run asks for it.
+    if (process.env.NODE_V8_COVERAGE) agentEnv.NODE_V8_COVERAGE = process.env.NODE_V8_COVERAGE;
+    Object.assign(agentEnv, env);
+
+    return new AgentProcess({
+      ipBinary: this.programs.ip,
+      netns: handle.ns,
+      host,
+      command,
+      env: agentEnv,
+      metricsUrl: metricsUrlFor(metricsListen, handle.underlayAddress),
+      onSpawn: (p) => this.track(p),
+    });
+  }
+
+  /**
+   * A client for this data centre's etcd, closed by destroy(). The same client
+   * is returned until restartEtcd(), after which a fresh one is made (one that
+   * was connected to the old process may sit in gRPC's reconnect backoff).
+   */
+  async etcd(): Promise<Etcd3> {
+    this.assertAlive();
+    if (!this.currentEtcdClient) {
+      this.currentEtcdClient = new Etcd3({ hosts: this.etcdEndpoint, dialTimeout: 3_000 });
+      this.etcdClients.push(this.currentEtcdClient);
+    }
+    return this.currentEtcdClient;
+  }
+
+  /** Signals etcd: SIGSTOP freezes it (connections stay open), SIGCONT thaws it, SIGTERM stops it. */
+  stopEtcd(sig: 'SIGSTOP' | 'SIGCONT' | 'SIGTERM'): void {
+    this.etcdServer?.signal(sig);
+  }
+
+  /** Stops etcd if it still runs (even if frozen), starts it again on the same data dir, waits until healthy. */
+  async restartEtcd(): Promise<void> {
+    this.assertAlive();
+    if (!this.etcdServer) throw new Error('etcd was never started');
+    await this.etcdServer.stop();
+    this.currentEtcdClient = undefined;
+    await this.etcdServer.start();
+  }
+
+  /**
+   * Kills every process this data centre started (SIGTERM, SIGKILL after 6 s),
+   * deletes its links and namespaces, removes its temporary directory.
+   * Idempotent; never throws (problems are printed as warnings).
+   */
+  destroy(): Promise<void> {
+    this.destruction ??= this.teardown();
+    return this.destruction;
+  }
+
+  /** Last resort for process exit: same as destroy() but synchronous and without grace. */
+  destroySync(): void {
+    for (const p of this.processes) p.signal('SIGKILL');
+    for (const undo of [...this.creating, ...[...this.created].reverse()]) {
+      spawnSync(this.programs.ip, undo.ipArgs, { stdio: 'ignore' });
+    }
+    if (this.tmpDir) rmSync(this.tmpDir, { recursive: true, force: true });
+  }
+
+  // ---- building -------------------------------------------------------
+
+  private get fabricAddress(): string {
+    return `fd00:${this.id}::1`;
+  }
+
+  /**
+   * Claims `id` by creating the fabric namespace (atomic: `ip netns add`
+   * fails if the name exists), after checking that no leftover of an
+   * earlier run uses the id. False when the id is taken.
+   */
+  private async claimId(): Promise<boolean> {
+    const namespaces = await this.run([this.programs.ip, 'netns', 'list']);
+    const leftover = new RegExp(`^vx.-${this.id}(-|\\s|$)`, 'm');
+    if (leftover.test(namespaces.stdout)) return false;
+    if ((await this.run([this.programs.ip, 'link', 'show', 'dev', this.rootLink])).code === 0) return false;
+    const routes = await this.run([this.programs.ip, '-6', 'route', 'show', 'root', `fd00:${this.id}::/64`]);
+    if (routes.code !== 0 || routes.stdout.trim() !== '') return false;
+    try {
+      await this.addNamespace(this.fabricNs);
+      return true;
+    } catch (err) {
+      if (err instanceof NameInUseError) return false;
+      throw err;
+    }
+  }
+
+  private async build(hostNames: string[], underlayMtu: number): Promise<void> {
+    const fabric = this.fabricNs;
+    // Snooping off: the bridge must flood VXLAN multicast to every host
+    // without depending on MLD reports it may have missed or aged out.
+    await this.ip('-n', fabric, 'link', 'add', 'name', FABRIC_BRIDGE, 'type', 'bridge', 'mcast_snooping', '0');
+    await this.ip('-n', fabric, 'addr', 'add', `${this.fabricAddress}/64`, 'dev', FABRIC_BRIDGE, 'nodad');
+    await this.ip('-n', fabric, 'link', 'set', FABRIC_BRIDGE, 'up');
+
+    // The test process's own port on the fabric, to reach etcd and the agents' HTTP servers.
+    // Deleted before the fabric namespace (newest first): a namespace frees
+    // its devices asynchronously, so the root end of this veth could outlive
+    // `ip netns del` for a moment.
+    await this.recordCreation({ what: `link ${this.rootLink}`, ipArgs: ['link', 'del', 'dev', this.rootLink], missing: /Cannot find device/ }, () =>
+      this.ip('link', 'add', 'name', this.rootLink, 'type', 'veth', 'peer', 'name', FABRIC_ROOT_PORT, 'netns', fabric),
+    );
+    await this.ip('-n', fabric, 'link', 'set', FABRIC_ROOT_PORT, 'master', FABRIC_BRIDGE, 'up');
+    await this.ip('addr', 'add', `${this.testAddress}/64`, 'dev', this.rootLink, 'nodad');
+    await this.ip('link', 'set', this.rootLink, 'up');
+
+    this.tmpDir = mkdtempSync(join(tmpdir(), `vxnetd-native-${this.id}-`));
+    this.etcdServer = new EtcdServer({
+      ipBinary: this.programs.ip,
+      etcdBinary: this.programs.etcd,
+      netns: fabric,
+      memberName: `vxnetd-native-${this.id}`,
+      dataDir: join(this.tmpDir, 'etcd-data'),
+      logFile: join(this.tmpDir, 'etcd.log'),
+      clientUrl: this.etcdEndpoint,
+      onSpawn: (p) => this.track(p),
+    });
+    await this.etcdServer.start();
+
+    for (const [index, name] of hostNames.entries()) {
+      await this.addHost(name, `fd00:${this.id}::${(index + 2).toString(16)}`, underlayMtu);
+    }
+  }
+
+  private async addHost(name: string, underlayAddress: string, mtu: number): Promise<void> {
+    const host: HostHandle = { name, ns: `vxh-${this.id}-${name}`, underlayAddress, fabricPort: `h-${name}` };
+    await this.addNamespace(host.ns);
+    // Both ends get the underlay MTU: a bridge drops frames larger than the egress port's MTU.
+    const mtuArg = ['mtu', String(mtu)];
+    await this.ip('-n', this.fabricNs, 'link', 'add', 'name', host.fabricPort, ...mtuArg, 'type', 'veth', 'peer', 'name', UNDERLAY_DEVICE, 'netns', host.ns, ...mtuArg);
+    await this.ip('-n', this.fabricNs, 'link', 'set', host.fabricPort, 'master', FABRIC_BRIDGE, 'up');
+    await this.ip('-n', host.ns, 'addr', 'add', `${underlayAddress}/64`, 'dev', UNDERLAY_DEVICE, 'nodad');
+    await this.ip('-n', host.ns, 'link', 'set', UNDERLAY_DEVICE, 'up');
+    this.hostsByName.set(name, host);
+  }
+
+  /** Creates a namespace with loopback up; fails with NameInUseError rather than reuse a foreign one. */
+  private async addNamespace(ns: string): Promise<void> {
+    this.assertAlive();
+    const argv = [this.programs.ip, 'netns', 'add', ns];
+    await this.recordCreation({ what: `namespace ${ns}`, ipArgs: ['netns', 'del', ns], missing: /No such file/ }, async () => {
+      const result = await this.run(argv);
+      if (result.code === 0) return;
+      if (/File exists/.test(result.stderr)) throw new NameInUseError(`network namespace ${ns} already exists`);
+      throw new Error(describeFailure(argv, result));
+    });
+    await this.ip('-n', ns, 'link', 'set', 'lo', 'up');
+  }
+
+  // ---- plumbing -------------------------------------------------------
+
+  private async ip(...args: string[]): Promise<void> {
+    const argv = [this.programs.ip, ...args];
+    const result = await this.run(argv);
+    if (result.code !== 0) throw new Error(describeFailure(argv, result));
+  }
+
+  private run(argv: string[], timeoutMs?: number): Promise<CommandResult> {
+    return runCommand(argv, { timeoutMs, onSpawn: (p) => this.track(p) });
+  }
+
+  /** Runs `create`; once it succeeds, destroy() will run `undo`. A failed creation is not undone: the name may be someone else's. */
+  private async recordCreation(undo: Undo, create: () => Promise<void>): Promise<void> {
+    this.creating.add(undo);
+    try {
+      await create();
+    } finally {
+      this.creating.delete(undo);
+    }
+    // A test that timed out may still be building while afterAll destroys:
+    // what it finishes creating after that must not survive.
+    if (this.destruction) await this.undoCreation(undo);
+    else this.created.push(undo);
+  }
+
+  private track(p: TrackedProcess): void {
+    this.processes.add(p);
+    void p.exited.then(() => this.processes.delete(p));
+    // Started by a test body still running after destroy() began.
+    if (this.destruction) void p.terminate('SIGTERM', 6_000);
+  }
+
+  private assertAlive(): void {
+    if (this.destruction) throw new Error(`data centre ${this.id} has been destroyed`);
+  }
+
+  private async teardown(): Promise<void> {
+    const problems: string[] = [];
+    const attempt = async (what: string, step: () => unknown) => {
+      try {
+        await step();
+      } catch (err) {
+        problems.push(`${what}: ${(err as Error).message}`);
+      }
+    };
+
+    for (const client of this.etcdClients) await attempt('close etcd client', () => client.close());
+    // All at once: agents may each take the full grace period.
+    await Promise.all([...this.processes].map((p) => attempt(`stop pid ${p.pid}`, () => p.terminate('SIGTERM', 6_000))));
+
+    for (const undo of [...this.created].reverse()) {
+      await attempt(`delete ${undo.what}`, () => this.undoCreation(undo));
+    }
+    if (this.tmpDir) await attempt(`remove ${this.tmpDir}`, () => rmSync(this.tmpDir!, { recursive: true, force: true }));
+
+    unregisterFromLastResortCleanup(this);
+    if (problems.length > 0) {
+      console.warn(`[native-tests harness] destroying data centre ${this.id}:\n  ${problems.join('\n  ')}`);
+    }
+  }
+
+  private async undoCreation(undo: Undo): Promise<void> {
+    const argv = [this.programs.ip, ...undo.ipArgs];
+    const result = await runCommand(argv);
+    if (result.code !== 0 && !undo.missing.test(result.stderr)) throw new Error(describeFailure(argv, result));
+  }
+}
+
+function validateNames(kind: string, names: string[]): void {
+  for (const name of names) {
+    if (!SHORT_NAME.test(name)) {
+      throw new Error(`${kind} name ${JSON.stringify(name)}: use 1-12 lowercase letters, digits or '-' (it becomes part of interface names)`);
+    }
+  }
+  if (new Set(names).size !== names.length) throw new Error(`duplicate ${kind} names: ${names.join(', ')}`);
+}
+
+/** The value of `--flag value` or `--flag=value` in argv (the last one wins), or undefined. */
+function flagValue(argv: string[], flag: string): string | undefined {
+  let value: string | undefined;
+  argv.forEach((arg, i) => {
+    if (arg === flag) value = argv[i + 1];
+    else if (arg.startsWith(`${flag}=`)) value = arg.slice(flag.length + 1);
+  });
+  return value;
+}
+
+/** `[addr]:port` as the agent listens → URL the test process can reach; a wildcard means the underlay address. */
+function metricsUrlFor(listen: string, underlayAddress: string): string {
+  const bracketed = /^\[(.*)\]:(\d+)$/.exec(listen);
+  if (bracketed) {
+    const address = bracketed[1] === '' || bracketed[1] === '::' ? underlayAddress : bracketed[1];
+    return `http://[${address}]:${bracketed[2]}`;
+  }
+  return `http://${listen}`;
+}

@@ -1,0 +1,431 @@
+#!/usr/bin/env node
+/** vxnetctl: writes networks and host attachments into etcd safely, and shows what the agents report. */
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { groupFor, parseGroupBase, type GroupBase } from '../model/group.js';
+import { MTU_MAX, MTU_MIN } from '../model/spec.js';
+import { parseVniHex, vniHex } from '../model/vni.js';
+import { createEtcdClient, type EtcdOptions } from '../store/client.js';
+import {
+  attachedHosts,
+  attachHost,
+  createNetwork,
+  deleteNetwork,
+  detachHost,
+  getNetwork,
+  hostnameProblem,
+  isEtcdTimeout,
+  isEtcdUnreachable,
+  listNetworks,
+  NotFoundError,
+  readStatus,
+  reservedVniProblem,
+  specFor,
+  type HostStatus,
+  type InvalidEntry,
+  type Network,
+} from '../store/networks.js';
+import { ETCD_FLAGS, etcdOptionsFrom, helpText, parseArgs, parseInteger, parsePrefix, UsageError, type FlagSpec } from './flags.js';
+
+export type Command =
+  | { name: 'network create'; vni?: number; mtu?: number; owner?: string; description?: string }
+  | { name: 'network list' }
+  | { name: 'network get' | 'network delete'; vni: number }
+  | { name: 'host attach' | 'host detach'; host: string; vni: number }
+  | { name: 'status'; host?: string };
+
+type CommandName = Command['name'];
+
+export interface Invocation {
+  command: Command;
+  json: boolean;
+  etcd: EtcdOptions;
+  prefix: string;
+  groupBase: GroupBase;
+}
+
+export type ParseResult = { help: true } | { help: false; invocation: Invocation };
+
+/** Operands of each command; bracketed ones are optional. */
+const OPERANDS: Record<CommandName, readonly string[]> = {
+  'network create': [],
+  'network list': [],
+  'network get': ['HEX'],
+  'network delete': ['HEX'],
+  'host attach': ['HOST', 'HEX'],
+  'host detach': ['HOST', 'HEX'],
+  status: ['[HOST]'],
+};
+
+// An unreachable etcd should fail within seconds, not hang a hook script.
+const ETCD_CALL_TIMEOUT_MS = 3000;
+
+const FLAGS: readonly FlagSpec[] = [
+  ...ETCD_FLAGS,
+  { name: 'group-base', help: 'multicast group base, as given to vxnetd: VNIs whose group (base + VNI) is reserved are never allocated', default: 'ff05::' },
+  { name: 'json', boolean: true, help: 'print JSON (network list, network get, status; network create always prints JSON)' },
+  { name: 'vni', help: 'network create: the VNI in lowercase hex (default: the lowest free one)' },
+  { name: 'mtu', help: `network create: MTU ${MTU_MIN}…${MTU_MAX} (default: underlay MTU minus encapsulation overhead)` },
+  { name: 'owner', help: 'network create: owner; if it already has a network, that one is printed instead' },
+  { name: 'description', help: 'network create: free text' },
+  { name: 'help', boolean: true, help: 'show this help' },
+];
+
+/** Flags that only some commands accept; every other flag applies to all. */
+const FLAG_COMMANDS: Readonly<Record<string, readonly CommandName[]>> = {
+  json: ['network create', 'network list', 'network get', 'status'],
+  vni: ['network create'],
+  mtu: ['network create'],
+  owner: ['network create'],
+  description: ['network create'],
+};
+
+const USAGE = `Usage: vxnetctl COMMAND [flags]
+
+Commands:
+  network create [--vni HEX] [--mtu N] [--owner X] [--description S]
+                          create a network at the lowest free VNI (or --vni) and
+                          print it as JSON; with --owner, return that owner's
+                          network if it has one ("created": false)
+  network list            list networks
+  network get HEX         show one network and the hosts attached to it
+  network delete HEX      delete a network
+  host attach HOST HEX    attach a host to an existing network
+  host detach HOST HEX    detach a host from a network
+  status [HOST]           agent liveness and per-network status of every host
+
+VNIs are written in lowercase hexadecimal without leading zeros (1 … ffffff).
+
+Exit status: 0 success, 1 failure, 2 usage error, 3 not found,
+4 etcd unreachable.`;
+
+export const HELP = helpText(USAGE, FLAGS);
+
+/** Turns arguments and environment into what to do; throws UsageError. Pure: no I/O. */
+export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv): ParseResult {
+  if (argv.includes('--help') || argv.includes('-h') || argv[0] === 'help') return { help: true };
+  const { flags, positionals } = parseArgs(argv, FLAGS, env);
+  const command = parseCommand(positionals, flags);
+  // Checked on the command line only: a stray VXNETD_OWNER in the environment
+  // must not break unrelated commands.
+  for (const name of parseArgs(argv, FLAGS, {}).flags.keys()) {
+    const accepted = FLAG_COMMANDS[name];
+    if (accepted && !accepted.includes(command.name)) {
+      throw new UsageError(`--${name} does not apply to ${command.name} (it applies to: ${accepted.join(', ')})`);
+    }
+  }
+  const groupBase = parseGroupBaseFlag(flags.get('group-base')!);
+  if (command.name === 'network create' && command.vni !== undefined) {
+    const problem = reservedVniProblem(groupBase, command.vni);
+    if (problem) throw new UsageError(problem);
+  }
+  return {
+    help: false,
+    invocation: {
+      command,
+      json: parseBoolean('json', flags.get('json')),
+      etcd: { ...etcdOptionsFrom(flags), callTimeoutMs: ETCD_CALL_TIMEOUT_MS },
+      prefix: parsePrefix(flags.get('prefix')!),
+      groupBase,
+    },
+  };
+}
+
+function parseCommand(positionals: readonly string[], flags: Map<string, string>): Command {
+  const [group, verb] = positionals;
+  if (group === undefined) throw new UsageError('missing command (see --help)');
+  if ((group === 'network' || group === 'host') && verb === undefined) {
+    const verbs = Object.keys(OPERANDS).filter((name) => name.startsWith(`${group} `));
+    throw new UsageError(`${group} needs a subcommand: ${verbs.map((name) => name.split(' ')[1]).join(', ')}`);
+  }
+  const name = group === 'status' ? group : `${group} ${verb}`;
+  if (!isCommandName(name)) throw new UsageError(`unknown command ${JSON.stringify(name)} (see --help)`);
+  const operands = positionals.slice(name.split(' ').length);
+  const expected = OPERANDS[name];
+  const required = expected.filter((operand) => !operand.startsWith('['));
+  if (operands.length < required.length || operands.length > expected.length) {
+    throw new UsageError(`usage: vxnetctl ${[name, ...expected].join(' ')}`);
+  }
+  switch (name) {
+    case 'network create':
+      return parseCreate(flags);
+    case 'network list':
+      return { name };
+    case 'network get':
+    case 'network delete':
+      return { name, vni: parseVni(operands[0]!) };
+    case 'host attach':
+    case 'host detach':
+      return { name, host: parseHost(operands[0]!), vni: parseVni(operands[1]!) };
+    case 'status':
+      return operands[0] === undefined ? { name } : { name, host: parseHost(operands[0]) };
+  }
+}
+
+function isCommandName(name: string): name is CommandName {
+  return Object.hasOwn(OPERANDS, name);
+}
+
+function parseCreate(flags: Map<string, string>): Command {
+  const vniText = flags.get('vni');
+  const mtuText = flags.get('mtu');
+  const owner = flags.get('owner');
+  const description = flags.get('description');
+  // An unset shell variable (--owner "$CUSTOMER") would otherwise make every caller share one network.
+  if (owner === '') throw new UsageError('--owner must not be empty');
+  const command = {
+    name: 'network create' as const,
+    ...(vniText !== undefined ? { vni: parseVni(vniText, '--vni') } : {}),
+    ...(mtuText !== undefined ? { mtu: parseInteger('mtu', mtuText, MTU_MIN, MTU_MAX) } : {}),
+    ...(owner !== undefined ? { owner } : {}),
+    ...(description !== undefined ? { description } : {}),
+  };
+  try {
+    specFor(command);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  return command;
+}
+
+/** `flag` names the flag the text came from, if it did not come from an operand. */
+function parseVni(text: string, flag?: string): number {
+  const vni = parseVniHex(text);
+  if (vni !== undefined) return vni;
+  const canonical = text.trim().toLowerCase().replace(/^0+/, '');
+  const hint = parseVniHex(canonical) !== undefined ? `; did you mean ${canonical}?` : '';
+  throw new UsageError(
+    `${flag ? `${flag}: ` : ''}${JSON.stringify(text)} is not a VNI: write it in lowercase hex without leading zeros, 1…ffffff${hint}`,
+  );
+}
+
+function parseHost(text: string): string {
+  const problem = hostnameProblem(text);
+  if (problem) throw new UsageError(problem);
+  return text;
+}
+
+function parseGroupBaseFlag(text: string): GroupBase {
+  try {
+    return parseGroupBase(text);
+  } catch (error) {
+    throw new UsageError(`--group-base: ${(error as Error).message}`);
+  }
+}
+
+function parseBoolean(name: string, text: string | undefined): boolean {
+  if (text === undefined) return false;
+  if (['true', '1', 'yes'].includes(text)) return true;
+  if (['false', '0', 'no'].includes(text)) return false;
+  throw new UsageError(`--${name} must be true or false, got ${JSON.stringify(text)}`);
+}
+
+export interface Output {
+  out(text: string): void;
+  warn(text: string): void;
+}
+
+export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, output: Output): Promise<number> {
+  let invocation: Invocation | undefined;
+  let client: ReturnType<typeof createEtcdClient> | undefined;
+  try {
+    const parsed = parseInvocation(argv, env);
+    if (parsed.help) {
+      output.out(HELP);
+      return 0;
+    }
+    invocation = parsed.invocation;
+    client = createEtcdClient(invocation.etcd);
+    await run(client, invocation, output);
+    return 0;
+  } catch (error) {
+    output.warn(`vxnetctl: ${describeError(error, invocation)}`);
+    return exitCodeFor(error);
+  } finally {
+    client?.close();
+  }
+}
+
+export function exitCodeFor(error: unknown): number {
+  if (error instanceof UsageError) return 2;
+  if (error instanceof NotFoundError) return 3;
+  if (isEtcdUnreachable(error)) return 4;
+  return 1;
+}
+
+function describeError(error: unknown, invocation: Invocation | undefined): string {
+  const message = error instanceof Error ? error.message : String(error);
+  if (invocation && isEtcdUnreachable(error)) {
+    const endpoints = invocation.etcd.endpoints.join(', ');
+    const what = isEtcdTimeout(error)
+      ? `etcd at ${endpoints} did not answer within ${ETCD_CALL_TIMEOUT_MS / 1000} s`
+      : `cannot reach etcd at ${endpoints} (${message.replace(/\s*Resolution note:\s*$/, '').replace(/^\d+ [A-Z_]+: /, '')})`;
+    return `${what}; check --etcd-endpoints (VXNETD_ETCD_ENDPOINTS) and that etcd is running`;
+  }
+  return message.split('\n')[0]!;
+}
+
+async function run(client: ReturnType<typeof createEtcdClient>, invocation: Invocation, output: Output): Promise<void> {
+  const { command, prefix, groupBase, json } = invocation;
+  switch (command.name) {
+    case 'network create': {
+      const { network, created } = await createNetwork(client, prefix, { ...command, groupBase });
+      output.out(JSON.stringify({ ...networkJson(network), created }));
+      return;
+    }
+    case 'network list': {
+      const { networks, invalid } = await listNetworks(client, prefix);
+      warnInvalid(output, invalid);
+      if (json) output.out(JSON.stringify(networks.map(networkJson)));
+      else output.out(networkTable(networks));
+      return;
+    }
+    case 'network get': {
+      const network = await getNetwork(client, prefix, command.vni);
+      const hosts = await attachedHosts(client, prefix, command.vni);
+      const group = groupFor(groupBase, command.vni).text;
+      if (json) {
+        output.out(JSON.stringify({ ...networkJson(network), group, hosts }));
+      } else {
+        const { spec } = network;
+        output.out(
+          formatTable([
+            ['vni', network.hex],
+            ['id', String(network.vni)],
+            ['group', group],
+            ['mtu', spec.mtu === undefined ? 'auto' : String(spec.mtu)],
+            ['owner', cell(spec.owner)],
+            ['description', cell(spec.description)],
+            ['hosts', hosts.length === 0 ? '-' : hosts.map(cell).join(', ')],
+          ]),
+        );
+      }
+      return;
+    }
+    case 'network delete': {
+      const hex = vniHex(command.vni);
+      const hosts = await attachedHosts(client, prefix, command.vni);
+      await deleteNetwork(client, prefix, command.vni);
+      output.out(`deleted network ${hex}`);
+      if (hosts.length > 0) {
+        output.warn(
+          `vxnetctl: warning: hosts ${hosts.map(cell).join(', ')} are still attached to network ${hex}; ` +
+            `remove their attachments with: vxnetctl host detach HOST ${hex}`,
+        );
+      }
+      return;
+    }
+    case 'host attach': {
+      const hex = vniHex(command.vni);
+      const attached = await attachHost(client, prefix, command.host, command.vni);
+      output.out(attached ? `attached ${command.host} to network ${hex}` : `${command.host} was already attached to network ${hex}`);
+      return;
+    }
+    case 'host detach':
+      await detachHost(client, prefix, command.host, command.vni);
+      output.out(`detached ${command.host} from network ${vniHex(command.vni)}`);
+      return;
+    case 'status': {
+      const { hosts, invalid } = await readStatus(client, prefix, command.host);
+      warnInvalid(output, invalid);
+      if (command.host !== undefined && hosts.length === 0) {
+        throw new NotFoundError(`host ${command.host} has no agent, attachments or status under ${prefix}/hosts/${command.host}/`);
+      }
+      output.out(json ? JSON.stringify(hosts.map(hostJson)) : statusTables(hosts));
+      return;
+    }
+  }
+}
+
+function warnInvalid(output: Output, invalid: readonly InvalidEntry[]): void {
+  for (const entry of invalid) output.warn(`vxnetctl: warning: ignoring ${cell(entry.key)}: ${entry.reason}`);
+}
+
+function networkJson({ hex, vni, spec }: Network) {
+  return { vni: hex, id: vni, mtu: spec.mtu ?? null, owner: spec.owner ?? null, description: spec.description ?? null };
+}
+
+function hostJson({ host, agent, networks }: HostStatus) {
+  return {
+    host,
+    agent: agent ?? null,
+    networks: networks.map(({ hex, vni, attached, status }) => ({ vni: hex, id: vni, attached, status: status ?? null })),
+  };
+}
+
+function networkTable(networks: readonly Network[]): string {
+  return formatTable([
+    ['VNI', 'ID', 'MTU', 'OWNER', 'DESCRIPTION'],
+    ...networks.map(({ hex, vni, spec }) => [
+      hex,
+      String(vni),
+      spec.mtu === undefined ? 'auto' : String(spec.mtu),
+      cell(spec.owner),
+      cell(spec.description),
+    ]),
+  ]);
+}
+
+function statusTables(hosts: readonly HostStatus[]): string {
+  const agents = formatTable([
+    ['HOST', 'AGENT', 'VERSION', 'PID', 'UNDERLAY', 'ADDRESS', 'STARTED'],
+    ...hosts.map(({ host, agent }) => [
+      cell(host),
+      agent === undefined ? 'down' : agent.ready === true ? 'ready' : 'starting',
+      cell(agent?.version),
+      cell(agent?.pid),
+      cell(agent?.underlay),
+      cell(agent?.underlayAddress),
+      cell(agent?.startedAt),
+    ]),
+  ]);
+  const networks = formatTable([
+    ['HOST', 'VNI', 'ATTACHED', 'STATE', 'MTU', 'UPDATED', 'REASON'],
+    ...hosts.flatMap(({ host, networks }) =>
+      networks.map(({ hex, attached, status }) => [
+        cell(host),
+        hex,
+        attached ? 'yes' : 'no',
+        status === undefined ? (attached ? 'pending' : '-') : cell(status.state),
+        cell(status?.mtu),
+        cell(status?.updatedAt),
+        cell(status?.reason),
+      ]),
+    ),
+  ]);
+  return `${agents}\n\n${networks}`;
+}
+
+/** One table cell: absent values as '-', control characters neutralised so rows stay rows. */
+function cell(value: unknown): string {
+  if (value === undefined || value === null || value === '') return '-';
+  const text = typeof value === 'string' ? value : JSON.stringify(value);
+  return text.replace(/[\u0000-\u001f\u007f]/g, ' ');
+}
+
+/** Left-aligned columns separated by two spaces; the last column is not padded. */
+export function formatTable(rows: readonly (readonly string[])[]): string {
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((text, column) => (widths[column] = Math.max(widths[column] ?? 0, text.length)));
+  return rows
+    .map((row) => row.map((text, column) => (column === row.length - 1 ? text : text.padEnd(widths[column]!))).join('  '))
+    .join('\n');
+}
+
+function isEntryPoint(): boolean {
+  const script = process.argv[1];
+  if (!script) return false;
+  try {
+    // npm installs bin entries as symlinks; the module URL is the resolved file.
+    return realpathSync(script) === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  process.exitCode = await main(process.argv.slice(2), process.env, {
+    out: (text) => process.stdout.write(`${text}\n`),
+    warn: (text) => process.stderr.write(`${text}\n`),
+  });
+}

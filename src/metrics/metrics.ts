@@ -1,0 +1,195 @@
+/**
+ * vxnetd's Prometheus metrics (DESIGN.md §4).
+ *
+ * Two parts, concatenated by render():
+ * - agent metrics in a non-global prom-client Registry (gauges read from the
+ *   agent at scrape time, reconcile histogram, request and error counters,
+ *   build info, prom-client's default process metrics);
+ * - per-interface families of the managed devices, computed at scrape time
+ *   from ONE RTM_GETLINK dump with stats and rendered by ./netdev.ts, because
+ *   prom-client's per-label-set cost dominates at thousands of devices.
+ *
+ * Consequence: `registry.metrics()` alone holds only the agent metrics; the
+ * HTTP handler must serve render().
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Link } from '../kernel/codec.js';
+import type { Kernel } from '../kernel/rtnl.js';
+import { renderNetdev } from './netdev.js';
+
+export interface AgentGauges {
+  networksDesired(): number;
+  networksReady(): number;
+  networksError(): number;
+  etcdConnected(): boolean;
+  watchRevision(): number;
+}
+
+export interface RenderResult {
+  status: number;
+  contentType: string;
+  body: string;
+}
+
+export interface Metrics {
+  /** Non-global registry holding the agent metrics (not the per-interface families: see render()). */
+  readonly registry: Registry;
+  /** vxnetd_reconcile_duration_seconds */
+  observeReconcile(seconds: number): void;
+  /** vxnetd_netlink_requests_total{op,result} */
+  countNetlinkRequest(op: string, result: string): void;
+  /** vxnetd_spec_errors_total{reason} */
+  countSpecError(reason: string): void;
+  /**
+   * The whole exposition: 200 with the Prometheus text format, or 503 with a
+   * one-line plain-text reason (e.g. the netlink dump failed). Never throws;
+   * a failed scrape does not affect the next one.
+   */
+  render(): Promise<RenderResult>;
+}
+
+export interface MetricsOptions {
+  kernel: Pick<Kernel, 'dumpLinks'>;
+  gauges: AgentGauges;
+  version: string;
+}
+
+/** 1 ms … 10 s: a no-op reconcile is ~1 ms, a full resync of thousands of networks takes seconds. */
+export const RECONCILE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+const TEXT_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
+const ERROR_CONTENT_TYPE = 'text/plain; charset=utf-8';
+
+function oneLine(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.replace(/\s*\n\s*/g, ' ').trim() || 'unknown error';
+}
+
+export function createMetrics(opts: MetricsOptions): Metrics {
+  const { kernel, gauges, version } = opts;
+  const registry = new Registry();
+  const registers = [registry];
+
+  collectDefaultMetrics({ register: registry });
+
+  new Gauge({
+    name: 'vxnetd_build_info',
+    help: 'Always 1; labels give the vxnetd version and the Node.js version running it.',
+    labelNames: ['version', 'nodejs_version'] as const,
+    registers,
+  }).set({ version, nodejs_version: process.version }, 1);
+
+  const agentGauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(read());
+      },
+    });
+  agentGauge(
+    'vxnetd_networks_desired',
+    'Networks this host should realise according to etcd (scope applied), as known to the agent at scrape time.',
+    () => gauges.networksDesired(),
+  );
+  agentGauge(
+    'vxnetd_networks_ready',
+    'Networks whose vxlan and bridge are in place and up (last reported status "ready"), at scrape time.',
+    () => gauges.networksReady(),
+  );
+  agentGauge(
+    'vxnetd_networks_error',
+    'Networks in status "error" (spec error, name conflict with a foreign device, kernel refusal), at scrape time.',
+    () => gauges.networksError(),
+  );
+  agentGauge(
+    'vxnetd_etcd_connected',
+    '1 while the agent has a working connection and watch to etcd, else 0.',
+    () => (gauges.etcdConnected() ? 1 : 0),
+  );
+  agentGauge(
+    'vxnetd_etcd_watch_revision',
+    'Last etcd revision the agent has seen on its watch (or listed); stops moving when the watch is stuck.',
+    () => gauges.watchRevision(),
+  );
+
+  const reconcile = new Histogram({
+    name: 'vxnetd_reconcile_duration_seconds',
+    help: 'Time to reconcile one network (plan and apply its netlink operations), in seconds.',
+    buckets: RECONCILE_BUCKETS,
+    registers,
+  });
+  const netlinkRequests = new Counter({
+    name: 'vxnetd_netlink_requests_total',
+    help: 'rtnetlink requests sent by the agent, by operation and result ("ok" or the errno name, e.g. EEXIST).',
+    labelNames: ['op', 'result'] as const,
+    registers,
+  });
+  const specErrors = new Counter({
+    name: 'vxnetd_spec_errors_total',
+    help: 'Network specs from etcd that were refused, by reason (e.g. mtu, type, json, group).',
+    labelNames: ['reason'] as const,
+    registers,
+  });
+
+  // One dump per scrape, shared by everything that needs it; a scrape that
+  // arrives while a dump is in flight joins it instead of queueing another.
+  let inFlight: Promise<Link[]> | undefined;
+  const dumpOnce = (): Promise<Link[]> => {
+    if (!inFlight) {
+      let dump: Promise<Link[]>;
+      try {
+        dump = Promise.resolve(kernel.dumpLinks({ stats: true }));
+      } catch (error) {
+        dump = Promise.reject(error);
+      }
+      const settled = dump.finally(() => {
+        if (inFlight === settled) inFlight = undefined;
+      });
+      inFlight = settled;
+    }
+    return inFlight;
+  };
+
+  const render = async (): Promise<RenderResult> => {
+    const dump = dumpOnce().then(
+      (links) => ({ ok: true as const, links }),
+      (error: unknown) => ({ ok: false as const, error }),
+    );
+    let agentText: string;
+    try {
+      agentText = await registry.metrics();
+    } catch (error) {
+      await dump;
+      return { status: 503, contentType: ERROR_CONTENT_TYPE, body: `collecting agent metrics failed: ${oneLine(error)}\n` };
+    }
+    const result = await dump;
+    if (!result.ok) {
+      return {
+        status: 503,
+        contentType: ERROR_CONTENT_TYPE,
+        body: `netlink link dump (RTM_GETLINK with stats) failed: ${oneLine(result.error)}\n`,
+      };
+    }
+    try {
+      return { status: 200, contentType: TEXT_CONTENT_TYPE, body: `${agentText}\n${renderNetdev(result.links)}` };
+    } catch (error) {
+      return { status: 503, contentType: ERROR_CONTENT_TYPE, body: `rendering interface metrics failed: ${oneLine(error)}\n` };
+    }
+  };
+
+  return {
+    registry,
+    observeReconcile: (seconds) => reconcile.observe(seconds),
+    countNetlinkRequest: (op, result) => netlinkRequests.inc({ op, result }),
+    countSpecError: (reason) => specErrors.inc({ reason }),
+    render: async () => {
+      try {
+        return await render();
+      } catch (error) {
+        return { status: 503, contentType: ERROR_CONTENT_TYPE, body: `scrape failed: ${oneLine(error)}\n` };
+      }
+    },
+  };
+}
