@@ -1,0 +1,78 @@
+import { describe, expect, it } from 'vitest';
+import { parseAgentConfig } from '../src/cli/config.js';
+import { UsageError } from '../src/cli/flags.js';
+import { parseListen } from '../src/agent/http.js';
+
+const run = (argv: string[], env: NodeJS.ProcessEnv = {}) => {
+  const result = parseAgentConfig(argv, env);
+  if (result.kind !== 'run') throw new Error(result.kind);
+  return result.config;
+};
+
+describe('vxnetd configuration', () => {
+  it('defaults follow DESIGN.md', () => {
+    const config = run(['--underlay', 'eth0', '--hostname', 'hv1']);
+    expect(config).toMatchObject({
+      etcd: { endpoints: ['http://127.0.0.1:2379'] },
+      prefix: '/v1',
+      underlay: 'eth0',
+      scope: 'all',
+      metricsListen: '[::]:9730',
+      logLevel: 'info',
+      resyncIntervalMs: 60_000,
+      ttl: 5,
+      dstport: 4789,
+    });
+    expect(config.groupBase.text).toBe('ff05::');
+  });
+
+  it('every flag has an environment variable; the command line wins', () => {
+    const config = run(['--ttl=7'], {
+      VXNETD_UNDERLAY: 'u0',
+      VXNETD_HOSTNAME: 'hv9',
+      VXNETD_ETCD_ENDPOINTS: 'http://[fd00::1]:2379, https://etcd2:2379',
+      VXNETD_TTL: '9',
+      VXNETD_SCOPE: 'attached',
+      VXNETD_RESYNC_INTERVAL: '500ms',
+      VXNETD_ETCD_USER: 'agent',
+      VXNETD_ETCD_PASSWORD: 'secret',
+    });
+    expect(config).toMatchObject({ underlay: 'u0', hostname: 'hv9', ttl: 7, scope: 'attached', resyncIntervalMs: 500 });
+    expect(config.etcd).toEqual({ endpoints: ['http://[fd00::1]:2379', 'https://etcd2:2379'], user: 'agent', password: 'secret' });
+  });
+
+  it.each([
+    [[], /--underlay is required/],
+    [['--underlay', 'u0', '--scope', 'some'], /--scope must be "all" or "attached"/],
+    [['--underlay', 'u0', '--ttl', '0'], /--ttl must be between 1 and 255/],
+    [['--underlay', 'u0', '--dstport', 'x'], /--dstport must be a whole number/],
+    [['--underlay', 'u0', '--group-base', '2001:db8::'], /--group-base: .*not an IPv6 multicast address/],
+    [['--underlay', 'u0', '--local', '10.0.0.1'], /--local "10.0.0.1" is not an IPv6 address/],
+    [['--underlay', 'u0', '--etcd-endpoints', 'etcd:2379'], /must start with http/],
+    [['--underlay', 'u0', '--prefix', 'v1/'], /--prefix must start with \//],
+    [['--underlay', 'u0', '--bogus'], /unknown flag --bogus/],
+    [['--underlay', 'u0', '--resync-interval', 'soon'], /duration/],
+    [['--underlay', 'a/b'], /not a valid interface name/],
+    [['--underlay', 'u0', '--hostname', 'a/b'], /no slashes/],
+  ])('%j is refused with a clear message', (argv, message) => {
+    expect(() => parseAgentConfig(argv as string[], {})).toThrow(UsageError);
+    expect(() => parseAgentConfig(argv as string[], {})).toThrow(message as RegExp);
+  });
+
+  it('--help and --version', () => {
+    expect(parseAgentConfig(['--help'], {}).kind).toBe('help');
+    expect(parseAgentConfig(['--version'], {}).kind).toBe('version');
+  });
+
+  it.each([
+    ['[::]:9730', '::', 9730],
+    ['127.0.0.1:9100', '127.0.0.1', 9100],
+    ['[fd00::1]:80', 'fd00::1', 80],
+  ])('listen address %s', (text, host, port) => {
+    expect(parseListen(text)).toEqual({ host, port });
+  });
+
+  it('bad listen address', () => {
+    expect(() => parseListen('9730')).toThrow(/--metrics-listen/);
+  });
+});
