@@ -106,6 +106,7 @@ async function run(config: AgentConfig): Promise<void> {
     }
   };
 
+  let stopping = false;
   // Snapshots and changes are applied in arrival order.
   let pipeline: Promise<void> = Promise.resolve();
   source.on('snapshot', (snapshot) => {
@@ -115,6 +116,7 @@ async function run(config: AgentConfig): Promise<void> {
     pipeline = pipeline.then(() => agent.applyChange(change));
   });
   source.on('connected', (connected) => {
+    if (stopping) return;
     log[connected ? 'info' : 'warn']({ op: 'etcd', connected }, connected ? 'connected to etcd' : 'etcd connection lost; keeping the data plane as it is');
     systemd.status(connected ? 'connected to etcd' : 'etcd unreachable, data plane kept');
   });
@@ -127,7 +129,6 @@ async function run(config: AgentConfig): Promise<void> {
   agent.start();
   source.start();
 
-  let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
