@@ -303,6 +303,8 @@ export class DataCentre {
   /** Last resort for process exit: same as destroy() but synchronous and without grace. */
   destroySync(): void {
     for (const p of this.processes) p.signal('SIGKILL');
+    // Also what is being created right now (its `ip` was just killed, but
+    // may have got that far): every name carries our claimed id, so it is ours.
     for (const undo of [...this.creating, ...[...this.created].reverse()]) {
       spawnSync(this.programs.ip, undo.ipArgs, { stdio: 'ignore' });
     }
