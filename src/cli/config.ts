@@ -17,8 +17,8 @@ export const VXNETD_FLAGS: readonly FlagSpec[] = [
   { name: 'ttl', help: 'TTL of VXLAN packets', default: '5' },
   { name: 'dstport', help: 'VXLAN UDP destination port', default: '4789' },
   { name: 'local', help: 'source address of VXLAN packets (same family as the group base)' },
-  { name: 'help', help: 'show this help', boolean: true },
-  { name: 'version', help: 'print the version', boolean: true },
+  { name: 'help', help: 'show this help', boolean: true, commandLineOnly: true },
+  { name: 'version', help: 'print the version', boolean: true, commandLineOnly: true },
 ];
 
 export const VXNETD_USAGE = 'Usage: vxnetd --underlay IFNAME [flags]\n\nMakes the kernel match the virtual networks in etcd: one vxlan<hex> and one br<hex> per network.';

@@ -11,6 +11,8 @@ export interface FlagSpec {
   /** Flags without a value (e.g. --json); true when present. */
   boolean?: boolean;
   secret?: boolean;
+  /** Not read from the environment (e.g. --help). */
+  commandLineOnly?: boolean;
 }
 
 export class UsageError extends Error {
@@ -31,7 +33,7 @@ export function parseArgs(argv: readonly string[], specs: readonly FlagSpec[], e
   const flags = new Map<string, string>();
   const positionals: string[] = [];
   for (const spec of specs) {
-    const fromEnv = env[envName(spec.name)];
+    const fromEnv = spec.commandLineOnly ? undefined : env[envName(spec.name)];
     if (fromEnv !== undefined && fromEnv !== '') flags.set(spec.name, fromEnv);
     else if (spec.default !== undefined) flags.set(spec.name, spec.default);
   }
@@ -69,7 +71,7 @@ export function helpText(usage: string, specs: readonly FlagSpec[]): string {
   const lines = [usage, '', 'Flags (each also read from the environment variable shown):'];
   for (const spec of specs) {
     const head = `  --${spec.name}${spec.boolean ? '' : ' VALUE'}`;
-    lines.push(`${head.padEnd(30)} ${envName(spec.name)}`);
+    lines.push(`${head.padEnd(30)} ${spec.commandLineOnly ? '' : envName(spec.name)}`.trimEnd());
     lines.push(`      ${spec.help}${spec.default !== undefined ? ` (default: ${spec.default})` : ''}`);
   }
   return lines.join('\n');

@@ -68,7 +68,7 @@ const FLAGS: readonly FlagSpec[] = [
   { name: 'mtu', help: `network create: MTU ${MTU_MIN}…${MTU_MAX} (default: underlay MTU minus encapsulation overhead)` },
   { name: 'owner', help: 'network create: owner; if it already has a network, that one is printed instead' },
   { name: 'description', help: 'network create: free text' },
-  { name: 'help', boolean: true, help: 'show this help' },
+  { name: 'help', boolean: true, commandLineOnly: true, help: 'show this help' },
 ];
 
 /** Flags that only some commands accept; every other flag applies to all. */
@@ -138,7 +138,7 @@ function parseCommand(positionals: readonly string[], flags: Map<string, string>
     const verbs = Object.keys(OPERANDS).filter((name) => name.startsWith(`${group} `));
     throw new UsageError(`${group} needs a subcommand: ${verbs.map((name) => name.split(' ')[1]).join(', ')}`);
   }
-  const name = group === 'status' ? group : `${group} ${verb}`;
+  const name = group === 'status' ? group : positionals.slice(0, 2).join(' ');
   if (!isCommandName(name)) throw new UsageError(`unknown command ${JSON.stringify(name)} (see --help)`);
   const operands = positionals.slice(name.split(' ').length);
   const expected = OPERANDS[name];

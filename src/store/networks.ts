@@ -177,8 +177,8 @@ export async function createNetwork(client: Etcd3, prefix: string, request: Crea
     // this read fails our comparison, one committed before it is in the listing.
     const indexed = ownerIndex && (await readKey(client, ownerIndex.key));
     const listing = await listNetworks(client, prefix);
-    const ownerClaim = ownerIndex && claimOwner(ownerIndex, indexed, listing);
-    if (ownerClaim?.existing) return { network: sameVniOrThrow(ownerClaim.existing, request), created: false };
+    const owned = ownerIndex && findOwnedNetwork(ownerIndex, indexed, listing);
+    if (owned && 'existing' in owned) return { network: sameVniOrThrow(owned.existing, request), created: false };
 
     const taken = takenVnis(listing);
     if (request.vni !== undefined && taken.has(request.vni)) {
@@ -189,9 +189,10 @@ export async function createNetwork(client: Etcd3, prefix: string, request: Crea
     const hex = vniHex(vni);
     const transaction = client.if(key, 'Create', '==', 0);
     const writes = [client.put(key).value(encodeSpec(spec))];
-    if (ownerClaim) {
-      transaction.and(ownerClaim.key, ownerClaim.column, '==', ownerClaim.expected);
-      writes.push(client.put(ownerClaim.key).value(hex));
+    if (owned) {
+      const { key: ownerKey, column, expected } = owned.claim;
+      transaction.and(ownerKey, column, '==', expected);
+      writes.push(client.put(ownerKey).value(hex));
     }
     const result = await transaction.then(...writes).commit();
     if (result.succeeded) return { network: { vni, hex, spec }, created: true };
@@ -202,31 +203,30 @@ export async function createNetwork(client: Etcd3, prefix: string, request: Crea
   );
 }
 
+/** The transaction comparison that proves nobody claimed the owner since we looked. */
 interface OwnerClaim {
   key: string;
-  /** The owner's network, if it already has one. */
-  existing?: Network;
-  /** The comparison that proves nobody claimed the owner since we looked. */
   column: 'Create' | 'Mod';
   expected: number | string;
 }
 
-function claimOwner(
+function findOwnedNetwork(
   { owner, key }: { owner: string; key: string },
   indexed: IKeyValue | undefined,
   listing: NetworkListing,
-): OwnerClaim {
+): { existing: Network } | { claim: OwnerClaim } {
   const indexedVni = indexed ? parseVniHex(indexed.value.toString()) : undefined;
   const indexedNetwork = listing.networks.find((network) => network.vni === indexedVni);
-  if (indexedNetwork?.spec.owner === owner) return { key, existing: indexedNetwork, column: 'Create', expected: 0 };
+  if (indexedNetwork?.spec.owner === owner) return { existing: indexedNetwork };
   const broken = listing.invalid.find((entry) => entry.vni !== undefined && entry.vni === indexedVni);
   if (broken) {
-    throw new ConflictError(`owner ${JSON.stringify(owner)} has network ${vniHex(broken.vni!)} but its spec is invalid: ${broken.reason}; fix or delete key ${broken.key}`);
+    throw new ConflictError(`owner ${JSON.stringify(owner)} has a network whose spec is invalid: ${broken.reason}; fix or delete key ${broken.key}`);
   }
   // Networks written by other tools carry the owner without an index key.
   const unindexed = listing.networks.find((network) => network.spec.owner === owner);
-  if (unindexed) return { key, existing: unindexed, column: 'Create', expected: 0 };
-  return indexed ? { key, column: 'Mod', expected: indexed.mod_revision } : { key, column: 'Create', expected: 0 };
+  if (unindexed) return { existing: unindexed };
+  // A stale index key (its network deleted or re-owned by another tool) is replaced.
+  return { claim: indexed ? { key, column: 'Mod', expected: indexed.mod_revision } : { key, column: 'Create', expected: 0 } };
 }
 
 function sameVniOrThrow(existing: Network, request: CreateRequest): Network {

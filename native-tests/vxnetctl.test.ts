@@ -1,0 +1,386 @@
+/**
+ * vxnetctl against a real etcd on loopback: atomic VNI allocation under
+ * concurrency, owner idempotency, exit codes and the host/status commands.
+ * Needs no root and no namespaces; the CLI is run as built (npx tsc -p .).
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NOT_STARTED_CODE, runCommand, TrackedProcess, type CommandResult } from './harness/processes.js';
+import { waitFor } from './harness/wait.js';
+
+const CLI = fileURLToPath(new URL('../dist/cli/vxnetctl.js', import.meta.url));
+
+/** The lowest VNIs whose ff05:: group is not reserved: 2 (all-routers) and c (SSDP) are skipped. */
+const FIRST_SIXTEEN_VNIS = [0x1, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0x9, 0xa, 0xb, 0xd, 0xe, 0xf, 0x10, 0x11, 0x12];
+
+let workDir: string | undefined;
+let etcd: TrackedProcess | undefined;
+let etcdUrl: string;
+let prefixCount = 0;
+
+/** A fresh key prefix, so every test sees an empty data model. */
+function freshPrefix(): string {
+  return `/test${++prefixCount}`;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+async function startEtcd(dir: string): Promise<void> {
+  const probe = await runCommand(['etcd', '--version'], { timeoutMs: 10_000 });
+  if (probe.code === NOT_STARTED_CODE) throw new Error('etcd not found on PATH: install Debian package etcd-server');
+  const [clientPort, peerPort] = [await freePort(), await freePort()];
+  etcdUrl = `http://127.0.0.1:${clientPort}`;
+  const logFile = join(dir, 'etcd.log');
+  const log = openSync(logFile, 'a');
+  try {
+    etcd = new TrackedProcess(
+      spawn(
+        'etcd',
+        [
+          '--data-dir', join(dir, 'data'),
+          '--listen-client-urls', etcdUrl,
+          '--advertise-client-urls', etcdUrl,
+          '--listen-peer-urls', `http://127.0.0.1:${peerPort}`,
+          '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
+          '--initial-cluster', `default=http://127.0.0.1:${peerPort}`,
+        ],
+        // etcd reads ETCD_* variables as flags: keep the caller's out.
+        { stdio: ['ignore', log, log], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } },
+      ),
+    );
+  } finally {
+    closeSync(log);
+  }
+  const started = etcd;
+  try {
+    await waitFor(
+      async () => {
+        if (!started.running) throw new Error('etcd exited');
+        const response = await fetch(`${etcdUrl}/health`, { signal: AbortSignal.timeout(1_000) });
+        return ((await response.json()) as { health?: string }).health === 'true';
+      },
+      `etcd at ${etcdUrl} to report healthy`,
+      20_000,
+      100,
+    );
+  } catch (error) {
+    const tail = readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-20).join('\n');
+    throw new Error(`${(error as Error).message}; etcd log:\n${tail}`);
+  }
+}
+
+/** Writes a raw key through etcd's JSON gateway, as another tool (or an agent) would. */
+function putRaw(key: string, value: string): Promise<void> {
+  return callGateway('put', { key: base64(key), value: base64(value) });
+}
+
+function deleteRaw(key: string): Promise<void> {
+  return callGateway('deleterange', { key: base64(key) });
+}
+
+function base64(text: string): string {
+  return Buffer.from(text).toString('base64');
+}
+
+async function callGateway(operation: string, body: object): Promise<void> {
+  const response = await fetch(`${etcdUrl}/v3/kv/${operation}`, { method: 'POST', body: JSON.stringify(body) });
+  expect(response.ok, `etcd ${operation}: ${await response.text()}`).toBe(true);
+}
+
+/** Runs vxnetctl with only the given VXNETD_* settings (none inherited from the caller). */
+function vxnetctl(prefix: string, args: string[], settings: Record<string, string> = {}): Promise<CommandResult> {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('VXNETD_')));
+  return runCommand([process.execPath, CLI, ...args], {
+    timeoutMs: 20_000,
+    env: { ...env, VXNETD_ETCD_ENDPOINTS: etcdUrl, VXNETD_PREFIX: prefix, ...settings },
+  });
+}
+
+/** Runs vxnetctl, expects success, and parses its JSON output. */
+async function vxnetctlJson<T>(prefix: string, args: string[]): Promise<T> {
+  const result = await vxnetctl(prefix, args);
+  expect(result, `vxnetctl ${args.join(' ')}`).toMatchObject({ code: 0, stderr: '' });
+  return JSON.parse(result.stdout) as T;
+}
+
+interface CreatedNetwork {
+  vni: string;
+  id: number;
+  mtu: number | null;
+  owner: string | null;
+  description: string | null;
+  created: boolean;
+}
+
+/** A failure is one line on stderr, prefixed with the program name. */
+function expectOneErrorLine(result: CommandResult, code: number, pattern: RegExp): void {
+  expect(result.code, result.stderr).toBe(code);
+  expect(result.stdout).toBe('');
+  expect(result.stderr).toMatch(/^vxnetctl: [^\n]+\n$/);
+  expect(result.stderr).toMatch(pattern);
+}
+
+beforeAll(async () => {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npx tsc -p .`);
+  workDir = mkdtempSync(join(tmpdir(), 'vxnetctl-test-'));
+  await startEtcd(workDir);
+});
+
+afterAll(async () => {
+  await etcd?.terminate('SIGTERM', 5_000);
+  if (workDir) rmSync(workDir, { recursive: true, force: true });
+});
+
+describe('vxnetctl network create', () => {
+  it('gives 16 concurrent creators 16 distinct VNIs, lowest first, skipping reserved groups', async () => {
+    const prefix = freshPrefix();
+    const results = await Promise.all(
+      Array.from({ length: 16 }, () => vxnetctlJson<CreatedNetwork>(prefix, ['network', 'create'])),
+    );
+    expect(results.every((network) => network.created)).toBe(true);
+    expect(results.map((network) => network.id).sort((a, b) => a - b)).toEqual(FIRST_SIXTEEN_VNIS);
+    for (const network of results) expect(network.vni).toBe(network.id.toString(16));
+
+    const listed = await vxnetctlJson<{ id: number }[]>(prefix, ['network', 'list', '--json']);
+    expect(listed.map((network) => network.id)).toEqual(FIRST_SIXTEEN_VNIS);
+  });
+
+  it('prints the created network as JSON with every field', async () => {
+    const prefix = freshPrefix();
+    const result = await vxnetctl(prefix, ['network', 'create', '--mtu', '1400', '--owner', 'o', '--description', 'd']);
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    expect(result.stdout).toBe('{"vni":"1","id":1,"mtu":1400,"owner":"o","description":"d","created":true}\n');
+    expect(await vxnetctlJson(prefix, ['network', 'create'])).toEqual({
+      vni: '3',
+      id: 3,
+      mtu: null,
+      owner: null,
+      description: null,
+      created: true,
+    });
+  });
+
+  it('returns the existing network for the same owner, also to 8 concurrent callers', async () => {
+    const prefix = freshPrefix();
+    const first = await vxnetctlJson<CreatedNetwork>(prefix, ['network', 'create', '--owner', 'customer-1']);
+    const second = await vxnetctlJson<CreatedNetwork>(prefix, ['network', 'create', '--owner', 'customer-1']);
+    expect(first).toMatchObject({ vni: '1', owner: 'customer-1', created: true });
+    expect(second).toEqual({ ...first, created: false });
+
+    const concurrent = await Promise.all(
+      Array.from({ length: 8 }, () => vxnetctlJson<CreatedNetwork>(prefix, ['network', 'create', '--owner', 'customer-2'])),
+    );
+    expect(new Set(concurrent.map((network) => network.vni)).size).toBe(1);
+    expect(concurrent.filter((network) => network.created)).toHaveLength(1);
+
+    const listed = await vxnetctlJson<{ vni: string; owner: string }[]>(prefix, ['network', 'list', '--json']);
+    expect(listed.map(({ vni, owner }) => [vni, owner])).toEqual([
+      ['1', 'customer-1'],
+      [concurrent[0]!.vni, 'customer-2'],
+    ]);
+  });
+
+  it('recognises an owner network written by another tool, and refuses a different --vni for an owner', async () => {
+    const prefix = freshPrefix();
+    await putRaw(`${prefix}/networks/64`, '{"type":"vxlan","owner":"legacy"}');
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--owner', 'legacy'])).toMatchObject({ vni: '64', created: false });
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--owner', 'legacy', '--vni', '64'])).toMatchObject({ created: false });
+    expectOneErrorLine(
+      await vxnetctl(prefix, ['network', 'create', '--owner', 'legacy', '--vni', '65']),
+      1,
+      /owner "legacy" already has network 64, not 65/,
+    );
+  });
+
+  it('gives an owner a new network after its old one was deleted, also by another tool', async () => {
+    const prefix = freshPrefix();
+    await vxnetctlJson(prefix, ['network', 'create', '--vni', 'a', '--owner', 'again']);
+    expect(await vxnetctl(prefix, ['network', 'delete', 'a'])).toMatchObject({ code: 0, stdout: 'deleted network a\n' });
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--owner', 'again'])).toMatchObject({ vni: '1', created: true });
+
+    // Deleted or re-owned behind vxnetctl's back: the owner index is stale and gets replaced.
+    await deleteRaw(`${prefix}/networks/1`);
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--owner', 'again'])).toMatchObject({ vni: '1', created: true });
+    await putRaw(`${prefix}/networks/1`, '{"owner":"someone-else"}');
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--owner', 'again'])).toMatchObject({ vni: '3', created: true });
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--owner', 'again'])).toMatchObject({ vni: '3', created: false });
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--owner', 'someone-else'])).toMatchObject({ vni: '1', created: false });
+  });
+
+  it('creates an explicit VNI once and refuses it the second time', async () => {
+    const prefix = freshPrefix();
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--vni', 'ff01'])).toMatchObject({ vni: 'ff01', id: 0xff01, created: true });
+    expectOneErrorLine(await vxnetctl(prefix, ['network', 'create', '--vni', 'ff01']), 1, /network ff01 already exists/);
+  });
+
+  it('refuses VNIs whose multicast group is reserved, writing nothing', async () => {
+    const prefix = freshPrefix();
+    expectOneErrorLine(await vxnetctl(prefix, ['network', 'create', '--vni', '2']), 2, /ff05::2, which is reserved \(all-routers\)/);
+    expectOneErrorLine(await vxnetctl(prefix, ['network', 'create', '--vni', 'fb']), 2, /ff05::fb, which is reserved \(mDNSv6\)/);
+    expect(await vxnetctlJson(prefix, ['network', 'list', '--json'])).toEqual([]);
+  });
+
+  it('skips a VNI whose key exists with an invalid spec, and reports it', async () => {
+    const prefix = freshPrefix();
+    await putRaw(`${prefix}/networks/1`, 'not json');
+    await putRaw(`${prefix}/networks/FF01`, '{}');
+    expect(await vxnetctlJson(prefix, ['network', 'create'])).toMatchObject({ vni: '3' });
+    const listed = await vxnetctl(prefix, ['network', 'list']);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toBe('VNI  ID  MTU   OWNER  DESCRIPTION\n3    3   auto  -      -\n');
+    expect(listed.stderr).toContain(`vxnetctl: warning: ignoring ${prefix}/networks/1: spec is not valid JSON`);
+    expect(listed.stderr).toContain(`vxnetctl: warning: ignoring ${prefix}/networks/FF01: "FF01" is not a canonical VNI`);
+  });
+});
+
+describe('vxnetctl exit codes', () => {
+  it('exits 2 for a non-canonical VNI and for an unknown flag', async () => {
+    const prefix = freshPrefix();
+    expectOneErrorLine(await vxnetctl(prefix, ['network', 'get', 'FF01']), 2, /"FF01" is not a VNI.*did you mean ff01\?/);
+    expectOneErrorLine(await vxnetctl(prefix, ['network', 'list', '--frobnicate']), 2, /unknown flag --frobnicate/);
+  });
+
+  it('exits 3 for a network that does not exist', async () => {
+    const prefix = freshPrefix();
+    expectOneErrorLine(await vxnetctl(prefix, ['network', 'get', 'abc']), 3, new RegExp(`network abc does not exist \\(key ${prefix}/networks/abc\\)`));
+    expectOneErrorLine(await vxnetctl(prefix, ['network', 'delete', 'abc']), 3, /network abc does not exist/);
+  });
+
+  it('exits 4 quickly, naming the endpoints, when etcd is not reachable', async () => {
+    const nobody = `http://127.0.0.1:${await freePort()}`;
+    const started = Date.now();
+    const result = await vxnetctl(freshPrefix(), ['network', 'list'], { VXNETD_ETCD_ENDPOINTS: nobody });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expectOneErrorLine(result, 4, new RegExp(`cannot reach etcd at ${nobody} .*check --etcd-endpoints`));
+  });
+});
+
+describe('vxnetctl hosts and status', () => {
+  it('refuses to attach a host to a network that does not exist', async () => {
+    const prefix = freshPrefix();
+    expectOneErrorLine(await vxnetctl(prefix, ['host', 'attach', 'hv-1', 'ff01']), 3, /network ff01 does not exist; create it before attaching hosts/);
+    expectOneErrorLine(await vxnetctl(prefix, ['status', 'hv-1']), 3, /host hv-1 has no agent, attachments or status/);
+  });
+
+  it('lists, attaches, detaches and deletes in a round trip', async () => {
+    const prefix = freshPrefix();
+    await vxnetctlJson(prefix, ['network', 'create', '--vni', '64', '--owner', 'customer-42', '--description', 'web tier']);
+    await vxnetctlJson(prefix, ['network', 'create', '--vni', '65', '--mtu', '1400']);
+
+    const list = await vxnetctl(prefix, ['network', 'list']);
+    expect(list).toMatchObject({ code: 0, stderr: '' });
+    expect(list.stdout).toBe(
+      ['VNI  ID   MTU   OWNER        DESCRIPTION', '64   100  auto  customer-42  web tier', '65   101  1400  -            -', ''].join('\n'),
+    );
+
+    expect(await vxnetctl(prefix, ['host', 'attach', 'hv-1', '64'])).toMatchObject({ code: 0, stdout: 'attached hv-1 to network 64\n' });
+    expect(await vxnetctl(prefix, ['host', 'attach', 'hv-2', '64'])).toMatchObject({ code: 0 });
+    expect(await vxnetctl(prefix, ['host', 'attach', 'hv-1', '64'])).toMatchObject({ code: 0, stdout: 'hv-1 was already attached to network 64\n' });
+    expect(await vxnetctlJson(prefix, ['network', 'get', '64', '--json'])).toEqual({
+      vni: '64',
+      id: 100,
+      mtu: null,
+      owner: 'customer-42',
+      description: 'web tier',
+      group: 'ff05::64',
+      hosts: ['hv-1', 'hv-2'],
+    });
+    const get = await vxnetctl(prefix, ['network', 'get', '64']);
+    expect(get.stdout).toBe(
+      [
+        'vni          64',
+        'id           100',
+        'group        ff05::64',
+        'mtu          auto',
+        'owner        customer-42',
+        'description  web tier',
+        'hosts        hv-1, hv-2',
+        '',
+      ].join('\n'),
+    );
+
+    expect(await vxnetctl(prefix, ['host', 'detach', 'hv-1', '64'])).toMatchObject({ code: 0, stdout: 'detached hv-1 from network 64\n' });
+    expectOneErrorLine(await vxnetctl(prefix, ['host', 'detach', 'hv-1', '64']), 3, /host hv-1 is not attached to network 64/);
+    expect(await vxnetctlJson(prefix, ['network', 'get', '64', '--json'])).toMatchObject({ hosts: ['hv-2'] });
+
+    const deleted = await vxnetctl(prefix, ['network', 'delete', '64']);
+    expect(deleted).toMatchObject({ code: 0, stdout: 'deleted network 64\n' });
+    expect(deleted.stderr).toBe(
+      'vxnetctl: warning: hosts hv-2 are still attached to network 64; remove their attachments with: vxnetctl host detach HOST 64\n',
+    );
+    expect((await vxnetctl(prefix, ['network', 'get', '64'])).code).toBe(3);
+    expect(await vxnetctl(prefix, ['host', 'detach', 'hv-2', '64'])).toMatchObject({ code: 0 });
+    expect(await vxnetctlJson(prefix, ['network', 'list', '--json'])).toEqual([
+      { vni: '65', id: 101, mtu: 1400, owner: null, description: null },
+    ]);
+    // The owner index went with the network: the owner gets a new one.
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--owner', 'customer-42'])).toMatchObject({ vni: '1', created: true });
+  });
+
+  it('shows agents, attachments and per-network status, reporting invalid entries', async () => {
+    const prefix = freshPrefix();
+    await vxnetctlJson(prefix, ['network', 'create', '--vni', 'ff01']);
+    await vxnetctl(prefix, ['host', 'attach', 'hv-1', 'ff01']);
+    await vxnetctl(prefix, ['host', 'attach', 'hv-2', 'ff01']);
+    const agent = { version: '0.1.0', pid: 42, startedAt: '2025-01-01T00:00:00Z', underlay: 'u0', underlayAddress: '2001:db8::1', ready: true };
+    const status = { state: 'error', reason: 'mtu 9000 exceeds underlay u0 limit 1430', vxlan: 'vxlanff01', bridge: 'brff01', mtu: 1430, specRevision: 7, updatedAt: '2025-01-01T00:00:01Z' };
+    await putRaw(`${prefix}/hosts/hv-1/agent`, JSON.stringify(agent));
+    await putRaw(`${prefix}/hosts/hv-1/status/ff01`, JSON.stringify(status));
+    await putRaw(`${prefix}/hosts/hv-1/status/ff02`, '{"state":"ready","mtu":1430}');
+    await putRaw(`${prefix}/hosts/hv-2/status/ff03`, 'garbage');
+
+    const table = await vxnetctl(prefix, ['status']);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toBe(
+      [
+        'HOST  AGENT  VERSION  PID  UNDERLAY  ADDRESS      STARTED',
+        'hv-1  ready  0.1.0    42   u0        2001:db8::1  2025-01-01T00:00:00Z',
+        'hv-2  down   -        -    -         -            -',
+        '',
+        'HOST  VNI   ATTACHED  STATE    MTU   UPDATED               REASON',
+        'hv-1  ff01  yes       error    1430  2025-01-01T00:00:01Z  mtu 9000 exceeds underlay u0 limit 1430',
+        'hv-1  ff02  no        ready    1430  -                     -',
+        'hv-2  ff01  yes       pending  -     -                     -',
+        '',
+      ].join('\n'),
+    );
+    expect(table.stderr).toMatch(/^vxnetctl: warning: ignoring \/test\d+\/hosts\/hv-2\/status\/ff03: value is not valid JSON[^\n]*\n$/);
+
+    expect(await vxnetctlJson(prefix, ['status', 'hv-1', '--json'])).toEqual([
+      {
+        host: 'hv-1',
+        agent,
+        networks: [
+          { vni: 'ff01', id: 0xff01, attached: true, status },
+          { vni: 'ff02', id: 0xff02, attached: false, status: { state: 'ready', mtu: 1430 } },
+        ],
+      },
+    ]);
+  });
+});
+
+// Last: it freezes the shared etcd for a few seconds.
+describe('vxnetctl against a frozen etcd', () => {
+  it('gives up after its deadline with exit code 4', async () => {
+    etcd!.signal('SIGSTOP');
+    try {
+      const started = Date.now();
+      const result = await vxnetctl(freshPrefix(), ['network', 'list']);
+      expect(Date.now() - started).toBeLessThan(8_000);
+      expectOneErrorLine(result, 4, new RegExp(`etcd at ${etcdUrl} did not answer within 3 s`));
+    } finally {
+      etcd!.signal('SIGCONT');
+    }
+  });
+});
