@@ -1,0 +1,121 @@
+/** The reconciler against the fake kernel: restart, missing data, underlay, spec errors. */
+import { describe, expect, it } from 'vitest';
+import { Agent, type NetworkStatus } from '../src/agent/agent.js';
+import type { Snapshot, StoredValue } from '../src/store/source.js';
+import { FakeKernel } from './support/fake-kernel.js';
+import { HOST } from './support/fixtures.js';
+
+const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
+const value = (json: string, modRevision = 1): StoredValue => ({ value: Buffer.from(json), modRevision });
+
+function snapshot(networks: Record<string, string>, attachments: string[] = []): Snapshot {
+  return {
+    revision: 1,
+    networks: new Map(Object.entries(networks).map(([k, v]) => [k, value(v)])),
+    attachments: new Map(attachments.map((hex) => [hex, value('{}')])),
+    statuses: new Map(),
+  };
+}
+
+function setup(kernel = new FakeKernel(), scope: 'all' | 'attached' = 'all') {
+  if (!kernel.byName('u0')) kernel.addLink({ name: 'u0', kind: 'veth', flags: 1, mtu: 1500 });
+  const statuses = new Map<string, NetworkStatus | null>();
+  const specErrors: string[] = [];
+  const agent = new Agent(kernel, quiet, { underlay: 'u0', scope, host: HOST, resyncIntervalMs: 3_600_000 }, {
+    status: (hex, status) => statuses.set(hex, status),
+    countSpecError: (reason) => specErrors.push(reason),
+  });
+  return { kernel, agent, statuses, specErrors };
+}
+
+describe('Agent', () => {
+  it('converges a snapshot, and a second agent over the result issues no mutating request', async () => {
+    const first = setup();
+    await first.agent.applySnapshot(snapshot({ '64': '{}', ff01: '{"mtu":1400}' }));
+    expect(first.kernel.byName('vxlanff01')).toMatchObject({ mtu: 1400, alias: 'vxnetd:ff01' });
+    expect(first.statuses.get('64')).toMatchObject({ state: 'ready', mtu: 1430 });
+    expect(first.agent.ready).toBe(true);
+
+    const restarted = setup(first.kernel);
+    const before = first.kernel.mutatingRequests().length;
+    await restarted.agent.applySnapshot(snapshot({ '64': '{}', ff01: '{"mtu":1400}' }));
+    expect(first.kernel.mutatingRequests().length).toBe(before);
+    expect(restarted.statuses.get('ff01')).toMatchObject({ state: 'ready' });
+  });
+
+  it('never deletes before an authoritative list: changes before the first snapshot leave devices alone', async () => {
+    const { kernel, agent } = setup();
+    await agent.applySnapshot(snapshot({ '64': '{}' }));
+    const other = setup(kernel);
+    other.agent.applyChange({ collection: 'networks', name: '64', revision: 2 });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(kernel.byName('vxlan64')).toBeDefined();
+  });
+
+  it('deletes networks missing from a fresh list (deleted while cut off), and only ours', async () => {
+    const { kernel, agent, statuses } = setup();
+    kernel.addLink({ name: 'br99', kind: 'bridge', flags: 1, mtu: 1500, alias: 'not-ours' });
+    await agent.applySnapshot(snapshot({ '64': '{}', ff01: '{}' }));
+    await agent.applySnapshot(snapshot({ ff01: '{}' }));
+    expect(kernel.byName('vxlan64')).toBeUndefined();
+    expect(kernel.byName('br64')).toBeUndefined();
+    expect(kernel.byName('br99')).toBeDefined();
+    expect(statuses.get('64')).toBeNull();
+  });
+
+  it('a missing underlay is reported and deletes nothing', async () => {
+    const { kernel, agent, statuses } = setup();
+    await agent.applySnapshot(snapshot({ '64': '{}' }));
+    kernel.links.delete(kernel.byName('u0')!.index);
+    const mutations = kernel.mutatingRequests().length;
+    await agent.applySnapshot(snapshot({ '64': '{"mtu":1400}' }));
+    expect(kernel.mutatingRequests().length).toBe(mutations);
+    expect(statuses.get('64')).toMatchObject({ state: 'error', reason: 'underlay u0 not found on this host' });
+  });
+
+  it('a bad spec is an error status counted once per revision; existing devices are kept; a fix converges', async () => {
+    const { kernel, agent, statuses, specErrors } = setup();
+    await agent.applySnapshot(snapshot({ '64': '{}', '65': '[1]', FF01: '{}' }));
+    expect(statuses.get('65')).toMatchObject({ state: 'error', reason: 'spec must be a JSON object, got an array' });
+    expect(statuses.has('FF01')).toBe(false);
+    expect(specErrors.sort()).toEqual(['invalid_key', 'not_object']);
+    agent.applyChange({ collection: 'networks', name: '64', revision: 5, value: value('{"mtu":9000}', 5) });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(statuses.get('64')).toMatchObject({ state: 'error', reason: 'mtu 9000 exceeds underlay u0 limit 1430', specRevision: 5 });
+    expect(kernel.byName('vxlan64')?.mtu).toBe(1430);
+    agent.applyChange({ collection: 'networks', name: '64', revision: 6, value: value('{"mtu":1300}', 6) });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(statuses.get('64')).toMatchObject({ state: 'ready', mtu: 1300 });
+    expect(specErrors).toHaveLength(3);
+  });
+
+  it('a kernel failure becomes an error status with errno and leaves nothing half-built', async () => {
+    const { kernel, agent, statuses } = setup();
+    kernel.failNext('create', 'ENOBUFS', 'create vxlan');
+    await agent.applySnapshot(snapshot({ '64': '{}' }));
+    expect(statuses.get('64')?.reason).toMatch(/create vxlan vxlan64 .*ENOBUFS/);
+    expect(kernel.byName('br64')).toBeUndefined();
+  });
+
+  it('attached scope: only attached networks; an attachment to a missing network is reported', async () => {
+    const { kernel, agent, statuses } = setup(new FakeKernel(), 'attached');
+    await agent.applySnapshot(snapshot({ '64': '{}', ff01: '{}' }, ['ff01', '77']));
+    expect(kernel.byName('vxlan64')).toBeUndefined();
+    expect(kernel.byName('vxlanff01')).toBeDefined();
+    expect(statuses.get('77')).toMatchObject({ state: 'error', reason: expect.stringMatching(/network 77 does not exist/) });
+    agent.applyChange({ collection: 'attachments', name: 'ff01', revision: 3 });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(kernel.byName('vxlanff01')).toBeUndefined();
+    expect(statuses.get('ff01')).toBeNull();
+  });
+
+  it('repairs a device deleted by hand from the link event alone', async () => {
+    const { kernel, agent } = setup();
+    agent.start();
+    await agent.applySnapshot(snapshot({ '64': '{}' }));
+    await kernel.deleteLink(kernel.byName('vxlan64')!.index, 'vandal');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(kernel.byName('vxlan64')).toMatchObject({ master: kernel.byName('br64')!.index });
+    agent.stop();
+  });
+});

@@ -1,0 +1,143 @@
+/** The ListWatch loop with a fake etcd client and an injected clock: no sleeping, no etcd. */
+import { EventEmitter } from 'node:events';
+import type { Etcd3 } from 'etcd3';
+import { describe, expect, it } from 'vitest';
+import type { Clock } from '../src/store/backoff.js';
+import { DesiredStateSource, type Change, type Snapshot } from '../src/store/source.js';
+
+interface FakeEtcdState {
+  revision: number;
+  kv: Map<string, string>;
+  /** Number of upcoming list calls that fail as if etcd were unreachable. */
+  failLists: number;
+  watchers: EventEmitter[];
+  clients: number;
+}
+
+function fakeClientFactory(state: FakeEtcdState) {
+  return () => {
+    state.clients++;
+    const range = (prefix: string) => {
+      const builder = {
+        revision: () => builder,
+        exec: async () => {
+          if (state.failLists > 0) {
+            state.failLists--;
+            throw new Error('14 UNAVAILABLE: connect ECONNREFUSED');
+          }
+          const kvs = [...state.kv]
+            .filter(([key]) => key.startsWith(prefix))
+            .map(([key, value]) => ({ key: Buffer.from(key), value: Buffer.from(value), mod_revision: String(state.revision) }));
+          return { header: { revision: String(state.revision) }, kvs };
+        },
+      };
+      return builder;
+    };
+    const client = {
+      getAll: () => ({ prefix: range }),
+      lease: () => {
+        const lease = new EventEmitter() as EventEmitter & Record<string, unknown>;
+        lease.put = () => ({ value: () => ({ exec: async () => ({}) }) });
+        lease.release = () => undefined;
+        lease.revoke = async () => undefined;
+        return lease;
+      },
+      watch: () => {
+        const builder = {
+          prefix: () => builder,
+          startRevision: () => builder,
+          create: async () => {
+            const watcher = new EventEmitter() as EventEmitter & { cancel: () => Promise<void> };
+            watcher.cancel = async () => undefined;
+            state.watchers.push(watcher);
+            return watcher;
+          },
+        };
+        return builder;
+      },
+      put: () => ({ value: () => ({ exec: async () => ({}) }) }),
+      delete: () => ({ key: () => ({ exec: async () => ({}) }) }),
+      close: () => undefined,
+    };
+    return client as unknown as Etcd3;
+  };
+}
+
+/** A clock whose sleeps are recorded and end at once. */
+function recordingClock(): Clock & { sleeps: number[] } {
+  const sleeps: number[] = [];
+  return { sleeps, now: () => 0, sleep: async (ms) => void sleeps.push(ms) };
+}
+
+const quiet = { info: () => undefined, warn: () => undefined };
+const flush = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+function makeSource(state: FakeEtcdState, clock: Clock) {
+  return new DesiredStateSource({
+    etcd: { endpoints: ['http://etcd:2379'] },
+    prefix: '/v1',
+    hostname: 'hv1',
+    watchAttachments: false,
+    liveness: () => ({}),
+    log: quiet,
+    clock,
+    createClient: fakeClientFactory(state),
+  });
+}
+
+describe('DesiredStateSource', () => {
+  it('retries an unreachable etcd with capped exponential backoff, then lists', async () => {
+    const state: FakeEtcdState = { revision: 7, kv: new Map([['/v1/networks/64', '{}']]), failLists: 3, watchers: [], clients: 0 };
+    const clock = recordingClock();
+    const source = makeSource(state, clock);
+    const snapshots: Snapshot[] = [];
+    source.on('snapshot', (s) => snapshots.push(s));
+    source.start();
+    for (let i = 0; i < 20 && snapshots.length === 0; i++) await flush();
+    expect(clock.sleeps).toEqual([200, 400, 800]);
+    expect(state.clients).toBe(4);
+    expect(snapshots).toHaveLength(1);
+    expect(snapshots[0]!.revision).toBe(7);
+    expect([...snapshots[0]!.networks.keys()]).toEqual(['64']);
+    expect(source.isConnected).toBe(true);
+    await source.stop();
+  });
+
+  it('any watcher error throws the client away and lists again; backoff starts over after a success', async () => {
+    const state: FakeEtcdState = { revision: 10, kv: new Map([['/v1/networks/64', '{}']]), failLists: 0, watchers: [], clients: 0 };
+    const clock = recordingClock();
+    const source = makeSource(state, clock);
+    const snapshots: Snapshot[] = [];
+    const changes: Change[] = [];
+    const connected: boolean[] = [];
+    source.on('snapshot', (s) => snapshots.push(s));
+    source.on('change', (c) => changes.push(c));
+    source.on('connected', (c) => connected.push(c));
+    source.start();
+    for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
+
+    state.watchers[0]!.emit('put', { key: Buffer.from('/v1/networks/ff01'), value: Buffer.from('{"mtu":1400}'), mod_revision: '11' });
+    expect(changes).toEqual([{ collection: 'networks', name: 'ff01', revision: 11, value: { value: Buffer.from('{"mtu":1400}'), modRevision: 11 } }]);
+    expect(source.watchRevision).toBe(11);
+
+    // Compaction or any other watch failure: the network deleted meanwhile must show up in a fresh list.
+    state.kv.delete('/v1/networks/64');
+    state.revision = 20;
+    state.watchers[0]!.emit('error', new Error('etcdserver: mvcc: required revision has been compacted'));
+    for (let i = 0; i < 20 && snapshots.length < 2; i++) await flush();
+    expect(snapshots).toHaveLength(2);
+    expect(snapshots[1]!.networks.size).toBe(0);
+    expect(snapshots[1]!.revision).toBe(20);
+    expect(state.clients).toBe(2);
+    expect(connected).toEqual([true, false, true]);
+    expect(clock.sleeps).toEqual([200]);
+
+    state.failLists = 2;
+    state.watchers[1]!.emit('disconnected');
+    for (let i = 0; i < 30 && snapshots.length < 3; i++) await flush();
+    // The first retry after a good run waits the initial delay again.
+    expect(clock.sleeps).toEqual([200, 200, 400, 800]);
+    expect(snapshots).toHaveLength(3);
+    await source.stop();
+  });
+});
