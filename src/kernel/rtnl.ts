@@ -72,8 +72,13 @@ class Semaphore {
   }
 }
 
-function openSocket(): NetlinkSocket {
-  const socket = createNetlink(Protocol.ROUTE);
+/** Dump replies pack many links per datagram; without peeking they are read 64 KiB at a time instead of one link per read. */
+const DUMP_READ_BUFFER_BYTES = 64 * 1024;
+
+function openSocket(opts: { forDumps?: boolean } = {}): NetlinkSocket {
+  const socket = opts.forDumps
+    ? createNetlink(Protocol.ROUTE, { messagePeeking: false, msgBufferSize: DUMP_READ_BUFFER_BYTES } as Parameters<typeof createNetlink>[1])
+    : createNetlink(Protocol.ROUTE);
   try {
     socket.setRecvBufferSize(RECEIVE_BUFFER_BYTES);
   } catch {
@@ -89,7 +94,7 @@ function errnoOf(message: NetlinkMessage): number {
 export class NetlinkKernel implements Kernel {
   readonly events = new EventEmitter();
   private requestSocket = openSocket();
-  private dumpSocket = openSocket();
+  private dumpSocket = openSocket({ forDumps: true });
   private eventSocket?: NetlinkSocket;
   private readonly inFlight = new Semaphore(MAX_REQUESTS_IN_FLIGHT);
   private dumpQueue: Promise<unknown> = Promise.resolve();
@@ -158,7 +163,7 @@ export class NetlinkKernel implements Kernel {
       this.observer.request?.('dump', error instanceof KernelError ? error.errno : 'error');
       // A failed dump can leave half a multipart message behind: start afresh.
       this.dumpSocket.close();
-      this.dumpSocket = openSocket();
+      this.dumpSocket = openSocket({ forDumps: true });
       this.watchForErrors(this.dumpSocket, 'dump');
       throw error instanceof KernelError ? error : new KernelError('EIO', `dump links: ${(error as Error).message}`);
     }

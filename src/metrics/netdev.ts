@@ -78,11 +78,14 @@ interface Family {
 
 const STATS_SOURCE = 'from the kernel (IFLA_STATS64 of one RTM_GETLINK dump) at scrape time';
 
+/** rxDropped → rx_dropped, the name in struct rtnl_link_stats64. */
+const kernelField = (field: string) => field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
 function statsFamily(name: string, field: keyof LinkStats, what: string): Family {
   return {
     name,
     type: 'counter',
-    help: `${what} of a vxnetd-managed device (${field}), ${STATS_SOURCE}. Same meaning as node_exporter's node_${name.slice('vxnetd_'.length)}.`,
+    help: `${what} on a vxnetd-managed device (${kernelField(field)}), ${STATS_SOURCE}. Same meaning as node_exporter's node_${name.slice('vxnetd_'.length)}.`,
     value: (d) => d.link.stats?.[field],
   };
 }
