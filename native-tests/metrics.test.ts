@@ -8,17 +8,8 @@
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataCentre, waitFor, type AgentHandle, type VmHandle } from './harness/datacentre.js';
+import { parseSamples } from './harness/observe.js';
 
-/** Sample lines of an exposition: series (name{labels}) → value. */
-function parseSamples(body: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of body.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const space = line.lastIndexOf(' ');
-    out.set(line.slice(0, space), Number(line.slice(space + 1)));
-  }
-  return out;
-}
 
 const KIND = { vxlan64: 'vxlan', br64: 'bridge' } as const;
 type Device = keyof typeof KIND;

@@ -109,6 +109,23 @@ describe('Agent', () => {
     expect(statuses.get('ff01')).toBeNull();
   });
 
+  it('pauses link events during a bulk apply, then resumes them and resyncs once', async () => {
+    const { kernel, agent } = setup();
+    agent.start();
+    const networks = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [(0x100 + i * 2 + 0x1000).toString(16), '{}']));
+    await agent.applySnapshot(snapshot(networks));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(kernel.pauses).toBe(1);
+    expect(kernel.eventsPaused).toBe(false);
+    expect(kernel.requests.filter((r) => r.verb === 'dump')).toHaveLength(2);
+    expect([...kernel.links.values()].filter((l) => l.kind === 'vxlan')).toHaveLength(40);
+    // Events work again afterwards.
+    await kernel.deleteLink(kernel.byName('vxlan1100')!.index, 'vandal');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(kernel.byName('vxlan1100')).toBeDefined();
+    agent.stop();
+  });
+
   it('repairs a device deleted by hand from the link event alone', async () => {
     const { kernel, agent } = setup();
     agent.start();

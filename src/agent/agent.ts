@@ -49,6 +49,13 @@ export interface AgentOptions {
   clock?: Clock;
 }
 
+/**
+ * Beyond this many queued networks, the agent's own changes would flood the
+ * link-event socket (16 notifications per network created): events are
+ * paused during the bulk apply and a full resync follows.
+ */
+const BULK_QUEUE_DEPTH = 8;
+
 interface NetworkEntry {
   modRevision: number;
   spec: SpecResult;
@@ -68,6 +75,7 @@ export class Agent {
   private resyncRunning?: Promise<void>;
   private resyncAgain = false;
   private resyncTimer?: NodeJS.Timeout;
+  private bulkApply = false;
   private firstReconcile = false;
   private readonly onLink = (event: LinkEvent) => this.handleLinkEvent(event);
   private readonly onOverflow = (error: Error) => {
@@ -82,7 +90,11 @@ export class Agent {
     private readonly hooks: AgentHooks,
   ) {
     this.clock = options.clock ?? systemClock;
-    this.queue = new KeyedWorkQueue(options.concurrency ?? 16, (hex, actual) => this.reconcileNetwork(hex, actual));
+    this.queue = new KeyedWorkQueue(
+      options.concurrency ?? 16,
+      (hex, actual) => this.reconcileNetwork(hex, actual),
+      () => this.endBulkApply(),
+    );
   }
 
   start(): void {
@@ -273,6 +285,7 @@ export class Agent {
       this.setStatus(hex, 'error', reason, entry?.modRevision);
       return;
     }
+    if (plan.ops.length && this.queue.size > BULK_QUEUE_DEPTH) this.beginBulkApply();
     try {
       await applyPlan(this.kernel, plan.ops, this.log);
     } catch (error) {
@@ -328,6 +341,21 @@ export class Agent {
   }
 
   // ---- drift ----
+
+  private beginBulkApply(): void {
+    if (this.bulkApply) return;
+    this.bulkApply = true;
+    this.kernel.pauseEvents();
+    this.log.info({ op: 'bulk', queued: this.queue.size }, 'bulk apply: link events paused until the queue drains');
+  }
+
+  private endBulkApply(): void {
+    if (!this.bulkApply) return;
+    this.bulkApply = false;
+    this.kernel.resumeEvents();
+    // Whatever changed by hand while events were paused is found by one dump.
+    this.requestResync('link events resumed after bulk apply');
+  }
 
   private handleLinkEvent({ type, link }: LinkEvent): void {
     if (link.name === this.options.underlay || (this.underlay && link.index === this.underlay.index)) {

@@ -12,6 +12,7 @@ export class KeyedWorkQueue<Hint> {
   constructor(
     private readonly concurrency: number,
     private readonly work: (key: string, hint: Hint | undefined) => Promise<void>,
+    private readonly onIdle: () => void = () => undefined,
   ) {}
 
   /** hint (e.g. fresh kernel state) is dropped if the key has to wait behind a running job. */
@@ -47,6 +48,7 @@ export class KeyedWorkQueue<Hint> {
           if (this.rerun.delete(key)) this.queued.set(key, undefined);
           this.pump();
           if (this.size === 0) {
+            this.onIdle();
             const waiters = this.idleWaiters;
             this.idleWaiters = [];
             for (const resolve of waiters) resolve();

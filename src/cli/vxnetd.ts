@@ -41,6 +41,13 @@ async function run(config: AgentConfig): Promise<void> {
   const kernel = new NetlinkKernel({ request: (op, result) => metrics?.countNetlinkRequest(op, result) });
   kernel.events.on('socket-error', (role: string, error: Error) => log.warn({ socket: role, err: error.message }, 'netlink socket error'));
   kernel.subscribe();
+  const eventBuffer = kernel.eventBufferBytes() ?? 0;
+  if (eventBuffer < 4 * 1024 * 1024) {
+    log.warn(
+      { op: 'netlink', eventBufferBytes: eventBuffer },
+      `link-event receive buffer is only ${Math.round(eventBuffer / 1024)} KiB: raise net.core.rmem_max (e.g. sysctl -w net.core.rmem_max=8388608) so bursts of device changes made by others cannot overflow it`,
+    );
+  }
 
   let source: DesiredStateSource | undefined;
   const agent = new Agent(

@@ -51,6 +51,13 @@ export interface Kernel {
   createLink(req: NewLinkRequest, operation: string): Promise<void>;
   changeLink(req: NewLinkRequest, operation: string): Promise<void>;
   deleteLink(index: number, operation: string): Promise<void>;
+  /**
+   * Stops link notifications while the agent applies in bulk: an overflowing
+   * event socket aborts the process inside the netlink library (POLLERR),
+   * so the only safe overflow is the one that never happens.
+   */
+  pauseEvents(): void;
+  resumeEvents(): void;
   /** 'link' (LinkEvent) and 'overflow' (events were lost: resync everything). */
   readonly events: EventEmitter;
   close(): void;
@@ -105,19 +112,47 @@ export class NetlinkKernel implements Kernel {
     this.watchForErrors(this.dumpSocket, 'dump');
   }
 
+  private eventsPaused = false;
+
   /** Subscribes to link notifications on a socket of their own. */
   subscribe(): void {
     if (this.eventSocket) return;
     const socket = openSocket();
-    socket.addMembership(RTNLGRP_LINK);
+    if (!this.eventsPaused) socket.addMembership(RTNLGRP_LINK);
     socket.ref(true);
     socket.on('message', (messages) => {
-      for (const message of messages) this.dispatchEvent(message);
+      // An exception escaping this handler aborts the process inside the native binding.
+      try {
+        for (const message of messages) this.dispatchEvent(message);
+      } catch (error) {
+        this.events.emit('overflow', error);
+      }
     });
-    // The library swallows exceptions from handlers and parse errors into 'invalid'.
     socket.on('invalid', () => this.events.emit('overflow', new Error('unparsable link notification')));
-    socket.on('error', (error) => this.events.emit('overflow', error));
+    socket.on('error', (error) => {
+      // The library closes a socket after an error: open a new one, then resync what was missed.
+      this.eventSocket = undefined;
+      if (!this.closed) this.subscribe();
+      this.events.emit('overflow', error);
+    });
     this.eventSocket = socket;
+  }
+
+  /** Bytes the kernel granted the event socket; small values mean net.core.rmem_max is low. */
+  eventBufferBytes(): number | undefined {
+    return this.eventSocket?.getRecvBufferSize();
+  }
+
+  pauseEvents(): void {
+    if (this.eventsPaused) return;
+    this.eventsPaused = true;
+    this.eventSocket?.dropMembership(RTNLGRP_LINK);
+  }
+
+  resumeEvents(): void {
+    if (!this.eventsPaused) return;
+    this.eventsPaused = false;
+    this.eventSocket?.addMembership(RTNLGRP_LINK);
   }
 
   private dispatchEvent(message: NetlinkMessage): void {

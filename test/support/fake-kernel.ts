@@ -33,6 +33,10 @@ export class FakeKernel implements Kernel {
     return this.requests.filter((r) => r.verb === 'create' || r.verb === 'change' || r.verb === 'delete').map((r) => r.operation);
   }
 
+  private emitLink(type: 'new' | 'del', link: Link): void {
+    if (!this.eventsPaused) this.events.emit('link', { type, link: { ...link } });
+  }
+
   private record(verb: Verb, operation: string): void {
     this.requests.push({ verb, operation });
     const i = this.failures.findIndex((f) => f.verb === verb && f.match(operation));
@@ -65,7 +69,7 @@ export class FakeKernel implements Kernel {
       ...(req.master !== undefined ? { master: req.master } : {}),
       ...(req.vxlan ? { vxlan: { ...req.vxlan } } : {}),
     });
-    this.events.emit('link', { type: 'new', link: { ...link } });
+    this.emitLink('new', link);
   }
 
   async changeLink(req: NewLinkRequest, operation: string): Promise<void> {
@@ -77,7 +81,7 @@ export class FakeKernel implements Kernel {
     if (req.master !== undefined) link.master = req.master;
     if (req.up !== undefined) link.flags = req.up ? link.flags | IFF_UP : link.flags & ~IFF_UP;
     if (req.vxlan) link.vxlan = { ...link.vxlan, ...req.vxlan };
-    this.events.emit('link', { type: 'new', link: { ...link } });
+    this.emitLink('new', link);
   }
 
   async deleteLink(index: number, operation: string): Promise<void> {
@@ -86,7 +90,19 @@ export class FakeKernel implements Kernel {
     if (!link) throw new KernelError('ENODEV', operation);
     this.links.delete(index);
     for (const other of this.links.values()) if (other.master === index) delete other.master;
-    this.events.emit('link', { type: 'del', link });
+    this.emitLink('del', link);
+  }
+
+  eventsPaused = false;
+  pauses = 0;
+
+  pauseEvents(): void {
+    this.eventsPaused = true;
+    this.pauses++;
+  }
+
+  resumeEvents(): void {
+    this.eventsPaused = false;
   }
 
   close(): void {}
