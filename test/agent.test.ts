@@ -126,6 +126,19 @@ describe('Agent', () => {
     agent.stop();
   });
 
+  it('a vxlan lost with its underlay reports the underlay, not a raw ENODEV', async () => {
+    const { kernel, agent, statuses } = setup();
+    agent.start();
+    await agent.applySnapshot(snapshot({ '64': '{}' }));
+    kernel.links.delete(kernel.byName('u0')!.index);
+    kernel.failNext('create', 'ENODEV', 'create vxlan');
+    await kernel.deleteLink(kernel.byName('vxlan64')!.index, 'kernel: lower device unregistered');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(statuses.get('64')).toMatchObject({ state: 'error', reason: 'underlay u0 not found on this host' });
+    expect(kernel.byName('br64')).toBeDefined();
+    agent.stop();
+  });
+
   it('repairs a device deleted by hand from the link event alone', async () => {
     const { kernel, agent } = setup();
     agent.start();

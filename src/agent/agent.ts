@@ -290,6 +290,12 @@ export class Agent {
       await applyPlan(this.kernel, plan.ops, this.log);
     } catch (error) {
       if (!(error instanceof KernelError)) throw error;
+      // The kernel removes a vxlan before announcing that its underlay went away.
+      if (error.errno === 'ENODEV' && !(await this.kernel.getLink(this.options.underlay))) {
+        this.updateUnderlay(undefined);
+        this.setStatus(hex, 'error', `underlay ${this.options.underlay} not found on this host`, entry?.modRevision);
+        return;
+      }
       this.setStatus(hex, 'error', error.message, entry?.modRevision);
       return;
     }
