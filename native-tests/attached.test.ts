@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataCentre, waitFor } from './harness/datacentre.js';
+import { readStatus } from './harness/observe.js';
 
 const VXNETCTL = fileURLToPath(new URL('../dist/cli/vxnetctl.js', import.meta.url));
 
@@ -24,10 +25,7 @@ describe('attached scope next to all scope', () => {
       child.on('close', (code) => resolve({ code, stdout, stderr }));
     });
   const has = async (host: string, device: string) => (await dc.link(dc.host(host).ns, device)) !== undefined;
-  const status = async (host: string, hex: string) => {
-    const value = await etcd.get(`/v1/hosts/${host}/status/${hex}`).string();
-    return value ? JSON.parse(value) : undefined;
-  };
+  const status = (host: string, hex: string) => readStatus(etcd, host, hex);
 
   beforeAll(async () => {
     dc = await DataCentre.create({ hosts: ['hv1', 'router'] });

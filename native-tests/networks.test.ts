@@ -6,6 +6,7 @@ import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deterministicMac, formatMac } from '../src/model/mac.js';
 import { DataCentre, waitFor, type AgentHandle, type VmHandle } from './harness/datacentre.js';
+import { readStatus } from './harness/observe.js';
 
 describe('vxnetd on two hosts', () => {
   let dc: DataCentre;
@@ -14,10 +15,7 @@ describe('vxnetd on two hosts', () => {
   const vms: Record<string, VmHandle> = {};
 
   const putNetwork = (hex: string, spec: object) => etcd.put(`/v1/networks/${hex}`).value(JSON.stringify(spec));
-  const status = async (host: string, hex: string) => {
-    const value = await etcd.get(`/v1/hosts/${host}/status/${hex}`).string();
-    return value ? JSON.parse(value) : undefined;
-  };
+  const status = (host: string, hex: string) => readStatus(etcd, host, hex);
   const waitStatus = (host: string, hex: string, pred: (s: any) => boolean, what: string) =>
     waitFor(async () => {
       const s = await status(host, hex);

@@ -9,7 +9,7 @@ import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deterministicMac, formatMac } from '../src/model/mac.js';
 import { DataCentre, waitFor, type AgentHandle, type VmHandle } from './harness/datacentre.js';
-import { elapsedUntil, managedLinks, mutatingRequests, pairConverged, scrape } from './harness/observe.js';
+import { elapsedUntil, managedLinks, mutatingRequests, pairConverged, scrape, readStatus } from './harness/observe.js';
 import { sleep } from './harness/wait.js';
 
 /** The design's promise; measured from before the `ip` command that causes the drift. */
@@ -30,10 +30,7 @@ describe('drift repair', () => {
     const result = await dc.exec(dc.host(host).ns, ['ip', ...args]);
     expect(result.code, `ip ${args.join(' ')}: ${result.stderr}`).toBe(0);
   };
-  const status = async (host: string, hex: string) => {
-    const value = await etcd.get(`/v1/hosts/${host}/status/${hex}`).string();
-    return value ? JSON.parse(value) : undefined;
-  };
+  const status = (host: string, hex: string) => readStatus(etcd, host, hex);
 
   beforeAll(async () => {
     dc = await DataCentre.create({ hosts: ['h1', 'h2'] });

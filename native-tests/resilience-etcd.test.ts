@@ -6,7 +6,7 @@
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataCentre, waitFor, type AgentHandle, type VmHandle } from './harness/datacentre.js';
-import { httpStatus, ifindexes, mutatingRequests, pairConverged, managedLinks, scrape, sumSamples, type MutatingRequests } from './harness/observe.js';
+import { httpStatus, ifindexes, mutatingRequests, pairConverged, managedLinks, scrape, sumSamples, type MutatingRequests, readStatus } from './harness/observe.js';
 import { sleep } from './harness/wait.js';
 
 const MTU = 1430;
@@ -22,10 +22,7 @@ describe('etcd outages', () => {
 
   const hosts = ['h1', 'h2'] as const;
   const ns = (host: string) => dc.host(host).ns;
-  const status = async (host: string, hex: string) => {
-    const value = await etcd.get(`/v1/hosts/${host}/status/${hex}`).string();
-    return value ? JSON.parse(value) : undefined;
-  };
+  const status = (host: string, hex: string) => readStatus(etcd, host, hex);
   const connected = async (host: string) => sumSamples(await scrape(agents[host]!), 'vxnetd_etcd_connected');
   const requests = async (host: string) => mutatingRequests(await scrape(agents[host]!));
   const delta = (a: MutatingRequests, b: MutatingRequests) => ({ create: b.create - a.create, change: b.change - a.change, delete: b.delete - a.delete });

@@ -199,3 +199,9 @@ function findLastIndex<T>(items: T[], pred: (item: T) => boolean): number {
 export function managedEvents(blocks: string[]): string[] {
   return blocks.filter((b) => /(?:^|\s)(?:Deleted )?\d+: (?:vxlan|br)[0-9a-f]{1,6}[:@]/.test(b.split('\n')[0]!));
 }
+
+/** The status vxnetd on `host` wrote for network `hex`, parsed, or undefined. */
+export async function readStatus(etcd: Etcd3, host: string, hex: string, prefix = '/v1'): Promise<any | undefined> {
+  const value = await etcd.get(`${prefix}/hosts/${host}/status/${hex}`).string();
+  return value ? JSON.parse(value) : undefined;
+}
