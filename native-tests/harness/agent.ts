@@ -104,7 +104,7 @@ export class AgentProcess implements AgentHandle {
     });
   }
 
-  async waitReady(timeoutMs = 15_000): Promise<void> {
+  async waitReady(timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let last = 'no answer yet';
     for (;;) {
