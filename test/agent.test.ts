@@ -148,4 +148,64 @@ describe('Agent', () => {
     expect(kernel.byName('vxlan64')).toMatchObject({ master: kernel.byName('br64')!.index });
     agent.stop();
   });
+
+  it("a new network's own link events cost no second reconcile; the bridge ifindex comes from the create's echo", async () => {
+    const { kernel, agent, statuses } = setup();
+    agent.start();
+    await agent.applySnapshot(snapshot({}));
+    kernel.requests.length = 0;
+    agent.applyChange({ collection: 'networks', name: '64', revision: 2, value: value('{}', 2) });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(statuses.get('64')).toMatchObject({ state: 'ready' });
+    // Two reads of the actual state, then four changes: no extra read for the ifindex, no rerun.
+    expect(kernel.requests.map((r) => r.verb)).toEqual(['get', 'get', 'create', 'change', 'create', 'change']);
+
+    // Kernels before 6.2 do not echo: one read of the bridge's ifindex instead.
+    kernel.echoesCreates = false;
+    kernel.requests.length = 0;
+    agent.applyChange({ collection: 'networks', name: '65', revision: 3, value: value('{}', 3) });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(kernel.requests.map((r) => r.verb)).toEqual(['get', 'get', 'create', 'change', 'get', 'create', 'change']);
+    expect(kernel.byName('vxlan65')).toMatchObject({ master: kernel.byName('br65')!.index });
+
+    // Deleting a network: its own deletion events are no reason to look again.
+    kernel.requests.length = 0;
+    agent.applyChange({ collection: 'networks', name: '65', revision: 4 });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(kernel.requests.map((r) => r.verb)).toEqual(['get', 'get', 'delete', 'delete']);
+    agent.stop();
+  });
+
+  it('a change made by someone else while the network is being reconciled is repaired', async () => {
+    const { kernel, agent } = setup();
+    agent.start();
+    await agent.applySnapshot(snapshot({}));
+    const changeLink = kernel.changeLink.bind(kernel);
+    let vandalised = false;
+    kernel.changeLink = async (req, operation) => {
+      await changeLink(req, operation);
+      if (!vandalised && req.name === 'vxlan64') {
+        vandalised = true; // between the agent's last change and its end, the bridge goes down
+        await changeLink({ name: 'br64', up: false }, 'vandal: br64 down');
+      }
+    };
+    agent.applyChange({ collection: 'networks', name: '64', revision: 2, value: value('{}', 2) });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(vandalised).toBe(true);
+    expect(kernel.byName('br64')!.flags & 1).toBe(1);
+    agent.stop();
+  });
+
+  it('a kernel failure that persists is not retried in a loop on the events of its own undo', async () => {
+    const { kernel, agent, statuses } = setup();
+    agent.start();
+    await agent.applySnapshot(snapshot({}));
+    for (let i = 0; i < 20; i++) kernel.failNext('create', 'ENOMEM', 'create vxlan');
+    agent.applyChange({ collection: 'networks', name: '64', revision: 2, value: value('{}', 2) });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(statuses.get('64')).toMatchObject({ state: 'error', reason: expect.stringMatching(/ENOMEM/) });
+    expect(kernel.requests.filter((r) => r.verb === 'create' && r.operation.startsWith('create vxlan'))).toHaveLength(1);
+    expect(kernel.byName('br64')).toBeUndefined();
+    agent.stop();
+  });
 });

@@ -12,6 +12,10 @@ interface FakeEtcdState {
   failLists: number;
   watchers: EventEmitter[];
   clients: number;
+  /** Keys of each status transaction ('put k' / 'delete k'). */
+  txns?: string[][];
+  /** Number of upcoming transactions that fail. */
+  failTxns?: number;
 }
 
 function fakeClientFactory(state: FakeEtcdState) {
@@ -55,8 +59,24 @@ function fakeClientFactory(state: FakeEtcdState) {
         };
         return builder;
       },
-      put: () => ({ value: () => ({ exec: async () => ({}) }) }),
-      delete: () => ({ key: () => ({ exec: async () => ({}) }) }),
+      kv: {
+        txn: async (request: { success: Array<{ request_put?: { key: Buffer; value: Buffer }; request_delete_range?: { key: Buffer } }> }) => {
+          if ((state.failTxns ?? 0) > 0) {
+            state.failTxns!--;
+            throw new Error('4 DEADLINE_EXCEEDED');
+          }
+          const ops = request.success.map((op) =>
+            op.request_put ? `put ${op.request_put.key.toString()}` : `delete ${op.request_delete_range!.key.toString()}`,
+          );
+          (state.txns ??= []).push(ops);
+          for (const op of request.success) {
+            if (op.request_put) state.kv.set(op.request_put.key.toString(), op.request_put.value.toString());
+            else state.kv.delete(op.request_delete_range!.key.toString());
+          }
+          state.revision++;
+          return {};
+        },
+      },
       close: () => undefined,
     };
     return client as unknown as Etcd3;
@@ -138,6 +158,45 @@ describe('DesiredStateSource', () => {
     // The first retry after a good run waits the initial delay again.
     expect(clock.sleeps).toEqual([200, 200, 400, 800]);
     expect(snapshots).toHaveLength(3);
+    await source.stop();
+  });
+
+  it('writes statuses in transactions of at most 128 keys, skips rewrites that change only updatedAt, and retries after a reconnect', async () => {
+    const state: FakeEtcdState = {
+      revision: 3,
+      kv: new Map([
+        ['/v1/hosts/hv1/status/64', '{"state":"ready","updatedAt":"then"}'],
+        ['/v1/hosts/hv1/status/65', '{"state":"ready"}'],
+      ]),
+      failLists: 0,
+      watchers: [],
+      clients: 0,
+    };
+    const source = makeSource(state, recordingClock());
+    source.start();
+    for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
+
+    source.writeStatus('64', { state: 'ready', updatedAt: 'now' });
+    for (let vni = 0x100; vni < 0x100 + 300; vni++) source.writeStatus(vni.toString(16), { state: 'ready' });
+    source.writeStatus('65', null);
+    source.writeStatus('66', null); // never written: nothing to delete
+    for (let i = 0; i < 20; i++) await flush();
+    // The first write goes out at once; what queues up behind it goes in full transactions.
+    expect(state.txns!.map((ops) => ops.length)).toEqual([1, 128, 128, 44]);
+    expect(state.txns!.flat()).toContain('delete /v1/hosts/hv1/status/65');
+    expect(state.txns!.flat()).not.toContain('put /v1/hosts/hv1/status/64');
+    expect(state.txns!.flat()).not.toContain('delete /v1/hosts/hv1/status/66');
+    expect(state.kv.has('/v1/hosts/hv1/status/65')).toBe(false);
+    expect(state.kv.get('/v1/hosts/hv1/status/12b')).toBe('{"state":"ready"}');
+
+    // A failed transaction keeps its statuses pending until etcd is back.
+    state.failTxns = 1;
+    source.writeStatus('100', { state: 'error', reason: 'x' });
+    for (let i = 0; i < 20; i++) await flush();
+    expect(state.kv.get('/v1/hosts/hv1/status/100')).toBe('{"state":"ready"}');
+    state.watchers.at(-1)!.emit('disconnected');
+    for (let i = 0; i < 40 && state.kv.get('/v1/hosts/hv1/status/100') === '{"state":"ready"}'; i++) await flush();
+    expect(state.kv.get('/v1/hosts/hv1/status/100')).toBe('{"state":"error","reason":"x"}');
     await source.stop();
   });
 });

@@ -59,13 +59,22 @@ const BULK_QUEUE_DEPTH = 8;
 interface NetworkEntry {
   modRevision: number;
   spec: SpecResult;
+  /** desiredNetwork() for one underlay, kept because every resync asks again (sha256 MACs, group). */
+  desired?: { underlay: Underlay; result: DesiredNetwork | SpecError };
 }
+
+/** What one reconcile of a network did to the kernel. */
+type ReconcileOutcome = 'unchanged' | 'applied' | 'failed';
 
 export class Agent {
   private readonly networks = new Map<string, NetworkEntry>();
   private readonly attachments = new Map<string, StoredValue>();
   private readonly statuses = new Map<string, NetworkStatus>();
   private readonly bridgeIndex = new Map<string, number>();
+  /** Pure functions of host and VNI; sha256 is the resync's main JS cost at thousands of networks. */
+  private readonly ownerships = new Map<string, Ownership>();
+  /** Link events that arrive while their network is being reconciled, newest per device. */
+  private readonly eventsDuringReconcile = new Map<string, Map<string, LinkEvent>>();
   private readonly countedErrors = new Set<string>();
   private readonly queue: KeyedWorkQueue<ActualNetwork>;
   private readonly clock: Clock;
@@ -237,16 +246,27 @@ export class Agent {
 
   private async reconcileNetwork(hex: string, given: ActualNetwork | undefined): Promise<void> {
     const started = process.hrtime.bigint();
+    const seen = new Map<string, LinkEvent>();
+    this.eventsDuringReconcile.set(hex, seen);
+    let outcome: ReconcileOutcome = 'failed';
     try {
-      await this.reconcileNetworkOnce(hex, given);
+      outcome = await this.reconcileNetworkOnce(hex, given);
+      // Our own changes' notifications are already queued on the event socket when the last
+      // reply arrives; one turn of the event loop lets them in, so they are judged here
+      // against the state just applied instead of each costing another reconcile.
+      if (outcome === 'applied') await new Promise<void>((resolve) => setImmediate(resolve));
     } catch (error) {
       this.log.error({ vni: hex, err: (error as Error).stack }, 'unexpected reconcile failure');
     } finally {
+      this.eventsDuringReconcile.delete(hex);
+      // After a failed apply the events are our own undo; retrying on them would spin on a
+      // persistent failure. The periodic resync, or the next change, retries it.
+      if (outcome !== 'failed' && [...seen.values()].some((event) => !this.explainedByDesiredState(hex, event))) this.queue.schedule(hex);
       this.hooks.observeReconcile?.(Number(process.hrtime.bigint() - started) / 1e9);
     }
   }
 
-  private async reconcileNetworkOnce(hex: string, given: ActualNetwork | undefined): Promise<void> {
+  private async reconcileNetworkOnce(hex: string, given: ActualNetwork | undefined): Promise<ReconcileOutcome> {
     const entry = this.isWanted(hex) ? this.networks.get(hex) : undefined;
     const attachedToMissing = this.options.scope === 'attached' && this.attachments.has(hex) && !this.networks.has(hex);
     const vni = parseVniHex(hex)!;
@@ -256,14 +276,13 @@ export class Agent {
     }
     if (!this.underlay) {
       if (entry) this.setStatus(hex, 'error', `underlay ${this.options.underlay} not found on this host`, entry.modRevision);
-      return;
+      return 'unchanged';
     }
 
     let desired: DesiredNetwork | undefined;
     if (entry) {
       try {
-        if (!entry.spec.ok) throw entry.spec.error;
-        desired = desiredNetwork(vni, entry.spec.spec, this.options.host, this.underlay);
+        desired = this.desiredFor(vni, entry, this.underlay);
       } catch (error) {
         if (!(error instanceof SpecError)) throw error;
         // Existing devices are kept: VMs on them keep working until the spec is fixed.
@@ -271,10 +290,10 @@ export class Agent {
           this.log.warn({ vni: hex, key: hex, reason: error.code, op: 'validate' }, `network ${hex}: ${error.message}`),
         );
         this.setStatus(hex, 'error', error.message, entry.modRevision);
-        return;
+        return 'unchanged';
       }
     } else if (!this.desiredKnown) {
-      return;
+      return 'unchanged';
     }
 
     const actual = given ?? (await this.readActual(hex));
@@ -283,22 +302,33 @@ export class Agent {
       const reason = plan.conflicts.join('; ');
       if (this.statuses.get(hex)?.reason !== reason) this.log.warn({ vni: hex, op: 'conflict' }, reason);
       this.setStatus(hex, 'error', reason, entry?.modRevision);
-      return;
+      return 'unchanged';
     }
-    if (plan.ops.length && this.queue.size > BULK_QUEUE_DEPTH) this.beginBulkApply();
+    if (plan.ops.length === 0) {
+      this.finishReconcile(hex, desired, entry, attachedToMissing);
+      return 'unchanged';
+    }
+    if (this.queue.size > BULK_QUEUE_DEPTH) this.beginBulkApply();
     try {
-      await applyPlan(this.kernel, plan.ops, this.log);
+      const created = await applyPlan(this.kernel, plan.ops, this.log);
+      const bridgeIndex = created.get(bridgeName(hex));
+      if (bridgeIndex !== undefined) this.bridgeIndex.set(hex, bridgeIndex);
     } catch (error) {
       if (!(error instanceof KernelError)) throw error;
       // The kernel removes a vxlan before announcing that its underlay went away.
       if (error.errno === 'ENODEV' && !(await this.kernel.getLink(this.options.underlay))) {
         this.updateUnderlay(undefined);
         this.setStatus(hex, 'error', `underlay ${this.options.underlay} not found on this host`, entry?.modRevision);
-        return;
+        return 'failed';
       }
       this.setStatus(hex, 'error', error.message, entry?.modRevision);
-      return;
+      return 'failed';
     }
+    this.finishReconcile(hex, desired, entry, attachedToMissing);
+    return 'applied';
+  }
+
+  private finishReconcile(hex: string, desired: DesiredNetwork | undefined, entry: NetworkEntry | undefined, attachedToMissing: boolean): void {
     if (desired) this.setStatus(hex, 'ready', undefined, entry!.modRevision, desired.vxlan.mtu);
     else if (!attachedToMissing) this.clearStatus(hex);
   }
@@ -309,9 +339,31 @@ export class Agent {
     return { strays: [], ...(vxlan ? { vxlan } : {}), ...(bridge ? { bridge } : {}) };
   }
 
+  /** Throws the SpecError that makes the spec unusable on this underlay. */
+  private desiredFor(vni: number, entry: NetworkEntry, underlay: Underlay): DesiredNetwork {
+    if (!entry.spec.ok) throw entry.spec.error;
+    if (entry.desired?.underlay !== underlay) {
+      let result: DesiredNetwork | SpecError;
+      try {
+        result = desiredNetwork(vni, entry.spec.spec, this.options.host, underlay);
+      } catch (error) {
+        if (!(error instanceof SpecError)) throw error;
+        result = error;
+      }
+      entry.desired = { underlay, result };
+    }
+    if (entry.desired.result instanceof SpecError) throw entry.desired.result;
+    return entry.desired.result;
+  }
+
   private ownership(hex: string, vni: number): Ownership {
-    const { hostname } = this.options.host;
-    return { alias: ownerAlias(hex), bridgeMac: deterministicMac(hostname, 'bridge', vni), vxlanMac: deterministicMac(hostname, 'vxlan', vni) };
+    let known = this.ownerships.get(hex);
+    if (!known) {
+      const { hostname } = this.options.host;
+      known = { alias: ownerAlias(hex), bridgeMac: deterministicMac(hostname, 'bridge', vni), vxlanMac: deterministicMac(hostname, 'vxlan', vni) };
+      this.ownerships.set(hex, known);
+    }
+    return known;
   }
 
   private setStatus(hex: string, state: NetworkStatus['state'], reason?: string, specRevision?: number, mtu?: number): void {
@@ -373,14 +425,21 @@ export class Agent {
       }
       return;
     }
-    const named = hexFromDeviceName(link.name);
-    const hex = named?.hex ?? hexFromOwnerAlias(link.alias);
+    const hex = hexFromDeviceName(link.name)?.hex ?? hexFromOwnerAlias(link.alias);
     if (!hex) return;
-    if (type === 'new' && named && link.alias === ownerAlias(hex)) {
-      if (named.role === 'bridge') this.bridgeIndex.set(hex, link.index);
-      if (this.looksConverged(hex, named.role, link)) return;
-    }
-    this.queue.schedule(hex);
+    const during = this.eventsDuringReconcile.get(hex);
+    if (during) return void during.set(link.name, { type, link });
+    if (!this.explainedByDesiredState(hex, { type, link })) this.queue.schedule(hex);
+  }
+
+  /** True when the event shows a device as the last reconcile left it, so it needs no reconcile. */
+  private explainedByDesiredState(hex: string, { type, link }: LinkEvent): boolean {
+    // A device of a network this host does not want is gone: that is what the reconcile did.
+    if (type === 'del') return !this.isWanted(hex) && !this.statuses.has(hex);
+    const named = hexFromDeviceName(link.name);
+    if (type !== 'new' || named?.hex !== hex || link.alias !== ownerAlias(hex)) return false;
+    if (named.role === 'bridge') this.bridgeIndex.set(hex, link.index);
+    return this.looksConverged(hex, named.role, link);
   }
 
   /** Cheap check on a notification, so our own changes do not each cost a reconcile. */

@@ -11,8 +11,11 @@ export interface ApplyLog {
   warn(fields: Record<string, unknown>, msg: string): void;
 }
 
-export async function applyPlan(kernel: Kernel, ops: readonly Operation[], log: ApplyLog): Promise<void> {
-  const created: string[] = [];
+/** Devices this apply created, by name, with their ifindex where the kernel told it. */
+export type CreatedDevices = Map<string, number | undefined>;
+
+export async function applyPlan(kernel: Kernel, ops: readonly Operation[], log: ApplyLog): Promise<CreatedDevices> {
+  const created: CreatedDevices = new Map();
   for (const op of ops) {
     const description = describe(op);
     try {
@@ -20,27 +23,27 @@ export async function applyPlan(kernel: Kernel, ops: readonly Operation[], log: 
       log.info({ vni: op.hex, device: op.name, op: op.op }, description);
     } catch (error) {
       log.warn({ vni: op.hex, device: op.name, op: op.op, err: (error as Error).message }, `failed: ${description}`);
-      await undoCreated(kernel, created, op.hex, log);
+      await undoCreated(kernel, [...created.keys()], op.hex, log);
       throw error;
     }
   }
+  return created;
 }
 
-async function applyOne(kernel: Kernel, op: Operation, description: string, created: string[]): Promise<void> {
+async function applyOne(kernel: Kernel, op: Operation, description: string, created: CreatedDevices): Promise<void> {
   switch (op.op) {
     case 'createBridge':
-      await kernel.createLink({ name: op.name, kind: 'bridge', mac: op.mac, up: true }, description);
-      created.push(op.name);
+      created.set(op.name, await kernel.createLink({ name: op.name, kind: 'bridge', mac: op.mac, up: true }, description));
       // A bridge keeps its MTU only when it is set after creation; the kernel ignores IFLA_IFALIAS at creation.
       await kernel.changeLink({ name: op.name, mtu: op.mtu, alias: op.alias }, `${description}: set mtu and alias`);
       return;
     case 'createVxlan': {
-      const master = await indexOf(kernel, op.bridge, description);
-      await kernel.createLink(
+      const master = created.get(op.bridge) ?? (await indexOf(kernel, op.bridge, description));
+      const index = await kernel.createLink(
         { name: op.name, kind: 'vxlan', mac: op.mac, mtu: op.mtu, master, up: true, vxlan: op.vxlan },
         description,
       );
-      created.push(op.name);
+      created.set(op.name, index);
       await kernel.changeLink({ name: op.name, alias: op.alias }, `${description}: set alias`);
       return;
     }

@@ -73,6 +73,7 @@ async function run(config: AgentConfig): Promise<void> {
   );
 
   const startedAt = new Date().toISOString();
+  const underlayAddress = cachedUnderlayAddress(config.underlay);
   const isReady = () => agent.ready && (source?.isConnected ?? false);
   source = new DesiredStateSource({
     etcd: config.etcd,
@@ -85,7 +86,7 @@ async function run(config: AgentConfig): Promise<void> {
       pid: process.pid,
       startedAt,
       underlay: config.underlay,
-      underlayAddress: underlayAddress(config.underlay),
+      underlayAddress: underlayAddress.get(),
       ready: isReady(),
     }),
   });
@@ -163,10 +164,25 @@ async function run(config: AgentConfig): Promise<void> {
   });
 }
 
-function underlayAddress(name: string): string | undefined {
-  const addresses = networkInterfaces()[name] ?? [];
-  const pick = addresses.find((a) => a.family === 'IPv6' && !a.internal && !a.address.startsWith('fe80')) ?? addresses.find((a) => a.family === 'IPv4');
-  return pick?.address;
+/**
+ * The underlay's address for the liveness key, looked up at most every five minutes:
+ * os.networkInterfaces() walks every interface and blocked the event loop for ~0.1 s
+ * at 4,000 devices, right when readiness changes.
+ */
+function cachedUnderlayAddress(name: string, maxAgeMs = 5 * 60_000): { get(): string | undefined } {
+  let value: string | undefined;
+  let lookedUpAt = -Infinity;
+  return {
+    get() {
+      // A missing address is looked up again each time: the underlay may just have appeared.
+      if (value !== undefined && Date.now() - lookedUpAt < maxAgeMs) return value;
+      const addresses = networkInterfaces()[name] ?? [];
+      const pick = addresses.find((a) => a.family === 'IPv6' && !a.internal && !a.address.startsWith('fe80')) ?? addresses.find((a) => a.family === 'IPv4');
+      value = pick?.address;
+      lookedUpAt = Date.now();
+      return value;
+    },
+  };
 }
 
 main().catch((error: Error) => {

@@ -12,6 +12,7 @@ export const NLM_F_REQUEST = 0x1;
 export const NLM_F_DUMP = 0x300;
 export const NLM_F_EXCL = 0x200;
 export const NLM_F_CREATE = 0x400;
+export const NLM_F_ECHO = 0x8;
 
 export const IFF_UP = 0x1;
 export const IFF_LOWER_UP = 0x10000;

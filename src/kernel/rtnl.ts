@@ -14,6 +14,7 @@ import {
   RTM_NEWLINK,
   NLM_F_CREATE,
   NLM_F_DUMP,
+  NLM_F_ECHO,
   NLM_F_EXCL,
   decodeLink,
   encodeDelLink,
@@ -48,7 +49,8 @@ export interface KernelObserver {
 export interface Kernel {
   dumpLinks(opts?: { stats?: boolean }): Promise<Link[]>;
   getLink(name: string): Promise<Link | undefined>;
-  createLink(req: NewLinkRequest, operation: string): Promise<void>;
+  /** Resolves with the new device's ifindex when the kernel echoes it (6.2 and later), else undefined. */
+  createLink(req: NewLinkRequest, operation: string): Promise<number | undefined>;
   changeLink(req: NewLinkRequest, operation: string): Promise<void>;
   deleteLink(index: number, operation: string): Promise<void>;
   /**
@@ -101,6 +103,8 @@ function errnoOf(message: NetlinkMessage): number {
 export class NetlinkKernel implements Kernel {
   readonly events = new EventEmitter();
   private requestSocket = openSocket();
+  // Given on every send: otherwise the library calls getsockname() for each request.
+  private readonly requestPort = this.requestSocket.address().port;
   private dumpSocket = openSocket({ forDumps: true });
   private eventSocket?: NetlinkSocket;
   private readonly inFlight = new Semaphore(MAX_REQUESTS_IN_FLIGHT);
@@ -214,8 +218,12 @@ export class NetlinkKernel implements Kernel {
     }
   }
 
-  async createLink(req: NewLinkRequest, operation: string): Promise<void> {
-    await this.request('create', RTM_NEWLINK, encodeLinkRequest(req), NLM_F_CREATE | NLM_F_EXCL, operation);
+  async createLink(req: NewLinkRequest, operation: string): Promise<number | undefined> {
+    // The echo saves a GETLINK for the ifindex. It is sent before IFLA_MASTER is applied, which can
+    // still fail, and the library resolves on the first reply: so only ask when there is no master.
+    const echo = req.master === undefined ? NLM_F_ECHO : 0;
+    const [reply] = await this.request('create', RTM_NEWLINK, encodeLinkRequest(req), NLM_F_CREATE | NLM_F_EXCL | echo, operation);
+    return reply && reply.type === RTM_NEWLINK ? decodeLink(reply.data).index : undefined;
   }
 
   async changeLink(req: NewLinkRequest, operation: string): Promise<void> {
@@ -231,7 +239,7 @@ export class NetlinkKernel implements Kernel {
     return this.inFlight.run(async () => {
       let messages: NetlinkMessage[];
       try {
-        [messages] = await this.requestSocket.request(type, payload, { flags, timeout: REQUEST_TIMEOUT_MS, checkError: false });
+        [messages] = await this.requestSocket.request(type, payload, { flags, localPort: this.requestPort, timeout: REQUEST_TIMEOUT_MS, checkError: false });
       } catch (error) {
         const timedOut = /timeout/i.test((error as Error).message);
         this.observer.request?.(kind, timedOut ? 'ETIMEDOUT' : 'error');

@@ -236,23 +236,24 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
 
   private async flushLoop(): Promise<void> {
     while (this.pendingStatus.size && this.connected && this.client) {
+      // One transaction per batch: a unary call per key cost ~0.3 ms of CPU each when thousands
+      // of networks come up at once. 128 is etcd's default --max-txn-ops.
       const batch = [...this.pendingStatus].slice(0, 128);
-      const client = this.client;
-      const results = await Promise.allSettled(
-        batch.map(([name, json]) =>
-          json === null ? client.delete().key(this.keys.statuses + name).exec() : client.put(this.keys.statuses + name).value(json).exec(),
-        ),
-      );
-      let failed = false;
-      results.forEach((result, i) => {
-        const [name, json] = batch[i]!;
-        if (result.status === 'rejected') return void (failed = true);
+      const success = batch.map(([name, json]) => {
+        const key = Buffer.from(this.keys.statuses + name);
+        return json === null ? { request_delete_range: { key } } : { request_put: { key, value: Buffer.from(json) } };
+      });
+      try {
+        await this.client.kv.txn({ compare: [], success, failure: [] });
+      } catch {
+        // The next (re)connect flushes what is left.
+        return;
+      }
+      for (const [name, json] of batch) {
         if (this.pendingStatus.get(name) === json) this.pendingStatus.delete(name);
         if (json === null) this.writtenStatus.delete(name);
         else this.writtenStatus.set(name, comparable(json));
-      });
-      // The next (re)connect flushes what is left.
-      if (failed) return;
+      }
     }
   }
 

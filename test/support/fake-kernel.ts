@@ -57,7 +57,10 @@ export class FakeKernel implements Kernel {
     return link && { ...link };
   }
 
-  async createLink(req: NewLinkRequest, operation: string): Promise<void> {
+  /** Kernels before 6.2 do not echo a new link; set false to take that path. */
+  echoesCreates = true;
+
+  async createLink(req: NewLinkRequest, operation: string): Promise<number | undefined> {
     this.record('create', operation);
     if (this.byName(req.name!)) throw new KernelError('EEXIST', operation);
     const link = this.addLink({
@@ -70,6 +73,7 @@ export class FakeKernel implements Kernel {
       ...(req.vxlan ? { vxlan: { ...req.vxlan } } : {}),
     });
     this.emitLink('new', link);
+    return this.echoesCreates ? link.index : undefined;
   }
 
   async changeLink(req: NewLinkRequest, operation: string): Promise<void> {
