@@ -208,4 +208,19 @@ describe('Agent', () => {
     expect(kernel.byName('br64')).toBeUndefined();
     agent.stop();
   });
+
+  it('a resync over many converged networks with one new network does not pause link events', async () => {
+    const { kernel, agent, statuses } = setup();
+    agent.start();
+    const networks = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [(0x2000 + i).toString(16), '{}']));
+    await agent.applySnapshot(snapshot(networks));
+    await new Promise((r) => setTimeout(r, 20));
+    const pausesAfterStart = kernel.pauses;
+    agent.requestResync('periodic');
+    agent.applyChange({ collection: 'networks', name: '64', revision: 2, value: value('{}', 2) });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(statuses.get('64')).toMatchObject({ state: 'ready' });
+    expect(kernel.pauses).toBe(pausesAfterStart);
+    agent.stop();
+  });
 });

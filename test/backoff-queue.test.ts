@@ -64,4 +64,14 @@ describe('KeyedWorkQueue', () => {
     await queue.idle();
     expect(done).toEqual(['good']);
   });
+
+  it('urgent keys go before the bulk of a resync; a queued key made urgent moves up and loses its hint', async () => {
+    const started: string[] = [];
+    const queue = new KeyedWorkQueue<string>(1, async (key, hint) => void started.push(`${key}${hint ? `:${hint}` : ''}`));
+    for (const key of ['r1', 'r2', 'r3', 'r4']) queue.schedule(key, 'dump');
+    queue.schedule('etcd-change', undefined, { urgent: true });
+    queue.schedule('r3', undefined, { urgent: true });
+    await queue.idle();
+    expect(started).toEqual(['r1:dump', 'etcd-change', 'r3', 'r2:dump', 'r4:dump']);
+  });
 });

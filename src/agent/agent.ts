@@ -50,11 +50,12 @@ export interface AgentOptions {
 }
 
 /**
- * Beyond this many queued networks, the agent's own changes would flood the
- * link-event socket (16 notifications per network created): events are
- * paused during the bulk apply and a full resync follows.
+ * Beyond this many applies (plans with kernel changes) in one busy period of the queue, the
+ * agent's own changes could flood the link-event socket (16 notifications per network
+ * created): events are paused until the queue drains, then a full resync follows.
+ * Applies are counted, not queued keys: a resync queues every network but changes few.
  */
-const BULK_QUEUE_DEPTH = 8;
+const BULK_APPLIES = 8;
 
 interface NetworkEntry {
   modRevision: number;
@@ -85,6 +86,7 @@ export class Agent {
   private resyncAgain = false;
   private resyncTimer?: NodeJS.Timeout;
   private bulkApply = false;
+  private appliesSinceIdle = 0;
   private firstReconcile = false;
   private readonly onLink = (event: LinkEvent) => this.handleLinkEvent(event);
   private readonly onOverflow = (error: Error) => {
@@ -102,7 +104,10 @@ export class Agent {
     this.queue = new KeyedWorkQueue(
       options.concurrency ?? 16,
       (hex, actual) => this.reconcileNetwork(hex, actual),
-      () => this.endBulkApply(),
+      () => {
+        this.appliesSinceIdle = 0;
+        this.endBulkApply();
+      },
     );
   }
 
@@ -158,12 +163,12 @@ export class Agent {
     if (change.collection === 'attachments') {
       if (change.value) this.attachments.set(change.name, change.value);
       else this.attachments.delete(change.name);
-      if (parseVniHex(change.name) !== undefined) this.queue.schedule(change.name);
+      if (parseVniHex(change.name) !== undefined) this.queue.schedule(change.name, undefined, { urgent: true });
       return;
     }
     if (change.value) this.setNetwork(change.name, change.value);
     else this.networks.delete(change.name);
-    if (parseVniHex(change.name) !== undefined) this.queue.schedule(change.name);
+    if (parseVniHex(change.name) !== undefined) this.queue.schedule(change.name, undefined, { urgent: true });
   }
 
   private setNetwork(name: string, stored: StoredValue): void {
@@ -308,7 +313,7 @@ export class Agent {
       this.finishReconcile(hex, desired, entry, attachedToMissing);
       return 'unchanged';
     }
-    if (this.queue.size > BULK_QUEUE_DEPTH) this.beginBulkApply();
+    if (++this.appliesSinceIdle > BULK_APPLIES) this.beginBulkApply();
     try {
       const created = await applyPlan(this.kernel, plan.ops, this.log);
       const bridgeIndex = created.get(bridgeName(hex));
@@ -404,7 +409,7 @@ export class Agent {
     if (this.bulkApply) return;
     this.bulkApply = true;
     this.kernel.pauseEvents();
-    this.log.info({ op: 'bulk', queued: this.queue.size }, 'bulk apply: link events paused until the queue drains');
+    this.log.info({ op: 'bulk', queued: this.queue.size, applies: this.appliesSinceIdle }, 'bulk apply: link events paused until the queue drains');
   }
 
   private endBulkApply(): void {
@@ -429,7 +434,7 @@ export class Agent {
     if (!hex) return;
     const during = this.eventsDuringReconcile.get(hex);
     if (during) return void during.set(link.name, { type, link });
-    if (!this.explainedByDesiredState(hex, { type, link })) this.queue.schedule(hex);
+    if (!this.explainedByDesiredState(hex, { type, link })) this.queue.schedule(hex, undefined, { urgent: true });
   }
 
   /** True when the event shows a device as the last reconcile left it, so it needs no reconcile. */

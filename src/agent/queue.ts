@@ -1,11 +1,13 @@
 /**
  * Work for one key is serialised; different keys run in parallel up to a
  * bound. Scheduling a key that is running marks it to run once more after,
- * so bursts of events for one network coalesce.
+ * so bursts of events for one network coalesce. Urgent keys (a change from
+ * etcd, a device broken by hand) go before the bulk of a full resync.
  */
 export class KeyedWorkQueue<Hint> {
   private readonly running = new Set<string>();
   private readonly queued = new Map<string, Hint | undefined>();
+  private readonly urgent = new Map<string, Hint | undefined>();
   private readonly rerun = new Set<string>();
   private idleWaiters: Array<() => void> = [];
 
@@ -16,18 +18,23 @@ export class KeyedWorkQueue<Hint> {
   ) {}
 
   /** hint (e.g. fresh kernel state) is dropped if the key has to wait behind a running job. */
-  schedule(key: string, hint?: Hint): void {
+  schedule(key: string, hint?: Hint, opts: { urgent?: boolean } = {}): void {
     if (this.running.has(key)) {
       this.rerun.add(key);
       return;
     }
-    const already = this.queued.has(key);
-    this.queued.set(key, already ? undefined : hint);
+    const already = this.queued.has(key) || this.urgent.has(key);
+    if (opts.urgent || this.urgent.has(key)) {
+      this.queued.delete(key);
+      this.urgent.set(key, already ? undefined : hint);
+    } else {
+      this.queued.set(key, already ? undefined : hint);
+    }
     this.pump();
   }
 
   get size(): number {
-    return this.running.size + this.queued.size;
+    return this.running.size + this.queued.size + this.urgent.size;
   }
 
   /** Resolves when nothing is queued or running. */
@@ -37,15 +44,16 @@ export class KeyedWorkQueue<Hint> {
   }
 
   private pump(): void {
-    while (this.running.size < this.concurrency && this.queued.size) {
-      const [key, hint] = this.queued.entries().next().value as [string, Hint | undefined];
-      this.queued.delete(key);
+    while (this.running.size < this.concurrency && (this.urgent.size || this.queued.size)) {
+      const from = this.urgent.size ? this.urgent : this.queued;
+      const [key, hint] = from.entries().next().value as [string, Hint | undefined];
+      from.delete(key);
       this.running.add(key);
       void this.work(key, hint)
         .catch(() => undefined)
         .finally(() => {
           this.running.delete(key);
-          if (this.rerun.delete(key)) this.queued.set(key, undefined);
+          if (this.rerun.delete(key)) this.urgent.set(key, undefined);
           this.pump();
           if (this.size === 0) {
             this.onIdle();
