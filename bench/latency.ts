@@ -11,6 +11,7 @@
  * that (ip's time stamp, wall clock) − the moment the bench issued the put
  * (same clock). The etcd put's own round trip is shown for reference.
  */
+import { writeFileSync } from 'node:fs';
 import {
   assertConverged,
   cpuSeconds,
@@ -114,6 +115,9 @@ main(async () => {
     monitor.stop();
     await assertConverged(dc, ns, [...base, ...fresh], 'all networks');
     latencies = fresh.map((net) => tracker.bothUp.get(net.hex)! - putAt.get(net.hex)!);
+    // To see what the agent did during the run (resyncs, bulk applies): its log as JSON lines.
+    const keepLog = process.env.VXNETD_BENCH_AGENT_LOG;
+    if (keepLog) writeFileSync(keepLog, agent.logs().map((line) => JSON.stringify(line)).join('\n') + '\n');
   });
 
   const row = (what: string, v: number[]) => [what, v.length, fmt.ms(percentile(v, 50)), fmt.ms(percentile(v, 95)), fmt.ms(percentile(v, 99)), fmt.ms(Math.max(...v))];

@@ -50,10 +50,11 @@ export interface AgentOptions {
 }
 
 /**
- * Beyond this many applies (plans with kernel changes) in one busy period of the queue, the
- * agent's own changes could flood the link-event socket (16 notifications per network
- * created): events are paused until the queue drains, then a full resync follows.
- * Applies are counted, not queued keys: a resync queues every network but changes few.
+ * With this many applies (plans with kernel changes) running at once, the agent's own
+ * changes could flood the link-event socket (16 notifications per network created):
+ * events are paused until the queue drains, then one full resync follows. Concurrent
+ * applies, not queued keys or applies per busy period: a resync queues every network but
+ * changes few, and a steady stream of puts keeps the queue busy one network at a time.
  */
 const BULK_APPLIES = 8;
 
@@ -86,7 +87,7 @@ export class Agent {
   private resyncAgain = false;
   private resyncTimer?: NodeJS.Timeout;
   private bulkApply = false;
-  private appliesSinceIdle = 0;
+  private appliesRunning = 0;
   private firstReconcile = false;
   private readonly onLink = (event: LinkEvent) => this.handleLinkEvent(event);
   private readonly onOverflow = (error: Error) => {
@@ -104,10 +105,7 @@ export class Agent {
     this.queue = new KeyedWorkQueue(
       options.concurrency ?? 16,
       (hex, actual) => this.reconcileNetwork(hex, actual),
-      () => {
-        this.appliesSinceIdle = 0;
-        this.endBulkApply();
-      },
+      () => this.endBulkApply(),
     );
   }
 
@@ -313,9 +311,9 @@ export class Agent {
       this.finishReconcile(hex, desired, entry, attachedToMissing);
       return 'unchanged';
     }
-    if (++this.appliesSinceIdle > BULK_APPLIES) this.beginBulkApply();
+    if (++this.appliesRunning >= BULK_APPLIES) this.beginBulkApply();
     try {
-      const created = await applyPlan(this.kernel, plan.ops, this.log);
+      const created = await applyPlan(this.kernel, plan.ops, this.log).finally(() => this.appliesRunning--);
       const bridgeIndex = created.get(bridgeName(hex));
       if (bridgeIndex !== undefined) this.bridgeIndex.set(hex, bridgeIndex);
     } catch (error) {
@@ -409,7 +407,7 @@ export class Agent {
     if (this.bulkApply) return;
     this.bulkApply = true;
     this.kernel.pauseEvents();
-    this.log.info({ op: 'bulk', queued: this.queue.size, applies: this.appliesSinceIdle }, 'bulk apply: link events paused until the queue drains');
+    this.log.info({ op: 'bulk', queued: this.queue.size, applies: this.appliesRunning }, 'bulk apply: link events paused until the queue drains');
   }
 
   private endBulkApply(): void {
