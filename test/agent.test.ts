@@ -223,4 +223,31 @@ describe('Agent', () => {
     expect(kernel.pauses).toBe(pausesAfterStart);
     agent.stop();
   });
+
+  it('repairs a vxlan attribute changed by hand (ttl, group) from the link event, in place', async () => {
+    const { kernel, agent } = setup();
+    agent.start();
+    await agent.applySnapshot(snapshot({ '64': '{}' }));
+    const index = kernel.byName('vxlan64')!.index;
+    const group = Buffer.from(kernel.byName('vxlan64')!.vxlan!.group!);
+    await kernel.changeLink({ name: 'vxlan64', kind: 'vxlan', vxlan: { ttl: 9, group: Buffer.alloc(16, 0xff) } }, 'vandal');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(kernel.byName('vxlan64')).toMatchObject({ index, vxlan: { ttl: 5, group } });
+    agent.stop();
+  });
+
+  it('the periodic resync repairs drift that no event reported', async () => {
+    const { kernel, agent } = setup();
+    agent.start();
+    await agent.applySnapshot(snapshot({ '64': '{}' }));
+    kernel.eventsPaused = true; // the change below sends no notification
+    await kernel.changeLink({ name: 'br64', up: false }, 'vandal, unseen');
+    kernel.eventsPaused = false;
+    await new Promise((r) => setTimeout(r, 10));
+    expect(kernel.byName('br64')!.flags & 1).toBe(0);
+    agent.requestResync('periodic');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(kernel.byName('br64')!.flags & 1).toBe(1);
+    agent.stop();
+  });
 });

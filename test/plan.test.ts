@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { IFF_UP, type Link } from '../src/kernel/codec.js';
 import { describe as describeOp, type Operation } from '../src/plan/operations.js';
 import { groupLinksByNetwork } from '../src/plan/actual.js';
-import { planNetwork, type ActualNetwork } from '../src/plan/plan.js';
+import { deviceMatches, planNetwork, type ActualNetwork } from '../src/plan/plan.js';
 import { desired, ownership } from './support/fixtures.js';
 
 const VNI = 0xff01;
@@ -158,5 +158,30 @@ describe('groupLinksByNetwork', () => {
     expect(grouped.get('ff01')?.bridge?.index).toBe(10);
     expect(grouped.get('ff01')?.vxlan?.index).toBe(11);
     expect(grouped.get('64')?.strays.map((l) => l.name)).toEqual(['renamed']);
+  });
+});
+
+describe('deviceMatches (is a link notification already the desired state?)', () => {
+  const owner = ownership(VNI);
+  const cases: Array<[string, Link, boolean]> = [
+    ['converged bridge', bridge(), true],
+    ['converged vxlan on its bridge', vxlan(), true],
+    ['bridge down', bridge({ flags: 0 }), false],
+    ['bridge with another mtu', bridge({ mtu: 1400 }), false],
+    ['bridge without its alias yet (just created)', bridge({ alias: undefined }), false],
+    ['vxlan detached', vxlan({ master: undefined }), false],
+    ['vxlan on another bridge', vxlan({ master: 99 }), false],
+    ['vxlan ttl changed by hand', vxlan({}, { ttl: 9 }), false],
+    ['vxlan group changed by hand', vxlan({}, { group: desired(0x99).vxlan.group.bytes }), false],
+    ['vxlan id changed (re-created by someone)', vxlan({}, { id: 7 }), false],
+    ['foreign device with our name', bridge({ alias: 'theirs', mac: Buffer.alloc(6) }), false],
+    ['device of another name', bridge({ name: 'brff02' }), false],
+  ];
+  it.each(cases)('%s → %s', (_name, link, expected) => {
+    expect(deviceMatches(want, link, owner, 10)).toBe(expected);
+  });
+
+  it('a vxlan cannot be judged before its bridge is known', () => {
+    expect(deviceMatches(want, vxlan(), owner, undefined)).toBe(false);
   });
 });

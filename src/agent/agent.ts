@@ -2,7 +2,7 @@
  * The loop that ties desired state (etcd) → plan → kernel, one network at a
  * time per network, with repair on link events and a periodic full resync.
  */
-import { IFF_UP, type Link } from '../kernel/codec.js';
+import type { Link } from '../kernel/codec.js';
 import { KernelError } from '../kernel/errors.js';
 import type { Kernel, LinkEvent } from '../kernel/rtnl.js';
 import { deterministicMac } from '../model/mac.js';
@@ -10,7 +10,7 @@ import { desiredNetwork, type DesiredNetwork, type HostSettings, type Underlay }
 import { parseNetworkSpec, SpecError, type SpecResult } from '../model/spec.js';
 import { bridgeName, hexFromOwnerAlias, ownerAlias, parseVniHex, vxlanName } from '../model/vni.js';
 import { emptyActual, groupLinksByNetwork, hexFromDeviceName } from '../plan/actual.js';
-import { planNetwork, type ActualNetwork, type Ownership } from '../plan/plan.js';
+import { deviceMatches, planNetwork, type ActualNetwork, type Ownership } from '../plan/plan.js';
 import { systemClock, type Clock } from '../store/backoff.js';
 import type { Change, Snapshot, StoredValue } from '../store/source.js';
 import { applyPlan } from './apply.js';
@@ -440,16 +440,17 @@ export class Agent {
     // A device of a network this host does not want is gone: that is what the reconcile did.
     if (type === 'del') return !this.isWanted(hex) && !this.statuses.has(hex);
     const named = hexFromDeviceName(link.name);
-    if (type !== 'new' || named?.hex !== hex || link.alias !== ownerAlias(hex)) return false;
-    if (named.role === 'bridge') this.bridgeIndex.set(hex, link.index);
-    return this.looksConverged(hex, named.role, link);
-  }
-
-  /** Cheap check on a notification, so our own changes do not each cost a reconcile. */
-  private looksConverged(hex: string, role: 'vxlan' | 'bridge', link: Link): boolean {
-    const status = this.statuses.get(hex);
-    if (!this.isWanted(hex) || status?.state !== 'ready' || status.mtu === undefined) return false;
-    if (!(link.flags & IFF_UP) || link.mtu !== status.mtu) return false;
-    return role === 'bridge' || (link.master !== undefined && link.master === this.bridgeIndex.get(hex));
+    if (named?.hex !== hex) return false;
+    if (named.role === 'bridge' && link.alias === ownerAlias(hex)) this.bridgeIndex.set(hex, link.index);
+    const entry = this.networks.get(hex);
+    if (!entry || !this.underlay || !this.isWanted(hex) || this.statuses.get(hex)?.state !== 'ready') return false;
+    const vni = parseVniHex(hex)!;
+    let desired: DesiredNetwork;
+    try {
+      desired = this.desiredFor(vni, entry, this.underlay);
+    } catch {
+      return false;
+    }
+    return deviceMatches(desired, link, this.ownership(hex, vni), this.bridgeIndex.get(hex));
   }
 }

@@ -62,8 +62,21 @@ export function planNetwork(hex: string, desired: DesiredNetwork | undefined, ac
 
   const bridgeOps = planBridge(hex, desired, actual.bridge);
   ops.push(...bridgeOps.ops);
-  ops.push(...planVxlan(hex, desired, actual.vxlan, bridgeOps.recreated ? undefined : actual.bridge));
+  ops.push(...planVxlan(hex, desired, actual.vxlan, bridgeOps.recreated ? undefined : actual.bridge?.index));
   return { ops, conflicts };
+}
+
+/**
+ * Whether one device, as a link notification shows it, is already what the desired state
+ * asks for: the same rules as planNetwork, so a notification needs no reconcile exactly
+ * when a reconcile would change nothing on that device. bridgeIndex: the network's bridge
+ * as last seen.
+ */
+export function deviceMatches(desired: DesiredNetwork, link: Link, owner: Ownership, bridgeIndex: number | undefined): boolean {
+  if (!isOwned(link, owner)) return false;
+  if (link.name === desired.bridge.name) return planBridge(desired.hex, desired, link).ops.length === 0;
+  if (link.name === desired.vxlan.name) return bridgeIndex !== undefined && planVxlan(desired.hex, desired, link, bridgeIndex).length === 0;
+  return false;
 }
 
 function planBridge(hex: string, desired: DesiredNetwork, bridge: Link | undefined): { ops: Operation[]; recreated: boolean } {
@@ -80,7 +93,7 @@ function planBridge(hex: string, desired: DesiredNetwork, bridge: Link | undefin
   return { ops: hasChanges(changes) ? [{ op: 'updateLink', hex, name: bridge.name, changes }] : [], recreated: false };
 }
 
-function planVxlan(hex: string, desired: DesiredNetwork, vxlan: Link | undefined, existingBridge: Link | undefined): Operation[] {
+function planVxlan(hex: string, desired: DesiredNetwork, vxlan: Link | undefined, bridgeIndex: number | undefined): Operation[] {
   const want = desired.vxlan;
   const create: CreateVxlan = {
     op: 'createVxlan',
@@ -127,7 +140,7 @@ function planVxlan(hex: string, desired: DesiredNetwork, vxlan: Link | undefined
   const changes: LinkChanges = {};
   // The kernel refuses an MTU in the same message as vxlan data: a separate update.
   if (vxlan.mtu !== want.mtu) changes.mtu = want.mtu;
-  if (!existingBridge || vxlan.master !== existingBridge.index) changes.master = desired.bridge.name;
+  if (bridgeIndex === undefined || vxlan.master !== bridgeIndex) changes.master = desired.bridge.name;
   if (!(vxlan.flags & IFF_UP)) changes.up = true;
   if (vxlan.alias !== want.alias) changes.alias = want.alias;
   if (hasChanges(changes)) ops.push({ op: 'updateLink', hex, name: vxlan.name, changes });
