@@ -39,7 +39,7 @@ describe('drift repair', () => {
     await etcd.put('/v1/networks/a1').value('{}');
     await etcd.put('/v1/networks/a2').value('{}');
     h1 = await dc.startAgent('h1', ['--resync-interval', '1h']);
-    h2 = await dc.startAgent('h2', ['--resync-interval', '2s']);
+    h2 = await dc.startAgent('h2');
     await Promise.all([h1.waitReady(), h2.waitReady()]);
     vma = await dc.addVm('h1', 'bra1', 'vma', '2001:db8:a1::1');
     vmb = await dc.addVm('h2', 'bra1', 'vmb', '2001:db8:a1::2');

@@ -69,8 +69,8 @@ describe('KeyedWorkQueue', () => {
     const started: string[] = [];
     const queue = new KeyedWorkQueue<string>(1, async (key, hint) => void started.push(`${key}${hint ? `:${hint}` : ''}`));
     for (const key of ['r1', 'r2', 'r3', 'r4']) queue.schedule(key, 'dump');
-    queue.schedule('etcd-change', undefined, { urgent: true });
-    queue.schedule('r3', undefined, { urgent: true });
+    queue.scheduleUrgent('etcd-change');
+    queue.scheduleUrgent('r3');
     await queue.idle();
     expect(started).toEqual(['r1:dump', 'etcd-change', 'r3', 'r2:dump', 'r4:dump']);
   });

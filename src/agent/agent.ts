@@ -161,12 +161,12 @@ export class Agent {
     if (change.collection === 'attachments') {
       if (change.value) this.attachments.set(change.name, change.value);
       else this.attachments.delete(change.name);
-      if (parseVniHex(change.name) !== undefined) this.queue.schedule(change.name, undefined, { urgent: true });
+      if (parseVniHex(change.name) !== undefined) this.queue.scheduleUrgent(change.name);
       return;
     }
     if (change.value) this.setNetwork(change.name, change.value);
     else this.networks.delete(change.name);
-    if (parseVniHex(change.name) !== undefined) this.queue.schedule(change.name, undefined, { urgent: true });
+    if (parseVniHex(change.name) !== undefined) this.queue.scheduleUrgent(change.name);
   }
 
   private setNetwork(name: string, stored: StoredValue): void {
@@ -428,11 +428,13 @@ export class Agent {
       }
       return;
     }
-    const hex = hexFromDeviceName(link.name)?.hex ?? hexFromOwnerAlias(link.alias);
+    const named = hexFromDeviceName(link.name);
+    const hex = named?.hex ?? hexFromOwnerAlias(link.alias);
     if (!hex) return;
+    if (type === 'new' && named?.role === 'bridge' && link.alias === ownerAlias(hex)) this.bridgeIndex.set(hex, link.index);
     const during = this.eventsDuringReconcile.get(hex);
     if (during) return void during.set(link.name, { type, link });
-    if (!this.explainedByDesiredState(hex, { type, link })) this.queue.schedule(hex, undefined, { urgent: true });
+    if (!this.explainedByDesiredState(hex, { type, link })) this.queue.scheduleUrgent(hex);
   }
 
   /** True when the event shows a device as the last reconcile left it, so it needs no reconcile. */
@@ -441,7 +443,6 @@ export class Agent {
     if (type === 'del') return !this.isWanted(hex) && !this.statuses.has(hex);
     const named = hexFromDeviceName(link.name);
     if (named?.hex !== hex) return false;
-    if (named.role === 'bridge' && link.alias === ownerAlias(hex)) this.bridgeIndex.set(hex, link.index);
     const entry = this.networks.get(hex);
     if (!entry || !this.underlay || !this.isWanted(hex) || this.statuses.get(hex)?.state !== 'ready') return false;
     const vni = parseVniHex(hex)!;

@@ -18,18 +18,23 @@ export class KeyedWorkQueue<Hint> {
   ) {}
 
   /** hint (e.g. fresh kernel state) is dropped if the key has to wait behind a running job. */
-  schedule(key: string, hint?: Hint, opts: { urgent?: boolean } = {}): void {
+  schedule(key: string, hint?: Hint): void {
     if (this.running.has(key)) {
       this.rerun.add(key);
       return;
     }
-    const already = this.queued.has(key) || this.urgent.has(key);
-    if (opts.urgent || this.urgent.has(key)) {
-      this.queued.delete(key);
-      this.urgent.set(key, already ? undefined : hint);
-    } else {
-      this.queued.set(key, already ? undefined : hint);
+    if (!this.urgent.has(key)) this.queued.set(key, this.queued.has(key) ? undefined : hint);
+    this.pump();
+  }
+
+  /** Like schedule(), ahead of everything queued without urgency; a hint already queued is dropped. */
+  scheduleUrgent(key: string): void {
+    if (this.running.has(key)) {
+      this.rerun.add(key);
+      return;
     }
+    this.queued.delete(key);
+    this.urgent.set(key, undefined);
     this.pump();
   }
 
