@@ -19,7 +19,7 @@ import {
   machine,
   main,
   memory,
-  metricSum,
+  netlinkRequests,
   networks,
   now,
   parseArgs,
@@ -66,9 +66,7 @@ main(async () => {
     const agent = await startConverged(dc, 'idle', networks(N), { chunk: args.fillChunk, agentArgs });
     log(`converged on ${N} networks; settling ${args.settle} s, then idle for ${args.idleSeconds} s`);
     await sleep(args.settle * 1_000);
-    const count = (body: string) =>
-      Object.fromEntries(['create', 'change', 'delete', 'get', 'dump'].map((op) => [op, metricSum(body, 'vxnetd_netlink_requests_total', { op })]));
-    const before = count((await scrape(`${agent.metricsUrl}/metrics`)).body);
+    const before = netlinkRequests((await scrape(`${agent.metricsUrl}/metrics`)).body);
     await sleep(200);
     const logsBefore = agent.logs().length;
     const cpu0 = cpuTimesOf(agent.pid);
@@ -78,7 +76,7 @@ main(async () => {
     const elapsed = (now() - t0) / 1000;
     const logs = agent.logs().slice(logsBefore);
     const mem = memory(agent.pid);
-    const after = count((await scrape(`${agent.metricsUrl}/metrics`)).body);
+    const after = netlinkRequests((await scrape(`${agent.metricsUrl}/metrics`)).body);
     r.userS = cpu1.user - cpu0.user;
     r.systemS = cpu1.system - cpu0.system;
     r.cpuS = r.userS + r.systemS;

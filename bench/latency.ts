@@ -19,7 +19,7 @@ import {
   foreignActivity,
   LinkMonitor,
   log,
-  metricSum,
+  netlinkRequests,
   machine,
   main,
   networks,
@@ -73,10 +73,7 @@ main(async () => {
     await quiesce('latency', ns);
 
     const etcd = await dc.etcd();
-    const countRequests = async () => {
-      const { body } = await scrape(`${agent.metricsUrl}/metrics`);
-      return Object.fromEntries(['create', 'change', 'delete', 'get', 'dump'].map((op) => [op, metricSum(body, 'vxnetd_netlink_requests_total', { op })]));
-    };
+    const countRequests = async () => netlinkRequests((await scrape(`${agent.metricsUrl}/metrics`)).body);
     const requestsBefore = await countRequests();
     const cpuBefore = cpuSeconds(agent.pid);
     const start = now() + 20;

@@ -21,10 +21,12 @@ import { fileURLToPath } from 'node:url';
 import { DataCentre, type AgentHandle } from '../native-tests/harness/datacentre.js';
 import { AgentProcess } from '../native-tests/harness/agent.js';
 import type { TrackedProcess } from '../native-tests/harness/processes.js';
+import { parseSamples, sumSamples } from '../native-tests/harness/observe.js';
+import { sleep } from '../native-tests/harness/wait.js';
 import { deterministicMac, formatMac } from '../src/model/mac.js';
 import { groupFor, parseGroupBase, reservedGroupReason } from '../src/model/group.js';
 
-export { DataCentre, type AgentHandle };
+export { DataCentre, sleep, type AgentHandle };
 
 export const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url));
 /** First VNI used by the benches: 0x100001 → br100001 / vxlan100001, group ff05::10:1 (clear of IANA's registry). */
@@ -34,7 +36,6 @@ export const OVERLAY_MTU = 1430;
 const GROUP_BASE = parseGroupBase('ff05::');
 
 export const now = () => performance.timeOrigin + performance.now();
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------- args ----
 
@@ -539,17 +540,12 @@ export async function scrape(url: string): Promise<{ ms: number; body: string }>
   return { ms: now() - started, body };
 }
 
-/** Sum of a Prometheus counter's samples whose labels match every given label. */
-export function metricSum(body: string, name: string, labels: Record<string, string | string[]> = {}): number {
-  let sum = 0;
-  for (const line of body.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    const labelText = /\{([^}]*)\}/.exec(line)?.[1] ?? '';
-    const have = Object.fromEntries([...labelText.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
-    const ok = Object.entries(labels).every(([k, v]) => (Array.isArray(v) ? v.includes(have[k]!) : have[k] === v));
-    if (ok) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
+const NETLINK_OPS = ['create', 'change', 'delete', 'get', 'dump'] as const;
+
+/** vxnetd_netlink_requests_total by op, from a /metrics body. */
+export function netlinkRequests(body: string): Record<string, number> {
+  const samples = parseSamples(body);
+  return Object.fromEntries(NETLINK_OPS.map((op) => [op, sumSamples(samples, 'vxnetd_netlink_requests_total', { op })]));
 }
 
 // --------------------------------------------------------- /proc, CPU ----

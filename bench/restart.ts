@@ -28,7 +28,7 @@ import {
   logTime,
   machine,
   main,
-  metricSum,
+  netlinkRequests,
   networks,
   now,
   parseArgs,
@@ -96,7 +96,7 @@ main(async () => {
     log(`restart: stopped in ${fmt.s(r.stopMs)} s (exit ${status.code ?? status.signal}), ready again in ${fmt.s(r.readyMs)} s`);
 
     const { body } = await scrape(`${second.metricsUrl}/metrics`);
-    for (const op of ['create', 'change', 'delete', 'get', 'dump']) r.requests[op] = metricSum(body, 'vxnetd_netlink_requests_total', { op });
+    r.requests = netlinkRequests(body);
     r.mutating = r.requests.create! + r.requests.change! + r.requests.delete!;
     await sleep(1_000);
     monitor.stop();

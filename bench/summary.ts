@@ -34,23 +34,18 @@ for (const r of records.filter((x) => x.bench === 'converge')) {
   const empty = fastest(r.fromEmpty);
   const tag = `converge ${r.networks}${r.repeat > 1 ? ` (best of ${r.repeat})` : ''}`;
   rows.push([tag, 'ip -batch', `${fmt.s(batch)} s`, '', '']);
-  rows.push([
-    tag,
-    'vxnetd, keys in etcd → agent start → ready',
-    `${empty ? `${fmt.s(empty.ms)} s = ${fmt.x(empty.ms / batch)} ip -batch` : 'no successful run'}${failures(r.fromEmptyFailures)}`,
-    '≤ 1.5× ip -batch',
-    verdict(empty ? empty.ms / batch <= 1.5 : false),
-  ]);
-  if (r.burst?.length || r.burstFailures?.length) {
-    const burst = fastest(r.burst);
+  const ratioRow = (what: string, runs: any[] | undefined, failed: string[] | undefined, target: string) => {
+    const run = fastest(runs as any[]);
     rows.push([
       tag,
-      'vxnetd running, burst of puts → all up',
-      `${burst ? `${fmt.s(burst.ms)} s = ${fmt.x(burst.ms / batch)} ip -batch` : 'no successful run'}${failures(r.burstFailures)}`,
-      '(same)',
-      verdict(burst ? burst.ms / batch <= 1.5 : false),
+      what,
+      `${run ? `${fmt.s(run.ms)} s = ${fmt.x(run.ms / batch)} ip -batch` : 'no successful run'}${failures(failed)}`,
+      target,
+      verdict(run ? run.ms / batch <= 1.5 : false),
     ]);
-  }
+  };
+  ratioRow('vxnetd, keys in etcd → agent start → ready', r.fromEmpty, r.fromEmptyFailures, '≤ 1.5× ip -batch');
+  if (r.burst?.length || r.burstFailures?.length) ratioRow('vxnetd running, burst of puts → all up', r.burst, r.burstFailures, '(same)');
   if (r.perOpMs?.length) {
     const perOp = best(r.perOpMs);
     const sampled = r.perOpSample < r.networks ? ` (estimated from ${r.perOpSample})` : '';
