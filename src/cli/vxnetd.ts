@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 /** vxnetd: the agent's entry point. Wires etcd → agent → kernel, HTTP, logs and signals. */
 import { readFileSync } from 'node:fs';
-import { networkInterfaces } from 'node:os';
 import { pino } from 'pino';
 import { Agent } from '../agent/agent.js';
 import { startHttpServer } from '../agent/http.js';
 import { createSystemdNotifier } from '../agent/sdnotify.js';
+import { cachedUnderlayAddress } from '../agent/underlay-address.js';
 import { NetlinkKernel } from '../kernel/rtnl.js';
 import { createMetrics } from '../metrics/metrics.js';
 import { DesiredStateSource } from '../store/source.js';
@@ -162,27 +162,6 @@ async function run(config: AgentConfig): Promise<void> {
     log.fatal({ err: error.stack }, 'uncaught exception');
     process.exit(1);
   });
-}
-
-/**
- * The underlay's address for the liveness key, looked up at most every five minutes:
- * os.networkInterfaces() walks every interface and blocked the event loop for ~0.1 s
- * at 4,000 devices, right when readiness changes.
- */
-function cachedUnderlayAddress(name: string, maxAgeMs = 5 * 60_000): { get(): string | undefined } {
-  let value: string | undefined;
-  let lookedUpAt = -Infinity;
-  return {
-    get() {
-      // A missing address is looked up again each time: the underlay may just have appeared.
-      if (value !== undefined && Date.now() - lookedUpAt < maxAgeMs) return value;
-      const addresses = networkInterfaces()[name] ?? [];
-      const pick = addresses.find((a) => a.family === 'IPv6' && !a.internal && !a.address.startsWith('fe80')) ?? addresses.find((a) => a.family === 'IPv4');
-      value = pick?.address;
-      lookedUpAt = Date.now();
-      return value;
-    },
-  };
 }
 
 main().catch((error: Error) => {
