@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseAgentConfig } from '../src/cli/config.js';
+import { loggableConfig, parseAgentConfig } from '../src/cli/config.js';
 import { UsageError } from '../src/cli/flags.js';
 import { parseListen } from '../src/agent/http.js';
 
@@ -39,6 +39,10 @@ describe('vxnetd configuration', () => {
     });
     expect(config).toMatchObject({ underlay: 'u0', hostname: 'hv9', ttl: 7, scope: 'attached', resyncIntervalMs: 500 });
     expect(config.etcd).toEqual({ endpoints: ['http://[fd00::1]:2379', 'https://etcd2:2379'], user: 'agent', password: 'secret' });
+    const logged = JSON.stringify(loggableConfig(config), (_key, value: unknown) => (typeof value === 'bigint' ? String(value) : value));
+    expect(logged).not.toContain('secret');
+    expect(loggableConfig(config)).toMatchObject({ hostname: 'hv9', etcd: { user: 'agent', password: '[redacted]' } });
+    expect(loggableConfig(run(['--underlay', 'u0'])).etcd).toMatchObject({ password: undefined });
   });
 
   it.each([

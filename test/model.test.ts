@@ -1,5 +1,6 @@
+import { Address6 } from 'ip-address';
 import { describe, expect, it } from 'vitest';
-import { groupFor, parseGroupBase, reservedGroupReason } from '../src/model/group.js';
+import { formatAddress, groupFor, parseGroupBase, reservedGroupReason } from '../src/model/group.js';
 import { deterministicMac, formatMac } from '../src/model/mac.js';
 import { desiredNetwork } from '../src/model/network.js';
 import { parseNetworkSpec, SpecError } from '../src/model/spec.js';
@@ -131,5 +132,32 @@ describe('spec validation', () => {
 
   it('a reserved group is a spec error with the group named', () => {
     expect(() => desiredNetwork(0xfb, { type: 'vxlan' }, HOST, UNDERLAY)).toThrow(/VNI fb maps to multicast group ff05::fb, which is reserved \(mDNSv6\)/);
+  });
+});
+
+describe('formatAddress', () => {
+  const v6 = (...groups: number[]) => Buffer.from(groups.flatMap((g) => [g >> 8, g & 0xff]));
+  it.each([
+    [v6(0xff05, 0, 0, 0, 0, 0, 0x10, 1), 'ff05::10:1'],
+    [v6(0, 0, 0, 0, 0, 0, 0, 0), '::'],
+    [v6(0, 0, 0, 0, 0, 0, 0, 1), '::1'],
+    [v6(0x2001, 0xdb8, 0, 0, 1, 0, 0, 1), '2001:db8::1:0:0:1'],
+    [v6(0x2001, 0xdb8, 0, 1, 1, 1, 1, 1), '2001:db8:0:1:1:1:1:1'],
+    [v6(0x2001, 0, 0, 1, 0, 0, 0, 1), '2001:0:0:1::1'],
+    [v6(0xfd00, 0, 0, 0, 0, 0, 0, 0), 'fd00::'],
+    [Buffer.from([239, 0, 255, 1]), '239.0.255.1'],
+  ])('formats %o as %s (RFC 5952)', (bytes, text) => {
+    expect(formatAddress(bytes)).toBe(text);
+  });
+
+  it('agrees with ip-address on 20,000 zero-heavy addresses', () => {
+    let seed = 42;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (let k = 0; k < 20_000; k++) {
+      const groups = Array.from({ length: 8 }, () => (random() < 0.5 ? 0 : random() < 0.2 ? 1 : Math.floor(random() * 65536)));
+      const bytes = v6(...groups);
+      const value = groups.reduce((acc, g) => (acc << 16n) | BigInt(g), 0n);
+      expect(formatAddress(bytes)).toBe(Address6.fromBigInt(value).correctForm());
+    }
   });
 });

@@ -197,6 +197,16 @@ describe('DesiredStateSource', () => {
     state.watchers.at(-1)!.emit('disconnected');
     for (let i = 0; i < 40 && state.kv.get('/v1/hosts/hv1/status/100') === '{"state":"ready"}'; i++) await flush();
     expect(state.kv.get('/v1/hosts/hv1/status/100')).toBe('{"state":"error","reason":"x"}');
+
+    // What was written is remembered without its time stamp: the same state, stamped later, is not rewritten.
+    const transactions = state.txns!.length;
+    source.writeStatus('100', { state: 'error', reason: 'x', updatedAt: 'later' });
+    source.writeStatus('12b', { state: 'ready', updatedAt: 'later' });
+    for (let i = 0; i < 20; i++) await flush();
+    expect(state.txns!.length).toBe(transactions);
+    source.writeStatus('12b', { state: 'error', reason: 'y', updatedAt: 'later' });
+    for (let i = 0; i < 20; i++) await flush();
+    expect(state.kv.get('/v1/hosts/hv1/status/12b')).toBe('{"state":"error","reason":"y","updatedAt":"later"}');
     await source.stop();
   });
 });

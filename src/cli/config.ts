@@ -1,9 +1,12 @@
 /** vxnetd's flags → a validated configuration (pure, unit-tested). */
 import { hostname as osHostname } from 'node:os';
-import { Address4, Address6 } from 'ip-address';
+import type * as ipAddress from 'ip-address';
+import { requireCommonJs } from '../commonjs.js';
 import { bigintToBytes, parseGroupBase, type GroupBase } from '../model/group.js';
 import type { EtcdOptions } from '../store/client.js';
 import { ETCD_FLAGS, UsageError, etcdOptionsFrom, parseArgs, parseDurationMs, parseInteger, parsePrefix, type FlagSpec } from './flags.js';
+
+const { Address4, Address6 } = requireCommonJs('ip-address') as typeof ipAddress;
 
 export const VXNETD_FLAGS: readonly FlagSpec[] = [
   ...ETCD_FLAGS,
@@ -36,6 +39,11 @@ export interface AgentConfig {
   ttl: number;
   dstport: number;
   local?: Buffer;
+}
+
+/** The configuration as the start-up log line shows it: the etcd password never leaves the process. */
+export function loggableConfig(config: AgentConfig): Record<string, unknown> {
+  return { ...config, etcd: { ...config.etcd, password: config.etcd.password ? '[redacted]' : undefined } };
 }
 
 export type ConfigResult = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: AgentConfig };

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /** vxnetd: the agent's entry point. Wires etcd → agent → kernel, HTTP, logs and signals. */
 import { readFileSync } from 'node:fs';
-import { pino } from 'pino';
+import type * as pinoModule from 'pino';
+import { requireCommonJs } from '../commonjs.js';
 import { Agent } from '../agent/agent.js';
 import { startHttpServer } from '../agent/http.js';
 import { createSystemdNotifier } from '../agent/sdnotify.js';
@@ -9,8 +10,10 @@ import { cachedUnderlayAddress } from '../agent/underlay-address.js';
 import { NetlinkKernel } from '../kernel/rtnl.js';
 import { createMetrics } from '../metrics/metrics.js';
 import { DesiredStateSource } from '../store/source.js';
-import { parseAgentConfig, VXNETD_FLAGS, VXNETD_USAGE, type AgentConfig } from './config.js';
+import { loggableConfig, parseAgentConfig, VXNETD_FLAGS, VXNETD_USAGE, type AgentConfig } from './config.js';
 import { UsageError, helpText } from './flags.js';
+
+const { pino } = requireCommonJs('pino') as typeof pinoModule;
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 const SHUTDOWN_DEADLINE_MS = 4500;
@@ -32,10 +35,11 @@ async function main(): Promise<void> {
 async function run(config: AgentConfig): Promise<void> {
   // Synchronous output: the lines before an abort are the ones that explain it.
   const log = pino(
-    { level: config.logLevel, base: { host: config.hostname }, redact: ['etcd.password', 'config.etcd.password'] },
+    // No `redact` option: it clones every line's fields. The only line with secrets redacts them itself.
+    { level: config.logLevel, base: { host: config.hostname } },
     pino.destination({ sync: true }),
   );
-  log.info({ version: VERSION, config: { ...config, etcd: { ...config.etcd, password: config.etcd.password ? '[redacted]' : undefined } } }, 'vxnetd starting');
+  log.info({ version: VERSION, config: loggableConfig(config) }, 'vxnetd starting');
 
   let metrics: ReturnType<typeof createMetrics> | undefined;
   const kernel = new NetlinkKernel({ request: (op, result) => metrics?.countNetlinkRequest(op, result) });

@@ -7,7 +7,9 @@
  * reported instead of killing the process).
  */
 import { EventEmitter } from 'node:events';
-import { createNetlink, Protocol, type NetlinkMessage, type NetlinkSocket } from 'netlink';
+import type * as netlink from 'netlink';
+import type { NetlinkMessage, NetlinkSocket } from 'netlink';
+import { requireCommonJs } from '../commonjs.js';
 import {
   RTM_DELLINK,
   RTM_GETLINK,
@@ -25,6 +27,10 @@ import {
   type NewLinkRequest,
 } from './codec.js';
 import { KernelError } from './errors.js';
+
+// The package's index also loads its generic-netlink, nl80211 and WireGuard modules: ~20 ms that rtnetlink does not need.
+const { createNetlink } = requireCommonJs('netlink/dist/netlink.js') as Pick<typeof netlink, 'createNetlink'>;
+const { Protocol } = requireCommonJs('netlink/dist/constants.js') as Pick<typeof netlink, 'Protocol'>;
 
 const NLMSG_ERROR = 2;
 const RTNLGRP_LINK = 1;

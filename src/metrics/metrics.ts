@@ -12,10 +12,14 @@
  * Consequence: `registry.metrics()` alone holds only the agent metrics; the
  * HTTP handler must serve render().
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type * as promClient from 'prom-client';
+import type { Registry } from 'prom-client';
+import { requireCommonJs } from '../commonjs.js';
 import type { Link } from '../kernel/codec.js';
 import type { Kernel } from '../kernel/rtnl.js';
 import { renderNetdev } from './netdev.js';
+
+const { Counter, Gauge, Histogram, Registry: PromRegistry, collectDefaultMetrics } = requireCommonJs('prom-client') as typeof promClient;
 
 export interface AgentGauges {
   networksDesired(): number;
@@ -57,7 +61,7 @@ export interface MetricsOptions {
 /** 1 ms … 10 s: a no-op reconcile is ~1 ms, a full resync of thousands of networks takes seconds. */
 export const RECONCILE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-const TEXT_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
+const TEXT_CONTENT_TYPE = PromRegistry.PROMETHEUS_CONTENT_TYPE;
 const ERROR_CONTENT_TYPE = 'text/plain; charset=utf-8';
 
 function oneLine(error: unknown): string {
@@ -67,7 +71,7 @@ function oneLine(error: unknown): string {
 
 export function createMetrics(opts: MetricsOptions): Metrics {
   const { kernel, gauges, version } = opts;
-  const registry = new Registry();
+  const registry = new PromRegistry();
   const registers = [registry];
 
   collectDefaultMetrics({ register: registry });

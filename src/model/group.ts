@@ -1,5 +1,8 @@
 /** Multicast group of a VNI: group base + VNI, and the groups that must never be used. */
-import { Address4, Address6 } from 'ip-address';
+import type * as ipAddress from 'ip-address';
+import { requireCommonJs } from '../commonjs.js';
+
+const { Address4, Address6 } = requireCommonJs('ip-address') as typeof ipAddress;
 
 export type GroupFamily = 'inet' | 'inet6';
 
@@ -21,7 +24,7 @@ const IPV4_MULTICAST = { first: 0xe0000000n, last: 0xefffffffn }; // 224.0.0.0/4
 /** Parses `--group-base`; throws with a message an operator can act on. */
 export function parseGroupBase(text: string): GroupBase {
   if (text.includes(':')) {
-    let address: Address6;
+    let address: ipAddress.Address6;
     try {
       address = new Address6(text);
     } catch {
@@ -35,7 +38,7 @@ export function parseGroupBase(text: string): GroupBase {
     if ((value & 0xffffffn) !== 0n) throw new Error(`group base ${text} must end in 24 zero bits so that base + VNI is unambiguous`);
     return { family: 'inet6', value, text: address.correctForm() };
   }
-  let address: Address4;
+  let address: ipAddress.Address4;
   try {
     address = new Address4(text);
   } catch {
@@ -57,10 +60,15 @@ export function encapsulationOverhead(family: GroupFamily): number {
 
 export function groupFor(base: GroupBase, vni: number): MulticastGroup {
   const value = base.value + BigInt(vni);
-  if (base.family === 'inet6') {
-    return { family: 'inet6', bytes: bigintToBytes(value, 16), text: Address6.fromBigInt(value).correctForm() };
-  }
-  return { family: 'inet', bytes: bigintToBytes(value, 4), text: Address4.fromBigInt(value).correctForm() };
+  const bytes = bigintToBytes(value, base.family === 'inet6' ? 16 : 4);
+  return {
+    family: base.family,
+    bytes,
+    // Only error messages read it; formatting every network's group up front cost more than its MAC.
+    get text() {
+      return formatAddress(bytes);
+    },
+  };
 }
 
 // Group IDs (the low 112 bits of ff0X::) that IANA assigns, whole blocks taken
@@ -118,7 +126,24 @@ export function bytesToBigint(bytes: Uint8Array): bigint {
   return value;
 }
 
+/** RFC 5952 text of an IPv6 address (the longest run of two or more zero groups as ::), or dotted IPv4. */
 export function formatAddress(bytes: Uint8Array): string {
-  const value = bytesToBigint(bytes);
-  return bytes.length === 16 ? Address6.fromBigInt(value).correctForm() : Address4.fromBigInt(value).correctForm();
+  if (bytes.length === 4) return bytes.join('.');
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
+  let runStart = -1;
+  let runLength = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let end = i;
+    while (end < 8 && groups[end] === 0) end++;
+    if (end - i > runLength) [runStart, runLength] = [i, end - i];
+    i = end;
+  }
+  const hex = groups.map((group) => group.toString(16));
+  if (runStart < 0) return hex.join(':');
+  return `${hex.slice(0, runStart).join(':')}::${hex.slice(runStart + runLength).join(':')}`;
 }

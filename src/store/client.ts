@@ -1,7 +1,11 @@
 /** The one place that builds etcd3 clients: endpoints, TLS, auth and gRPC keepalive. */
 import { readFileSync } from 'node:fs';
-import { Etcd3, type IOptions } from 'etcd3';
-import { noop } from 'cockatiel';
+import type * as cockatiel from 'cockatiel';
+import type * as etcd3 from 'etcd3';
+import { requireCommonJs } from '../commonjs.js';
+
+const { Etcd3 } = requireCommonJs('etcd3') as typeof etcd3;
+const { noop } = requireCommonJs('cockatiel') as typeof cockatiel;
 
 export interface EtcdOptions {
   endpoints: string[];
@@ -14,8 +18,8 @@ export interface EtcdOptions {
   callTimeoutMs?: number;
 }
 
-export function createEtcdClient(options: EtcdOptions): Etcd3 {
-  const config: IOptions = {
+export function createEtcdClient(options: EtcdOptions): etcd3.Etcd3 {
+  const config: etcd3.IOptions = {
     hosts: options.endpoints,
     // Without keepalive a frozen (SIGSTOPped) etcd is never noticed.
     grpcOptions: {

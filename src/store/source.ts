@@ -70,7 +70,8 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private revision = 0;
   private loop?: Promise<void>;
   /** Status writes not yet acknowledged: suffix → JSON, or null to delete. */
-  private readonly pendingStatus = new Map<string, string | null>();
+  /** Status JSON to write (null: delete), with its content without the time stamp. */
+  private readonly pendingStatus = new Map<string, { json: string; content: string } | null>();
   private readonly writtenStatus = new Map<string, string>();
   private flushing?: Promise<void>;
 
@@ -146,7 +147,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       statuses: new Map(statuses.kvs.map((kv) => [kv.key.toString('utf8').slice(keys.statuses.length), kv.value.toString('utf8')])),
     };
     this.writtenStatus.clear();
-    for (const [name, value] of snapshot.statuses) this.writtenStatus.set(name, comparable(value));
+    for (const [name, value] of snapshot.statuses) this.writtenStatus.set(name, contentOfJson(value));
     return snapshot;
   }
 
@@ -219,13 +220,13 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
 
   /** Queues a status write; identical content (ignoring updatedAt) is not written twice. */
   writeStatus(name: string, status: Record<string, unknown> | null): void {
-    const json = status === null ? null : JSON.stringify(status);
+    const pending = status === null ? null : { json: JSON.stringify(status), content: contentOf(status) };
     const written = this.writtenStatus.get(name);
-    if (json === null ? written === undefined : written === comparable(json)) {
+    if (pending === null ? written === undefined : written === pending.content) {
       this.pendingStatus.delete(name);
       return;
     }
-    this.pendingStatus.set(name, json);
+    this.pendingStatus.set(name, pending);
     void this.flushStatus();
   }
 
@@ -239,9 +240,9 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       // One transaction per batch: a unary call per key cost ~0.3 ms of CPU each when thousands
       // of networks come up at once. 128 is etcd's default --max-txn-ops.
       const batch = [...this.pendingStatus].slice(0, 128);
-      const success = batch.map(([name, json]) => {
+      const success = batch.map(([name, pending]) => {
         const key = Buffer.from(this.keys.statuses + name);
-        return json === null ? { request_delete_range: { key } } : { request_put: { key, value: Buffer.from(json) } };
+        return pending === null ? { request_delete_range: { key } } : { request_put: { key, value: Buffer.from(pending.json) } };
       });
       try {
         await this.client.kv.txn({ compare: [], success, failure: [] });
@@ -249,10 +250,10 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         // The next (re)connect flushes what is left.
         return;
       }
-      for (const [name, json] of batch) {
-        if (this.pendingStatus.get(name) === json) this.pendingStatus.delete(name);
-        if (json === null) this.writtenStatus.delete(name);
-        else this.writtenStatus.set(name, comparable(json));
+      for (const [name, pending] of batch) {
+        if (this.pendingStatus.get(name) === pending) this.pendingStatus.delete(name);
+        if (pending === null) this.writtenStatus.delete(name);
+        else this.writtenStatus.set(name, pending.content);
       }
     }
   }
@@ -286,11 +287,15 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   }
 }
 
-/** Status JSON without the time stamp, to tell a real change from a rewrite. */
-function comparable(json: string): string {
+/** A status without its time stamp, to tell a real change from a rewrite. */
+function contentOf(status: Record<string, unknown>): string {
+  // JSON.stringify leaves out undefined members; the others keep their order.
+  return JSON.stringify({ ...status, updatedAt: undefined });
+}
+
+function contentOfJson(json: string): string {
   try {
-    const { updatedAt: _ignored, ...rest } = JSON.parse(json) as Record<string, unknown>;
-    return JSON.stringify(rest);
+    return contentOf(JSON.parse(json) as Record<string, unknown>);
   } catch {
     return json;
   }
