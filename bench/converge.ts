@@ -33,6 +33,11 @@
  *   monitor runs during this row only). The time from the last put's
  *   acknowledgement is shown too: etcd itself sometimes stalls for seconds
  *   on this kind of machine, which only the first number includes.
+ * - vxnetd's kernel requests alone (--kernel-only): the agent's planner and
+ *   apply code with its netlink socket code, 16 networks in flight, and
+ *   nothing else (bench/kernel-requests.ts); timed from the first request to
+ *   the last reply. Shows how much of vxnetd's time is the kernel's and how
+ *   much the agent adds (Node start-up, etcd, logging, status writes).
  */
 import {
   assertConverged,
@@ -56,6 +61,8 @@ import {
   putNetworks,
   quiesce,
   record,
+  REPO_ROOT,
+  run as runCommand,
   scratchDir,
   startAgent,
   table,
@@ -75,6 +82,7 @@ const args = parseArgs('sudo npx tsx bench/converge.ts --networks 1000', {
   perOpSample: { default: 1000, help: 'above this many networks, run only this many with one ip per op and estimate (see perOp())' },
   burst: { default: true, help: 'also measure the burst case (--burst=false to skip)' },
   perOp: { default: true, help: 'also measure one ip per op (--per-op=false to skip)' },
+  kernelOnly: { default: true, help: "also measure vxnetd's kernel requests alone, without the agent around them (--kernel-only=false to skip)" },
   logLevel: { default: 'info', help: "the agent's --log-level" },
 });
 
@@ -132,6 +140,24 @@ async function perOp(dc: DataCentre, host: string, sample: number, ipBatchMs: nu
   const estimate = ipBatchMs + 4 * N * perProcessMs;
   log(`ip per op: ${fmt.s(ms)} s for ${sample} networks, ip -batch ${fmt.s(batchMs)} s for the next ${next.length}: ${perProcessMs.toFixed(2)} ms per ip process → estimate ${fmt.s(estimate)} s for ${N}`);
   return { ms: estimate, perProcessMs };
+}
+
+interface KernelOnlyRun {
+  ms: number;
+  userS: number;
+  systemS: number;
+}
+
+async function kernelOnly(dc: DataCentre, host: string): Promise<KernelOnlyRun> {
+  const ns = dc.host(host).ns;
+  await quiesce("vxnetd's kernel requests alone", ns);
+  const script = `${REPO_ROOT}bench/kernel-requests.ts`;
+  // process.execArgv carries tsx's loader into the child.
+  const output = runCommand([ip, 'netns', 'exec', ns, process.execPath, ...process.execArgv, script, host, String(nets[0]!.vni), String(N)], 'kernel requests');
+  const result = JSON.parse(output.trim().split('\n').at(-1)!) as KernelOnlyRun;
+  await assertConverged(dc, ns, nets, "vxnetd's kernel requests alone");
+  log(`vxnetd's kernel requests alone: ${fmt.s(result.ms)} s (user ${result.userS.toFixed(2)} s, system ${result.systemS.toFixed(2)} s)`);
+  return result;
 }
 
 async function fromEmpty(dc: DataCentre, host: string): Promise<AgentRun> {
@@ -213,12 +239,15 @@ main(async () => {
   if (foreign.length) log(`note: other benchmark/test processes are running on this machine:\n  ${foreign.join('\n  ')}`);
 
   const hosts: string[] = [];
-  for (let r = 1; r <= R; r++) hosts.push(`ipb${r}`, `vx${r}`, ...(args.burst ? [`burst${r}`] : []), ...(args.perOp ? [`ipop${r}`] : []));
+  for (let r = 1; r <= R; r++) {
+    hosts.push(`ipb${r}`, `vx${r}`, ...(args.burst ? [`burst${r}`] : []), ...(args.perOp ? [`ipop${r}`] : []), ...(args.kernelOnly ? [`kr${r}`] : []));
+  }
   const batchRuns: number[] = [];
   const emptyRuns: AgentRun[] = [];
   const burstRuns: AgentRun[] = [];
   const perOpRuns: number[] = [];
   const perProcessMs: number[] = [];
+  const kernelOnlyRuns: KernelOnlyRun[] = [];
   const emptyFailures: string[] = [];
   const burstFailures: string[] = [];
 
@@ -245,6 +274,10 @@ main(async () => {
         perOpRuns.push(result.ms);
         if (result.perProcessMs !== undefined) perProcessMs.push(result.perProcessMs);
         await discardHost(dc, `ipop${r}`, dc.fabricNs);
+      }
+      if (args.kernelOnly) {
+        kernelOnlyRuns.push(await kernelOnly(dc, `kr${r}`));
+        await discardHost(dc, `kr${r}`, dc.fabricNs);
       }
     }
   });
@@ -275,6 +308,16 @@ main(async () => {
     agentRow('vxnetd: agent running, burst of puts → all up', burstBest, burstRuns, burstFailures, (x) =>
       `puts took ${fmt.s(x.putMs!)} s${x.putMs! > 1_000 ? ' (etcd was slow: the time says more about etcd than vxnetd)' : ''}, last put acknowledged → all up ${fmt.s(x.afterLastPutMs ?? NaN)} s; agent cpu ${x.cpuS.toFixed(1)} s`,
     );
+  }
+  if (kernelOnlyRuns.length) {
+    const fastest = kernelOnlyRuns.reduce((a, b) => (b.ms < a.ms ? b : a));
+    rows.push([
+      "vxnetd's kernel requests alone (no etcd, logging, start-up)",
+      fmt.s(fastest.ms),
+      fmt.s(median(kernelOnlyRuns.map((x) => x.ms))),
+      fmt.x(fastest.ms / ipBatchBest),
+      `the agent's planner, apply and netlink code, 16 networks in flight; cpu user ${fastest.userS.toFixed(1)} s, system ${fastest.systemS.toFixed(1)} s`,
+    ]);
   }
   if (perOpBest !== undefined) {
     rows.push([
@@ -309,6 +352,7 @@ main(async () => {
     burst: burstRuns,
     burstFailures,
     perOpMs: perOpRuns,
+    kernelOnly: kernelOnlyRuns,
     ratioBatch: batchRatio,
     ratioPerOp: perOpRatio,
     burstRatioBatch: burstBest ? burstBest.ms / ipBatchBest : undefined,

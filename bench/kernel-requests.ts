@@ -1,0 +1,54 @@
+/**
+ * vxnetd's kernel requests alone, for converge.ts (--kernel-only): the
+ * agent's own planner and apply code (planNetwork, applyPlan, NetlinkKernel)
+ * create N networks from empty, 16 at a time like the agent's queue, with
+ * no etcd, Node HTTP server, logging or status writes. The difference
+ * between this and the agent's time is what the agent adds around the
+ * kernel work. Run inside a host namespace with an underlay u0; prints one
+ * JSON line: { ms, userS, systemS } measured from the first request to the
+ * last reply, so Node's start-up is left out.
+ *
+ *   ip netns exec NS npx tsx bench/kernel-requests.ts HOST FIRST_VNI COUNT
+ */
+import { applyPlan } from '../src/agent/apply.js';
+import { NetlinkKernel } from '../src/kernel/rtnl.js';
+import { parseGroupBase } from '../src/model/group.js';
+import { deterministicMac } from '../src/model/mac.js';
+import { desiredNetwork } from '../src/model/network.js';
+import { ownerAlias, vniHex } from '../src/model/vni.js';
+import { planNetwork } from '../src/plan/plan.js';
+
+const IN_FLIGHT = 16;
+const [hostname, firstText, countText] = process.argv.slice(2);
+const first = Number(firstText);
+const count = Number(countText);
+if (!hostname || !Number.isInteger(first) || !Number.isInteger(count)) {
+  process.stderr.write('usage: kernel-requests.ts HOST FIRST_VNI COUNT\n');
+  process.exit(2);
+}
+
+const kernel = new NetlinkKernel();
+const u0 = await kernel.getLink('u0');
+if (!u0) throw new Error('no underlay u0 in this namespace');
+const host = { hostname, groupBase: parseGroupBase('ff05::'), ttl: 5, dstport: 4789 };
+const underlay = { name: 'u0', index: u0.index, mtu: u0.mtu };
+const quiet = { info: () => undefined, warn: (fields: Record<string, unknown>, msg: string) => process.stderr.write(`${msg} ${JSON.stringify(fields)}\n`) };
+
+async function createNetwork(vni: number): Promise<void> {
+  const hex = vniHex(vni);
+  const owner = { alias: ownerAlias(hex), bridgeMac: deterministicMac(hostname!, 'bridge', vni), vxlanMac: deterministicMac(hostname!, 'vxlan', vni) };
+  const plan = planNetwork(hex, desiredNetwork(vni, { type: 'vxlan' }, host, underlay), { strays: [] }, owner);
+  await applyPlan(kernel, plan.ops, quiet);
+}
+
+const started = performance.now();
+const cpuBefore = process.cpuUsage();
+let next = first;
+await Promise.all(
+  Array.from({ length: IN_FLIGHT }, async () => {
+    while (next < first + count) await createNetwork(next++);
+  }),
+);
+const cpu = process.cpuUsage(cpuBefore);
+process.stdout.write(`${JSON.stringify({ ms: performance.now() - started, userS: cpu.user / 1e6, systemS: cpu.system / 1e6 })}\n`);
+kernel.close();
