@@ -253,10 +253,9 @@ main(async () => {
   const batchRuns: number[] = [];
   const emptyRuns: AgentRun[] = [];
   const burstRuns: AgentRun[] = [];
-  const perOpRuns: number[] = [];
+  const perOpRuns: Array<{ ms: number; roundIpBatchMs: number }> = [];
   const perProcessMs: number[] = [];
   const kernelOnlyRuns: KernelOnlyRun[] = [];
-  const perOpRatios: number[] = [];
   const emptyFailures: string[] = [];
   const burstFailures: string[] = [];
 
@@ -280,9 +279,8 @@ main(async () => {
         await discardHost(dc, `burst${r}`, dc.fabricNs);
       }
       if (args.perOp) {
-        const result = await perOp(dc, `ipop${r}`, sample, batchRuns[batchRuns.length - 1]!);
-        perOpRuns.push(result.ms);
-        perOpRatios.push(result.ms / roundIpBatchMs);
+        const result = await perOp(dc, `ipop${r}`, sample, roundIpBatchMs);
+        perOpRuns.push({ ms: result.ms, roundIpBatchMs });
         if (result.perProcessMs !== undefined) perProcessMs.push(result.perProcessMs);
         await discardHost(dc, `ipop${r}`, dc.fabricNs);
       }
@@ -299,12 +297,12 @@ main(async () => {
     const mid = Math.floor(sorted.length / 2);
     return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
   };
-  const bestAgent = (runs: AgentRun[]) => (runs.length ? runs.reduce((a, b) => (b.ms < a.ms ? b : a)) : undefined);
+  const fastest = <T extends { ms: number }>(runs: T[]) => (runs.length ? runs.reduce((a, b) => (b.ms < a.ms ? b : a)) : undefined);
   const failed = (failures: string[]) => `FAILED ${failures.length} of ${R}: ${failures[0]}`;
   const ipBatchBest = best(batchRuns);
-  const empty = bestAgent(emptyRuns);
-  const burstBest = bestAgent(burstRuns);
-  const perOpBest = perOpRuns.length ? best(perOpRuns) : undefined;
+  const empty = fastest(emptyRuns);
+  const burstBest = fastest(burstRuns);
+  const perOpBest = fastest(perOpRuns)?.ms;
   const perRun = (runs: Array<{ ms: number; roundIpBatchMs?: number }>) => fmt.x(median(runs.map((x) => x.ms / x.roundIpBatchMs!)));
   const rows: Array<Array<string | number>> = [['ip -batch (4 ops/network, 1 process)', fmt.s(ipBatchBest), fmt.s(median(batchRuns)), fmt.x(1), fmt.x(1), '']];
   const agentRow = (what: string, run: AgentRun | undefined, runs: AgentRun[], failures: string[], note: (x: AgentRun) => string) =>
@@ -321,24 +319,24 @@ main(async () => {
       `puts took ${fmt.s(x.putMs!)} s${x.putMs! > 1_000 ? ' (etcd was slow: the time says more about etcd than vxnetd)' : ''}, last put acknowledged → all up ${fmt.s(x.afterLastPutMs ?? NaN)} s; agent cpu ${x.cpuS.toFixed(1)} s`,
     );
   }
-  if (kernelOnlyRuns.length) {
-    const fastest = kernelOnlyRuns.reduce((a, b) => (b.ms < a.ms ? b : a));
+  const kernelOnlyBest = fastest(kernelOnlyRuns);
+  if (kernelOnlyBest) {
     rows.push([
       "vxnetd's kernel requests alone (no etcd, logging, start-up)",
-      fmt.s(fastest.ms),
+      fmt.s(kernelOnlyBest.ms),
       fmt.s(median(kernelOnlyRuns.map((x) => x.ms))),
-      fmt.x(fastest.ms / ipBatchBest),
+      fmt.x(kernelOnlyBest.ms / ipBatchBest),
       perRun(kernelOnlyRuns),
-      `the agent's planner, apply and netlink code, 16 networks in flight; cpu user ${fastest.userS.toFixed(1)} s, system ${fastest.systemS.toFixed(1)} s`,
+      `the agent's planner, apply and netlink code, 16 networks in flight; cpu user ${kernelOnlyBest.userS.toFixed(1)} s, system ${kernelOnlyBest.systemS.toFixed(1)} s`,
     ]);
   }
   if (perOpBest !== undefined) {
     rows.push([
       'one ip process per op',
       fmt.s(perOpBest),
-      fmt.s(median(perOpRuns)),
+      fmt.s(median(perOpRuns.map((x) => x.ms))),
       fmt.x(perOpBest / ipBatchBest),
-      fmt.x(median(perOpRatios)),
+      perRun(perOpRuns),
       sample < N ? `estimate: ip -batch + ${4 * N} × ${percentile(perProcessMs, 50).toFixed(2)} ms per ip process (measured on ${sample} networks)` : '',
     ]);
   }
@@ -365,7 +363,7 @@ main(async () => {
     fromEmptyFailures: emptyFailures,
     burst: burstRuns,
     burstFailures,
-    perOpMs: perOpRuns,
+    perOpMs: perOpRuns.map((x) => x.ms),
     kernelOnly: kernelOnlyRuns,
     ratioBatch: batchRatio,
     ratioPerOp: perOpRatio,

@@ -13,10 +13,9 @@
 import { applyPlan } from '../src/agent/apply.js';
 import { NetlinkKernel } from '../src/kernel/rtnl.js';
 import { parseGroupBase } from '../src/model/group.js';
-import { deterministicMac } from '../src/model/mac.js';
 import { desiredNetwork } from '../src/model/network.js';
-import { ownerAlias, vniHex } from '../src/model/vni.js';
-import { planNetwork } from '../src/plan/plan.js';
+import { vniHex } from '../src/model/vni.js';
+import { ownershipOf, planNetwork } from '../src/plan/plan.js';
 
 const IN_FLIGHT = 16;
 const [hostname, firstText, countText] = process.argv.slice(2);
@@ -35,9 +34,7 @@ const underlay = { name: 'u0', index: u0.index, mtu: u0.mtu };
 const quiet = { info: () => undefined, warn: (fields: Record<string, unknown>, msg: string) => process.stderr.write(`${msg} ${JSON.stringify(fields)}\n`) };
 
 async function createNetwork(vni: number): Promise<void> {
-  const hex = vniHex(vni);
-  const owner = { alias: ownerAlias(hex), bridgeMac: deterministicMac(hostname!, 'bridge', vni), vxlanMac: deterministicMac(hostname!, 'vxlan', vni) };
-  const plan = planNetwork(hex, desiredNetwork(vni, { type: 'vxlan' }, host, underlay), { strays: [] }, owner);
+  const plan = planNetwork(vniHex(vni), desiredNetwork(vni, { type: 'vxlan' }, host, underlay), { strays: [] }, ownershipOf(hostname!, vni));
   await applyPlan(kernel, plan.ops, quiet);
 }
 

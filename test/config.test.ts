@@ -45,6 +45,12 @@ describe('vxnetd configuration', () => {
     expect(loggableConfig(run(['--underlay', 'u0'])).etcd).toMatchObject({ password: undefined });
   });
 
+  it('--local becomes the network-order bytes of the group base\'s family', () => {
+    expect(run(['--underlay', 'u0', '--local', '2001:db8::5']).local).toEqual(Buffer.from('20010db8000000000000000000000005', 'hex'));
+    expect(run(['--underlay', 'u0', '--group-base', '239.0.0.0', '--local', '192.0.2.1']).local).toEqual(Buffer.from([192, 0, 2, 1]));
+    expect(run(['--underlay', 'u0']).local).toBeUndefined();
+  });
+
   it.each([
     [[], /--underlay is required/],
     [['--underlay', 'u0', '--scope', 'some'], /--scope must be "all" or "attached"/],
@@ -52,6 +58,8 @@ describe('vxnetd configuration', () => {
     [['--underlay', 'u0', '--dstport', 'x'], /--dstport must be a whole number/],
     [['--underlay', 'u0', '--group-base', '2001:db8::'], /--group-base: .*not an IPv6 multicast address/],
     [['--underlay', 'u0', '--local', '10.0.0.1'], /--local "10.0.0.1" is not an IPv6 address/],
+    [['--underlay', 'u0', '--local', '2001:db8::5/64'], /--local "2001:db8::5\/64" is not an IPv6 address/],
+    [['--underlay', 'u0', '--group-base', '239.0.0.0', '--local', '2001:db8::5'], /--local "2001:db8::5" is not an IPv4 address \(the group base is IPv4\)/],
     [['--underlay', 'u0', '--etcd-endpoints', 'etcd:2379'], /must start with http/],
     [['--underlay', 'u0', '--prefix', 'v1/'], /--prefix must start with \//],
     [['--underlay', 'u0', '--bogus'], /unknown flag --bogus/],

@@ -5,12 +5,11 @@
 import type { Link } from '../kernel/codec.js';
 import { KernelError } from '../kernel/errors.js';
 import type { Kernel, LinkEvent } from '../kernel/rtnl.js';
-import { deterministicMac } from '../model/mac.js';
 import { desiredNetwork, type DesiredNetwork, type HostSettings, type Underlay } from '../model/network.js';
 import { parseNetworkSpec, SpecError, type SpecResult } from '../model/spec.js';
 import { bridgeName, hexFromOwnerAlias, ownerAlias, parseVniHex, vxlanName } from '../model/vni.js';
 import { emptyActual, groupLinksByNetwork, hexFromDeviceName } from '../plan/actual.js';
-import { deviceMatches, planNetwork, type ActualNetwork, type Ownership } from '../plan/plan.js';
+import { deviceMatches, ownershipOf, planNetwork, type ActualNetwork, type Ownership } from '../plan/plan.js';
 import { systemClock, type Clock } from '../store/backoff.js';
 import type { Change, Snapshot, StoredValue } from '../store/source.js';
 import { applyPlan } from './apply.js';
@@ -362,8 +361,7 @@ export class Agent {
   private ownership(hex: string, vni: number): Ownership {
     let known = this.ownerships.get(hex);
     if (!known) {
-      const { hostname } = this.options.host;
-      known = { alias: ownerAlias(hex), bridgeMac: deterministicMac(hostname, 'bridge', vni), vxlanMac: deterministicMac(hostname, 'vxlan', vni) };
+      known = ownershipOf(this.options.host.hostname, vni);
       this.ownerships.set(hex, known);
     }
     return known;

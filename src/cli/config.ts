@@ -1,12 +1,8 @@
 /** vxnetd's flags → a validated configuration (pure, unit-tested). */
 import { hostname as osHostname } from 'node:os';
-import type * as ipAddress from 'ip-address';
-import { requireCommonJs } from '../commonjs.js';
-import { bigintToBytes, parseGroupBase, type GroupBase } from '../model/group.js';
+import { parseAddress, parseGroupBase, type GroupBase } from '../model/group.js';
 import type { EtcdOptions } from '../store/client.js';
 import { ETCD_FLAGS, UsageError, etcdOptionsFrom, parseArgs, parseDurationMs, parseInteger, parsePrefix, type FlagSpec } from './flags.js';
-
-const { Address4, Address6 } = requireCommonJs('ip-address') as typeof ipAddress;
 
 export const VXNETD_FLAGS: readonly FlagSpec[] = [
   ...ETCD_FLAGS,
@@ -99,10 +95,8 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
 }
 
 function parseLocal(text: string, base: GroupBase): Buffer {
-  if (base.family === 'inet6') {
-    if (!Address6.isValid(text) || text.includes('/')) throw new UsageError(`--local ${JSON.stringify(text)} is not an IPv6 address (the group base is IPv6)`);
-    return bigintToBytes(new Address6(text).bigInt(), 16);
-  }
-  if (!Address4.isValid(text) || text.includes('/')) throw new UsageError(`--local ${JSON.stringify(text)} is not an IPv4 address (the group base is IPv4)`);
-  return bigintToBytes(new Address4(text).bigInt(), 4);
+  const bytes = parseAddress(text, base.family);
+  if (bytes) return bytes;
+  const family = base.family === 'inet6' ? 'IPv6' : 'IPv4';
+  throw new UsageError(`--local ${JSON.stringify(text)} is not an ${family} address (the group base is ${family})`);
 }

@@ -110,6 +110,13 @@ export function reservedGroupReason(group: MulticastGroup): string | undefined {
   return RESERVED_IPV6_GROUP_IDS.find(([first, last]) => groupId >= first && groupId <= last)?.[2];
 }
 
+/** Network-order bytes of a plain address of `family` (no prefix length, no zone), or undefined. */
+export function parseAddress(text: string, family: GroupFamily): Buffer | undefined {
+  if (text.includes('/') || text.includes('%')) return undefined;
+  if (family === 'inet6') return Address6.isValid(text) ? bigintToBytes(new Address6(text).bigInt(), 16) : undefined;
+  return Address4.isValid(text) ? bigintToBytes(new Address4(text).bigInt(), 4) : undefined;
+}
+
 export function bigintToBytes(value: bigint, length: number): Buffer {
   const bytes = Buffer.alloc(length);
   let rest = value;

@@ -3,7 +3,9 @@
  * Mirrors felix: the plan is data; the executor in agent/ carries it out.
  */
 import { IFF_UP, type Link } from '../kernel/codec.js';
+import { deterministicMac } from '../model/mac.js';
 import type { DesiredNetwork } from '../model/network.js';
+import { ownerAlias, vniHex } from '../model/vni.js';
 import type { CreateVxlan, LinkChanges, Operation } from './operations.js';
 
 /** How to recognise this network's devices. */
@@ -14,6 +16,11 @@ export interface Ownership {
 }
 
 /** The kernel links that concern one network: the ones holding its names and any others it owns. */
+/** Ownership of network `vni` on `hostname`: its alias and the MACs vxnetd derives for its devices. */
+export function ownershipOf(hostname: string, vni: number): Ownership {
+  return { alias: ownerAlias(vniHex(vni)), bridgeMac: deterministicMac(hostname, 'bridge', vni), vxlanMac: deterministicMac(hostname, 'vxlan', vni) };
+}
+
 export interface ActualNetwork {
   bridge?: Link;
   vxlan?: Link;

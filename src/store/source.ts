@@ -69,8 +69,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private connected = false;
   private revision = 0;
   private loop?: Promise<void>;
-  /** Status writes not yet acknowledged: suffix → JSON, or null to delete. */
-  /** Status JSON to write (null: delete), with its content without the time stamp. */
+  /** Status writes not yet acknowledged: suffix → JSON and its content without the time stamp, or null to delete. */
   private readonly pendingStatus = new Map<string, { json: string; content: string } | null>();
   private readonly writtenStatus = new Map<string, string>();
   private flushing?: Promise<void>;
