@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { Agent, type NetworkStatus } from '../src/agent/agent.js';
 import type { Snapshot, StoredValue } from '../src/store/source.js';
+import { ownershipOf } from '../src/plan/plan.js';
 import { FakeKernel } from './support/fake-kernel.js';
 import { HOST } from './support/fixtures.js';
 
@@ -157,15 +158,15 @@ describe('Agent', () => {
     agent.applyChange({ collection: 'networks', name: '64', revision: 2, value: value('{}', 2) });
     await new Promise((r) => setTimeout(r, 10));
     expect(statuses.get('64')).toMatchObject({ state: 'ready' });
-    // Two reads of the actual state, then four changes: no extra read for the ifindex, no rerun.
-    expect(kernel.requests.map((r) => r.verb)).toEqual(['get', 'get', 'create', 'change', 'create', 'change']);
+    // The dump showed no device of 64: four changes and nothing else, no read for the ifindex, no rerun.
+    expect(kernel.requests.map((r) => r.verb)).toEqual(['create', 'change', 'create', 'change']);
 
     // Kernels before 6.2 do not echo: one read of the bridge's ifindex instead.
     kernel.echoesCreates = false;
     kernel.requests.length = 0;
     agent.applyChange({ collection: 'networks', name: '65', revision: 3, value: value('{}', 3) });
     await new Promise((r) => setTimeout(r, 10));
-    expect(kernel.requests.map((r) => r.verb)).toEqual(['get', 'get', 'create', 'change', 'get', 'create', 'change']);
+    expect(kernel.requests.map((r) => r.verb)).toEqual(['create', 'change', 'get', 'create', 'change']);
     expect(kernel.byName('vxlan65')).toMatchObject({ master: kernel.byName('br65')!.index });
 
     // Deleting a network: its own deletion events are no reason to look again.
@@ -173,6 +174,53 @@ describe('Agent', () => {
     agent.applyChange({ collection: 'networks', name: '65', revision: 4 });
     await new Promise((r) => setTimeout(r, 10));
     expect(kernel.requests.map((r) => r.verb)).toEqual(['get', 'get', 'delete', 'delete']);
+    agent.stop();
+  });
+
+  it('a new network whose device appeared unseen (no event) is planned again from the kernel: a foreign one is a conflict, ours is kept', async () => {
+    const { kernel, agent, statuses } = setup();
+    agent.start();
+    await agent.applySnapshot(snapshot({}));
+    // Added behind the agent's back: the fake kernel sends no event for addLink.
+    kernel.addLink({ name: 'vxlan64', kind: 'dummy', flags: 1, mtu: 1500, alias: 'someone-else' });
+    const ours = { ...ownershipOf(HOST.hostname, 0x65) };
+    const ourBridge = kernel.addLink({ name: 'br65', kind: 'bridge', flags: 1, mtu: 1430, alias: ours.alias, mac: ours.bridgeMac });
+    kernel.requests.length = 0;
+    agent.applyChange({ collection: 'networks', name: '64', revision: 2, value: value('{}', 2) });
+    agent.applyChange({ collection: 'networks', name: '65', revision: 3, value: value('{}', 3) });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(statuses.get('64')).toMatchObject({ state: 'error', reason: expect.stringMatching(/vxlan64 exists and is not managed by vxnetd/) });
+    // The bridge the failed attempt created is undone, the foreign device untouched.
+    expect(kernel.byName('br64')).toBeUndefined();
+    expect(kernel.byName('vxlan64')).toMatchObject({ kind: 'dummy', alias: 'someone-else' });
+    expect(statuses.get('65')).toMatchObject({ state: 'ready' });
+    expect(kernel.byName('br65')!.index).toBe(ourBridge.index);
+    expect(kernel.byName('vxlan65')).toMatchObject({ master: ourBridge.index });
+    // One read of 65's devices after the EEXIST (and of the bridge's ifindex for the vxlan's master); the existing bridge is neither deleted nor changed.
+    const for65 = kernel.requests.filter((r) => r.operation.includes('65'));
+    expect(for65.map((r) => `${r.verb} ${r.operation.split(' ').slice(0, 3).join(' ')}`)).toEqual([
+      'create create bridge br65',
+      'get get link vxlan65',
+      'get get link br65',
+      'get get link br65',
+      'create create vxlan vxlan65',
+      'change create vxlan vxlan65',
+    ]);
+    agent.stop();
+  });
+
+  it('a network removed from etcd always reads the kernel: its devices are deleted even when the agent never saw them', async () => {
+    const { kernel, agent } = setup();
+    agent.start();
+    await agent.applySnapshot(snapshot({}));
+    // Created behind the agent's back (no event), e.g. by an agent that crashed before the dump.
+    const ours = ownershipOf(HOST.hostname, 0x64);
+    const bridge = kernel.addLink({ name: 'br64', kind: 'bridge', flags: 1, mtu: 1430, alias: ours.alias, mac: ours.bridgeMac });
+    kernel.addLink({ name: 'vxlan64', kind: 'vxlan', flags: 1, mtu: 1430, alias: ours.alias, mac: ours.vxlanMac, master: bridge.index });
+    agent.applyChange({ collection: 'networks', name: '64', revision: 5 });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(kernel.byName('vxlan64')).toBeUndefined();
+    expect(kernel.byName('br64')).toBeUndefined();
     agent.stop();
   });
 

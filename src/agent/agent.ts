@@ -72,6 +72,15 @@ export class Agent {
   private readonly attachments = new Map<string, StoredValue>();
   private readonly statuses = new Map<string, NetworkStatus>();
   private readonly bridgeIndex = new Map<string, number>();
+  /**
+   * Networks with a device in the kernel as far as the agent knows: from the last dump, link
+   * events and its own creates. A wanted network outside it is created without first asking
+   * the kernel (two failing RTM_GETLINKs per network in a burst of new networks); creates are
+   * exclusive, so a device the agent did not know of fails the create with EEXIST and the
+   * network is planned again from the kernel's state.
+   */
+  private devicesSeen = new Set<string>();
+  private devicesKnown = false;
   /** Pure functions of host and VNI; sha256 is the resync's main JS cost at thousands of networks. */
   private readonly ownerships = new Map<string, Ownership>();
   /** Link events that arrive while their network is being reconciled, newest per device. */
@@ -220,6 +229,8 @@ export class Agent {
     }
     this.updateUnderlay(links.find((link) => link.name === this.options.underlay));
     const byNetwork = groupLinksByNetwork(links);
+    this.devicesSeen = new Set(byNetwork.keys());
+    this.devicesKnown = true;
     for (const [hex, actual] of byNetwork) {
       if (actual.bridge && actual.bridge.alias === ownerAlias(hex)) this.bridgeIndex.set(hex, actual.bridge.index);
     }
@@ -268,7 +279,7 @@ export class Agent {
     }
   }
 
-  private async reconcileNetworkOnce(hex: string, given: ActualNetwork | undefined): Promise<ReconcileOutcome> {
+  private async reconcileNetworkOnce(hex: string, given: ActualNetwork | undefined, assumeAbsent = true): Promise<ReconcileOutcome> {
     const entry = this.isWanted(hex) ? this.networks.get(hex) : undefined;
     const attachedToMissing = this.options.scope === 'attached' && this.attachments.has(hex) && !this.networks.has(hex);
     const vni = parseVniHex(hex)!;
@@ -298,7 +309,9 @@ export class Agent {
       return 'unchanged';
     }
 
-    const actual = given ?? (await this.readActual(hex));
+    // Only a wanted network is assumed absent: the plan is then exclusive creates, never a deletion.
+    const assumedAbsent = !given && assumeAbsent && desired !== undefined && this.devicesKnown && !this.devicesSeen.has(hex);
+    const actual = given ?? (assumedAbsent ? emptyActual() : await this.readActual(hex));
     const plan = planNetwork(hex, desired, actual, this.ownership(hex, vni));
     if (plan.conflicts.length) {
       const reason = plan.conflicts.join('; ');
@@ -311,12 +324,17 @@ export class Agent {
       return 'unchanged';
     }
     if (++this.appliesRunning >= BULK_APPLIES) this.beginBulkApply();
+    if (desired) this.devicesSeen.add(hex);
     try {
       const created = await applyPlan(this.kernel, plan.ops, this.log).finally(() => this.appliesRunning--);
       const bridgeIndex = created.get(bridgeName(hex));
       if (bridgeIndex !== undefined) this.bridgeIndex.set(hex, bridgeIndex);
     } catch (error) {
       if (!(error instanceof KernelError)) throw error;
+      if (assumedAbsent && error.errno === 'EEXIST') {
+        this.log.info({ vni: hex, op: 'plan' }, `network ${hex}: a device the agent had not seen is in the way; planning again from the kernel's state`);
+        return this.reconcileNetworkOnce(hex, undefined, false);
+      }
       // The kernel removes a vxlan before announcing that its underlay went away.
       if (error.errno === 'ENODEV' && !(await this.kernel.getLink(this.options.underlay))) {
         this.updateUnderlay(undefined);
@@ -429,6 +447,7 @@ export class Agent {
     const named = hexFromDeviceName(link.name);
     const hex = named?.hex ?? hexFromOwnerAlias(link.alias);
     if (!hex) return;
+    if (type === 'new') this.devicesSeen.add(hex);
     if (type === 'new' && named?.role === 'bridge' && link.alias === ownerAlias(hex)) this.bridgeIndex.set(hex, link.index);
     const during = this.eventsDuringReconcile.get(hex);
     if (during) return void during.set(link.name, { type, link });
