@@ -209,4 +209,55 @@ describe('DesiredStateSource', () => {
     expect(state.kv.get('/v1/hosts/hv1/status/12b')).toBe('{"state":"error","reason":"y","updatedAt":"later"}');
     await source.stop();
   });
+
+  it('a status written within 100 ms of the last transaction waits out the rest, with the others that come meanwhile', async () => {
+    const state: FakeEtcdState = { revision: 3, kv: new Map(), failLists: 0, watchers: [], clients: 0 };
+    let now = 10_000;
+    const sleeps: Array<{ ms: number; end: () => void }> = [];
+    const clock: Clock = {
+      now: () => now,
+      sleep: (ms, signal) =>
+        new Promise<void>((end) => {
+          sleeps.push({ ms, end });
+          signal?.addEventListener('abort', () => end());
+        }),
+    };
+    const source = makeSource(state, clock);
+    source.start();
+    for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
+    const settle = async () => {
+      for (let i = 0; i < 20; i++) await flush();
+    };
+
+    source.writeStatus('64', { state: 'ready' });
+    await settle();
+    expect(state.txns!.map((ops) => ops.length)).toEqual([1]);
+
+    now += 30;
+    source.writeStatus('65', { state: 'ready' });
+    await settle();
+    now += 40;
+    source.writeStatus('66', { state: 'ready' });
+    await settle();
+    expect(state.txns!.map((ops) => ops.length)).toEqual([1]);
+    expect(sleeps.map((s) => s.ms)).toEqual([70]);
+    now += 30;
+    sleeps[0]!.end();
+    await settle();
+    expect(state.txns!.map((ops) => ops.length)).toEqual([1, 2]);
+
+    // Quiet for longer than the window: the next status goes out at once.
+    now += 500;
+    source.writeStatus('67', { state: 'ready' });
+    await settle();
+    expect(state.txns!.map((ops) => ops.length)).toEqual([1, 2, 1]);
+
+    // A full transaction's worth does not wait for the window to end.
+    now += 10;
+    for (let vni = 0x100; vni < 0x100 + 128; vni++) source.writeStatus(vni.toString(16), { state: 'ready' });
+    await settle();
+    expect(state.txns!.map((ops) => ops.length)).toEqual([1, 2, 1, 128]);
+    expect(sleeps.map((s) => s.ms)).toEqual([70, 90]);
+    await source.stop(0);
+  });
 });
