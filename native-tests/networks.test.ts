@@ -60,6 +60,12 @@ describe('vxnetd on two hosts', () => {
         expect(bridge.flags).toContain('UP');
         expect(bridge.ifalias).toBe(`vxnetd:${hex}`);
         expect(bridge.address).toBe(formatMac(deterministicMac(host, 'bridge', vni)));
+        // No IPv6 link-local: the host sends no DAD, MLD or router solicitation into the tenant segment.
+        expect(vxlan.inet6_addr_gen_mode).toBe('none');
+        expect(bridge.inet6_addr_gen_mode).toBe('none');
+        const addresses = await dc.exec(ns, ['ip', '-j', 'addr', 'show', 'dev', `br${hex}`]);
+        expect(addresses.code).toBe(0);
+        expect(JSON.parse(addresses.stdout)[0].addr_info, `addresses of br${hex} on ${host}`).toEqual([]);
         const s = await status(host, hex);
         expect(s).toMatchObject({ state: 'ready', vxlan: `vxlan${hex}`, bridge: `br${hex}`, mtu });
         expect(typeof s.specRevision).toBe('number');

@@ -19,14 +19,16 @@ function snapshot(networks: Record<string, string>, attachments: string[] = []):
 }
 
 function setup(kernel = new FakeKernel(), scope: 'all' | 'attached' = 'all') {
-  if (!kernel.byName('u0')) kernel.addLink({ name: 'u0', kind: 'veth', flags: 1, mtu: 1500 });
+  if (!kernel.byName('u0')) kernel.addLink({ name: 'u0', kind: 'veth', flags: 1, mtu: 1500, ...(kernel.ipv6 ? { addrGenMode: 0 } : {}) });
   const statuses = new Map<string, NetworkStatus | null>();
   const specErrors: string[] = [];
+  const bulk: boolean[] = [];
   const agent = new Agent(kernel, quiet, { underlay: 'u0', scope, host: HOST, resyncIntervalMs: 3_600_000 }, {
     status: (hex, status) => statuses.set(hex, status),
     countSpecError: (reason) => specErrors.push(reason),
+    bulkApply: (active) => bulk.push(active),
   });
-  return { kernel, agent, statuses, specErrors };
+  return { kernel, agent, statuses, specErrors, bulk };
 }
 
 describe('Agent', () => {
@@ -110,14 +112,15 @@ describe('Agent', () => {
     expect(statuses.get('ff01')).toBeNull();
   });
 
-  it('pauses link events during a bulk apply, then resumes them and resyncs once', async () => {
-    const { kernel, agent } = setup();
+  it('pauses link events during a bulk apply (and says so to its hooks), then resumes them and resyncs once', async () => {
+    const { kernel, agent, bulk } = setup();
     agent.start();
     const networks = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [(0x100 + i * 2 + 0x1000).toString(16), '{}']));
     await agent.applySnapshot(snapshot(networks));
     await new Promise((r) => setTimeout(r, 20));
     expect(kernel.pauses).toBe(1);
     expect(kernel.eventsPaused).toBe(false);
+    expect(bulk).toEqual([true, false]);
     expect(kernel.requests.filter((r) => r.verb === 'dump')).toHaveLength(2);
     expect([...kernel.links.values()].filter((l) => l.kind === 'vxlan')).toHaveLength(40);
     // Events work again afterwards.
@@ -158,15 +161,15 @@ describe('Agent', () => {
     agent.applyChange({ collection: 'networks', name: '64', revision: 2, value: value('{}', 2) });
     await new Promise((r) => setTimeout(r, 10));
     expect(statuses.get('64')).toMatchObject({ state: 'ready' });
-    // The dump showed no device of 64: four changes and nothing else, no read for the ifindex, no rerun.
-    expect(kernel.requests.map((r) => r.verb)).toEqual(['create', 'change', 'create', 'change']);
+    // The dump showed no device of 64: per device create, set, up and nothing else, no read for the ifindex, no rerun.
+    expect(kernel.requests.map((r) => r.verb)).toEqual(['create', 'change', 'change', 'create', 'change', 'change']);
 
     // Kernels before 6.2 do not echo: one read of the bridge's ifindex instead.
     kernel.echoesCreates = false;
     kernel.requests.length = 0;
     agent.applyChange({ collection: 'networks', name: '65', revision: 3, value: value('{}', 3) });
     await new Promise((r) => setTimeout(r, 10));
-    expect(kernel.requests.map((r) => r.verb)).toEqual(['create', 'change', 'get', 'create', 'change']);
+    expect(kernel.requests.map((r) => r.verb)).toEqual(['create', 'change', 'change', 'get', 'create', 'change', 'change']);
     expect(kernel.byName('vxlan65')).toMatchObject({ master: kernel.byName('br65')!.index });
 
     // Deleting a network: its own deletion events are no reason to look again.
@@ -205,6 +208,7 @@ describe('Agent', () => {
       'get get link br65',
       'create create vxlan vxlan65',
       'change create vxlan vxlan65',
+      'change create vxlan vxlan65',
     ]);
     agent.stop();
   });
@@ -222,6 +226,26 @@ describe('Agent', () => {
     expect(kernel.byName('vxlan64')).toBeUndefined();
     expect(kernel.byName('br64')).toBeUndefined();
     agent.stop();
+  });
+
+  it('gives devices made by an older vxnetd (IPv6 link-local on) mode none in place, once; a kernel without IPv6 gets no such request', async () => {
+    const { kernel, agent } = setup();
+    await agent.applySnapshot(snapshot({ '64': '{}' }));
+    const before = { br: kernel.byName('br64')!.index, vx: kernel.byName('vxlan64')!.index };
+    for (const name of ['br64', 'vxlan64']) Object.assign(kernel.byName(name)!, { addrGenMode: 0, linkLocal: true });
+    kernel.requests.length = 0;
+    await agent.applySnapshot(snapshot({ '64': '{}' }));
+    expect(kernel.mutatingRequests()).toEqual(['update br64: no IPv6 link-local (addrgenmode none)', 'update vxlan64: no IPv6 link-local (addrgenmode none)']);
+    expect({ br: kernel.byName('br64')!.index, vx: kernel.byName('vxlan64')!.index }).toEqual(before);
+    kernel.requests.length = 0;
+    await agent.applySnapshot(snapshot({ '64': '{}' }));
+    expect(kernel.mutatingRequests()).toEqual([]);
+
+    const noIpv6 = setup(Object.assign(new FakeKernel(), { ipv6: false }));
+    await noIpv6.agent.applySnapshot(snapshot({ '64': '{}' }));
+    expect(noIpv6.kernel.byName('vxlan64')).toMatchObject({ flags: 1, alias: 'vxnetd:64' });
+    expect(noIpv6.kernel.mutatingRequests()).toHaveLength(4);
+    expect(noIpv6.statuses.get('64')).toMatchObject({ state: 'ready' });
   });
 
   it('a change made by someone else while the network is being reconciled is repaired', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { applyPlan } from '../src/agent/apply.js';
-import { IFF_UP } from '../src/kernel/codec.js';
+import { IFF_UP, IN6_ADDR_GEN_MODE_NONE } from '../src/kernel/codec.js';
 import { KernelError } from '../src/kernel/errors.js';
 import { planNetwork } from '../src/plan/plan.js';
 import { FakeKernel } from './support/fake-kernel.js';
@@ -10,20 +10,48 @@ const silent = { info: () => undefined, warn: () => undefined };
 const plan = () => planNetwork('ff01', desired(0xff01), { strays: [] }, ownership(0xff01)).ops;
 
 describe('applyPlan', () => {
-  it('builds the pair: bridge mtu set after creation, vxlan in one create with master and mtu, aliases on both', async () => {
+  it('builds the pair: bridge mtu set after creation, vxlan created with master and mtu, aliases on both, no IPv6 link-local on either', async () => {
     const kernel = new FakeKernel();
     await applyPlan(kernel, plan(), silent);
     const br = kernel.byName('brff01')!;
     const vx = kernel.byName('vxlanff01')!;
-    expect(br).toMatchObject({ kind: 'bridge', mtu: 1430, alias: 'vxnetd:ff01', flags: IFF_UP });
-    expect(vx).toMatchObject({ kind: 'vxlan', mtu: 1430, alias: 'vxnetd:ff01', master: br.index, flags: IFF_UP });
+    expect(br).toMatchObject({ kind: 'bridge', mtu: 1430, alias: 'vxnetd:ff01', flags: IFF_UP, addrGenMode: IN6_ADDR_GEN_MODE_NONE });
+    expect(vx).toMatchObject({ kind: 'vxlan', mtu: 1430, alias: 'vxnetd:ff01', master: br.index, flags: IFF_UP, addrGenMode: IN6_ADDR_GEN_MODE_NONE });
+    expect(br.linkLocal).toBeUndefined();
+    expect(vx.linkLocal).toBeUndefined();
     expect(vx.vxlan).toMatchObject({ id: 0xff01, ttl: 5, port: 4789, link: 2, learning: true });
     expect(kernel.mutatingRequests()).toEqual([
       'create bridge brff01 (mtu 1430)',
       'create bridge brff01 (mtu 1430): set mtu and alias',
+      'create bridge brff01 (mtu 1430): up',
       'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01)',
       'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01): set alias',
+      'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01): up',
     ]);
+  });
+
+  it('without IPv6 (a kernel without it, or an MTU below 1280) each device is created up and takes two requests', async () => {
+    for (const [kernel, mtu] of [[Object.assign(new FakeKernel(), { ipv6: false }), undefined], [new FakeKernel(), 1200]] as const) {
+      const want = desired(0xff01, mtu, { ipv6: kernel.ipv6 });
+      await applyPlan(kernel, planNetwork('ff01', want, { strays: [] }, ownership(0xff01)).ops, silent);
+      expect(kernel.byName('brff01')).toMatchObject({ flags: IFF_UP, alias: 'vxnetd:ff01' });
+      expect(kernel.byName('vxlanff01')).toMatchObject({ flags: IFF_UP, alias: 'vxnetd:ff01' });
+      expect(kernel.mutatingRequests()).toHaveLength(4);
+    }
+  });
+
+  it('a device brought back up and given mode none in one repair is given the mode first: no link-local appears', async () => {
+    const kernel = new FakeKernel();
+    await applyPlan(kernel, plan(), silent);
+    // By hand: down, back to the kernel's default mode.
+    await kernel.changeLink({ name: 'brff01', up: false, addrGenMode: 0 }, 'vandal');
+    const ops = planNetwork('ff01', desired(0xff01), { bridge: kernel.byName('brff01'), vxlan: kernel.byName('vxlanff01'), strays: [] }, ownership(0xff01)).ops;
+    expect(ops).toEqual([{ op: 'updateLink', hex: 'ff01', name: 'brff01', changes: { up: true, addrGenMode: IN6_ADDR_GEN_MODE_NONE } }]);
+    kernel.requests.length = 0;
+    await applyPlan(kernel, ops, silent);
+    expect(kernel.byName('brff01')).toMatchObject({ flags: IFF_UP, addrGenMode: IN6_ADDR_GEN_MODE_NONE });
+    expect(kernel.byName('brff01')!.linkLocal).toBeUndefined();
+    expect(kernel.mutatingRequests()).toEqual(['update brff01: up, no IPv6 link-local (addrgenmode none)', 'update brff01: up, no IPv6 link-local (addrgenmode none): up']);
   });
 
   it('a failed vxlan create undoes the bridge it created: nothing half-built', async () => {

@@ -210,7 +210,7 @@ describe('DesiredStateSource', () => {
     await source.stop();
   });
 
-  it('a status written within 100 ms of the last transaction waits out the rest, with the others that come meanwhile', async () => {
+  it('while coalescing, a status written within 100 ms of the last transaction waits out the rest, with the others that come meanwhile', async () => {
     const state: FakeEtcdState = { revision: 3, kv: new Map(), failLists: 0, watchers: [], clients: 0 };
     let now = 10_000;
     const sleeps: Array<{ ms: number; end: () => void }> = [];
@@ -225,6 +225,7 @@ describe('DesiredStateSource', () => {
     const source = makeSource(state, clock);
     source.start();
     for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
+    source.coalesceStatusWrites(true);
     const settle = async () => {
       for (let i = 0; i < 20; i++) await flush();
     };
@@ -258,6 +259,20 @@ describe('DesiredStateSource', () => {
     await settle();
     expect(state.txns!.map((ops) => ops.length)).toEqual([1, 2, 1, 128]);
     expect(sleeps.map((s) => s.ms)).toEqual([70, 90]);
+
+    // Coalescing off: what waits goes at once, and so does the next status.
+    now += 10;
+    source.writeStatus('68', { state: 'ready' });
+    await settle();
+    expect(state.txns!.map((ops) => ops.length)).toEqual([1, 2, 1, 128]);
+    source.coalesceStatusWrites(false);
+    await settle();
+    expect(state.txns!.map((ops) => ops.length)).toEqual([1, 2, 1, 128, 1]);
+    now += 10;
+    source.writeStatus('69', { state: 'ready' });
+    await settle();
+    expect(state.txns!.map((ops) => ops.length)).toEqual([1, 2, 1, 128, 1, 1]);
+    expect(sleeps).toHaveLength(3);
     await source.stop(0);
   });
 });

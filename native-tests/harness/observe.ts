@@ -78,7 +78,7 @@ export async function ifindexes(dc: DataCentre, ns: string): Promise<Map<string,
   return new Map([...links].map(([name, l]) => [name, l.ifindex as number]));
 }
 
-/** True when a pair looks converged: both present, up, vxlan enslaved to the bridge, alias and MTU as expected. */
+/** True when a pair looks converged: both present, up, vxlan enslaved to the bridge, alias, MTU and addrgenmode none as expected. */
 export function pairConverged(links: Map<string, any>, hex: string, mtu: number): boolean {
   const vxlan = links.get(`vxlan${hex}`);
   const bridge = links.get(`br${hex}`);
@@ -91,7 +91,9 @@ export function pairConverged(links: Map<string, any>, hex: string, mtu: number)
     vxlan.mtu === mtu &&
     bridge.mtu === mtu &&
     vxlan.ifalias === `vxnetd:${hex}` &&
-    bridge.ifalias === `vxnetd:${hex}`
+    bridge.ifalias === `vxnetd:${hex}` &&
+    // Only a device with IPv6 state (MTU 1280 or more) has a mode to show.
+    (mtu < 1280 || (vxlan.inet6_addr_gen_mode === 'none' && bridge.inet6_addr_gen_mode === 'none'))
   );
 }
 

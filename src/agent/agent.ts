@@ -37,6 +37,8 @@ export interface AgentHooks {
   status(hex: string, status: NetworkStatus | null): void;
   observeReconcile?(seconds: number): void;
   countSpecError?(reason: string): void;
+  /** A bulk apply began (true) or ended (false): many statuses change at once meanwhile. */
+  bulkApply?(active: boolean): void;
 }
 
 export interface AgentOptions {
@@ -246,9 +248,9 @@ export class Agent {
   }
 
   private updateUnderlay(link: Link | undefined): void {
-    const next = link ? { name: link.name, index: link.index, mtu: link.mtu } : undefined;
+    const next = link ? { name: link.name, index: link.index, mtu: link.mtu, ipv6: link.addrGenMode !== undefined } : undefined;
     const prev = this.underlay;
-    if (prev?.index === next?.index && prev?.mtu === next?.mtu) return;
+    if (prev?.index === next?.index && prev?.mtu === next?.mtu && prev?.ipv6 === next?.ipv6) return;
     this.underlay = next;
     if (!next) {
       this.log.error({ device: this.options.underlay, op: 'underlay' }, `underlay ${this.options.underlay} not found; waiting for it (existing devices are kept)`);
@@ -423,6 +425,7 @@ export class Agent {
     if (this.bulkApply) return;
     this.bulkApply = true;
     this.kernel.pauseEvents();
+    this.hooks.bulkApply?.(true);
     this.log.info({ op: 'bulk', queued: this.queue.size, applies: this.appliesRunning }, 'bulk apply: link events paused until the queue drains');
   }
 
@@ -430,6 +433,7 @@ export class Agent {
     if (!this.bulkApply) return;
     this.bulkApply = false;
     this.kernel.resumeEvents();
+    this.hooks.bulkApply?.(false);
     // Whatever changed by hand while events were paused is found by one dump.
     this.requestResync('link events resumed after bulk apply');
   }

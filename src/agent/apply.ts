@@ -3,6 +3,7 @@
  * created are deleted again if a later step fails.
  */
 import type { Kernel } from '../kernel/rtnl.js';
+import { IN6_ADDR_GEN_MODE_NONE } from '../kernel/codec.js';
 import { KernelError } from '../kernel/errors.js';
 import { describe, type Operation } from '../plan/operations.js';
 
@@ -33,27 +34,39 @@ export async function applyPlan(kernel: Kernel, ops: readonly Operation[], log: 
 async function applyOne(kernel: Kernel, op: Operation, description: string, created: CreatedDevices): Promise<void> {
   switch (op.op) {
     case 'createBridge':
-      created.set(op.name, await kernel.createLink({ name: op.name, kind: 'bridge', mac: op.mac, up: true }, description));
+      created.set(op.name, await kernel.createLink({ name: op.name, kind: 'bridge', mac: op.mac, up: !op.quietIpv6 }, description));
       // A bridge keeps its MTU only when it is set after creation; the kernel ignores IFLA_IFALIAS at creation.
-      await kernel.changeLink({ name: op.name, mtu: op.mtu, alias: op.alias }, `${description}: set mtu and alias`);
+      await kernel.changeLink({ name: op.name, mtu: op.mtu, alias: op.alias, ...quietIpv6(op.quietIpv6) }, `${description}: set mtu and alias`);
+      if (op.quietIpv6) await kernel.changeLink({ name: op.name, up: true }, `${description}: up`);
       return;
     case 'createVxlan': {
       const master = created.get(op.bridge) ?? (await indexOf(kernel, op.bridge, description));
       const index = await kernel.createLink(
-        { name: op.name, kind: 'vxlan', mac: op.mac, mtu: op.mtu, master, up: true, vxlan: op.vxlan },
+        { name: op.name, kind: 'vxlan', mac: op.mac, mtu: op.mtu, master, up: !op.quietIpv6, vxlan: op.vxlan },
         description,
       );
       created.set(op.name, index);
-      await kernel.changeLink({ name: op.name, alias: op.alias }, `${description}: set alias`);
+      await kernel.changeLink({ name: op.name, alias: op.alias, ...quietIpv6(op.quietIpv6) }, `${description}: set alias`);
+      if (op.quietIpv6) await kernel.changeLink({ name: op.name, up: true }, `${description}: up`);
       return;
     }
     case 'updateLink': {
-      const { mtu, up, alias } = op.changes;
+      const { mtu, up, alias, addrGenMode } = op.changes;
       const master = op.changes.master === undefined ? undefined : await indexOf(kernel, op.changes.master, description);
+      // The kernel brings a device up before it applies IFLA_AF_SPEC: the mode goes first, alone.
+      const upLater = up === true && addrGenMode !== undefined;
       await kernel.changeLink(
-        { name: op.name, ...(mtu !== undefined ? { mtu } : {}), ...(up !== undefined ? { up } : {}), ...(alias !== undefined ? { alias } : {}), ...(master !== undefined ? { master } : {}) },
+        {
+          name: op.name,
+          ...(mtu !== undefined ? { mtu } : {}),
+          ...(up !== undefined && !upLater ? { up } : {}),
+          ...(alias !== undefined ? { alias } : {}),
+          ...(master !== undefined ? { master } : {}),
+          ...(addrGenMode !== undefined ? { addrGenMode } : {}),
+        },
         description,
       );
+      if (upLater) await kernel.changeLink({ name: op.name, up: true }, `${description}: up`);
       return;
     }
     case 'updateVxlan':
@@ -63,6 +76,15 @@ async function applyOne(kernel: Kernel, op: Operation, description: string, crea
       await kernel.deleteLink(op.index, description);
       return;
   }
+}
+
+/**
+ * No IPv6 link-local on a new device. The kernel refuses IFLA_AF_SPEC in the request that
+ * creates a device, and within one request it brings the device up before it applies
+ * IFLA_AF_SPEC: so such a device is created down, given the mode, then brought up.
+ */
+function quietIpv6(wanted: boolean): { addrGenMode?: number } {
+  return wanted ? { addrGenMode: IN6_ADDR_GEN_MODE_NONE } : {};
 }
 
 async function indexOf(kernel: Kernel, name: string, description: string): Promise<number> {

@@ -15,9 +15,12 @@ export const NLM_F_CREATE = 0x400;
 export const NLM_F_ECHO = 0x8;
 
 export const IFF_UP = 0x1;
+/** IFLA_INET6_ADDR_GEN_MODE value: no IPv6 link-local address is generated for the device. */
+export const IN6_ADDR_GEN_MODE_NONE = 1;
 export const IFF_LOWER_UP = 0x10000;
 
 const AF_UNSPEC = 0;
+const AF_INET6 = 10;
 const NLA_F_NESTED = 0x8000;
 const NLA_TYPE_MASK = 0x3fff;
 
@@ -30,8 +33,11 @@ const IFLA_LINKINFO = 18;
 const IFLA_IFALIAS = 20;
 const IFLA_STATS64 = 23;
 const IFLA_EXT_MASK = 29;
+const IFLA_AF_SPEC = 26;
 const IFLA_CARRIER = 33;
 const IFLA_CARRIER_CHANGES = 35;
+
+const IFLA_INET6_ADDR_GEN_MODE = 8;
 
 const IFLA_INFO_KIND = 1;
 const IFLA_INFO_DATA = 2;
@@ -84,6 +90,8 @@ export interface Link {
   carrier?: number;
   carrierChanges?: number;
   stats?: LinkStats;
+  /** IFLA_INET6_ADDR_GEN_MODE; absent when the device has no IPv6 (no IPv6 in the kernel, or an MTU below 1280). */
+  addrGenMode?: number;
 }
 
 // ---- encoding ----
@@ -138,6 +146,8 @@ export interface NewLinkRequest {
   alias?: string;
   up?: boolean;
   vxlan?: VxlanAttributes;
+  /** Only on a change: the kernel refuses IFLA_AF_SPEC when it creates a device. */
+  addrGenMode?: number;
 }
 
 /** Payload of an RTM_NEWLINK (create or change) carrying exactly the given fields. */
@@ -148,6 +158,7 @@ export function encodeLinkRequest(req: NewLinkRequest): Buffer {
   if (req.mtu !== undefined) attrs.push([IFLA_MTU, u32(req.mtu)]);
   if (req.master !== undefined) attrs.push([IFLA_MASTER, u32(req.master)]);
   if (req.alias !== undefined) attrs.push([IFLA_IFALIAS, Buffer.from(req.alias, 'utf8')]);
+  if (req.addrGenMode !== undefined) attrs.push([IFLA_AF_SPEC, [[AF_INET6, [[IFLA_INET6_ADDR_GEN_MODE, u8(req.addrGenMode)]]]]]);
   if (req.kind) {
     const info: AttrList = [[IFLA_INFO_KIND, cstring(req.kind)]];
     if (req.vxlan) info.push([IFLA_INFO_DATA, encodeVxlan(req.vxlan)]);
@@ -242,6 +253,14 @@ export function decodeLink(payload: Buffer, opts: { stats?: boolean } = {}): Lin
         break;
       case IFLA_LINKINFO:
         decodeLinkInfo(payload, from, to, link);
+        break;
+      case IFLA_AF_SPEC:
+        forEachAttr(payload, from, to, (family, start, end) => {
+          if (family !== AF_INET6) return;
+          forEachAttr(payload, start, end, (attr, at) => {
+            if (attr === IFLA_INET6_ADDR_GEN_MODE) link.addrGenMode = payload.readUInt8(at);
+          });
+        });
         break;
     }
   });

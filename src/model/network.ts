@@ -17,13 +17,25 @@ export interface Underlay {
   name: string;
   index: number;
   mtu: number;
+  /** The kernel runs IPv6 (the underlay reports an IPv6 address generation mode). */
+  ipv6: boolean;
 }
+
+/** Below this MTU the kernel keeps no IPv6 state on a device at all. */
+const IPV6_MIN_MTU = 1280;
 
 export interface DesiredBridge {
   name: string;
   alias: string;
   mac: Buffer;
   mtu: number;
+  /**
+   * No IPv6 link-local address (addrgenmode none): the host stays off the tenant's segment (no
+   * DAD, MLD reports or router solicitations flooded over the overlay, not reachable from VMs
+   * by link-local), and the kernel skips the per-device IPv6 work that dominated its cost at
+   * thousands of networks. False where the device has no IPv6 anyway.
+   */
+  quietIpv6: boolean;
 }
 
 export interface DesiredVxlan {
@@ -31,6 +43,8 @@ export interface DesiredVxlan {
   alias: string;
   mac: Buffer;
   mtu: number;
+  /** As DesiredBridge.quietIpv6. */
+  quietIpv6: boolean;
   id: number;
   group: MulticastGroup;
   ttl: number;
@@ -64,15 +78,17 @@ export function desiredNetwork(vni: number, spec: NetworkSpec, host: HostSetting
   }
   const mtu = spec.mtu ?? limit;
   const alias = ownerAlias(hex);
+  const quietIpv6 = underlay.ipv6 && mtu >= IPV6_MIN_MTU;
   return {
     vni,
     hex,
-    bridge: { name: bridgeName(hex), alias, mac: deterministicMac(host.hostname, 'bridge', vni), mtu },
+    bridge: { name: bridgeName(hex), alias, mac: deterministicMac(host.hostname, 'bridge', vni), mtu, quietIpv6 },
     vxlan: {
       name: vxlanName(hex),
       alias,
       mac: deterministicMac(host.hostname, 'vxlan', vni),
       mtu,
+      quietIpv6,
       id: vni,
       group,
       ttl: host.ttl,

@@ -1,5 +1,5 @@
 /** Kernel operations the planner emits. Devices are named, not indexed, so plans are pure. */
-import type { VxlanAttributes } from '../kernel/codec.js';
+import { IN6_ADDR_GEN_MODE_NONE, type VxlanAttributes } from '../kernel/codec.js';
 import { formatAddress } from '../model/group.js';
 
 export interface CreateBridge {
@@ -9,6 +9,8 @@ export interface CreateBridge {
   mac: Buffer;
   alias: string;
   mtu: number;
+  /** Set addrgenmode none before the bridge goes up. */
+  quietIpv6: boolean;
 }
 
 export interface CreateVxlan {
@@ -18,6 +20,8 @@ export interface CreateVxlan {
   mac: Buffer;
   alias: string;
   mtu: number;
+  /** Set addrgenmode none before the vxlan goes up. */
+  quietIpv6: boolean;
   bridge: string;
   vxlan: Required<Pick<VxlanAttributes, 'id' | 'group' | 'link' | 'ttl' | 'port' | 'learning'>> & Pick<VxlanAttributes, 'local'>;
 }
@@ -28,6 +32,8 @@ export interface LinkChanges {
   /** Bridge name to enslave the device to. */
   master?: string;
   alias?: string;
+  /** IFLA_INET6_ADDR_GEN_MODE */
+  addrGenMode?: number;
 }
 
 export interface UpdateLink {
@@ -77,6 +83,7 @@ function describeChanges(changes: LinkChanges): string {
   if (changes.up !== undefined) parts.push(changes.up ? 'up' : 'down');
   if (changes.master !== undefined) parts.push(`master ${changes.master}`);
   if (changes.alias !== undefined) parts.push(`alias ${changes.alias}`);
+  if (changes.addrGenMode !== undefined) parts.push(changes.addrGenMode === IN6_ADDR_GEN_MODE_NONE ? 'no IPv6 link-local (addrgenmode none)' : `addrgenmode ${changes.addrGenMode}`);
   return parts.join(', ');
 }
 

@@ -2,7 +2,7 @@
  * desired + actual → ordered operations for one network (pure, no I/O).
  * Mirrors felix: the plan is data; the executor in agent/ carries it out.
  */
-import { IFF_UP, type Link } from '../kernel/codec.js';
+import { IFF_UP, IN6_ADDR_GEN_MODE_NONE, type Link } from '../kernel/codec.js';
 import { deterministicMac } from '../model/mac.js';
 import type { DesiredNetwork } from '../model/network.js';
 import { ownerAlias, vniHex } from '../model/vni.js';
@@ -88,7 +88,7 @@ export function deviceMatches(desired: DesiredNetwork, link: Link, owner: Owners
 
 function planBridge(hex: string, desired: DesiredNetwork, bridge: Link | undefined): { ops: Operation[]; recreated: boolean } {
   const want = desired.bridge;
-  const create: Operation = { op: 'createBridge', hex, name: want.name, mac: want.mac, alias: want.alias, mtu: want.mtu };
+  const create: Operation = { op: 'createBridge', hex, name: want.name, mac: want.mac, alias: want.alias, mtu: want.mtu, quietIpv6: want.quietIpv6 };
   if (!bridge) return { ops: [create], recreated: true };
   if (bridge.kind !== 'bridge') {
     return { ops: [{ op: 'deleteLink', hex, name: bridge.name, index: bridge.index, why: `is a ${bridge.kind ?? 'device'} of unknown kind, not a bridge` }, create], recreated: true };
@@ -97,6 +97,7 @@ function planBridge(hex: string, desired: DesiredNetwork, bridge: Link | undefin
   if (bridge.mtu !== want.mtu) changes.mtu = want.mtu;
   if (!(bridge.flags & IFF_UP)) changes.up = true;
   if (bridge.alias !== want.alias) changes.alias = want.alias;
+  if (needsQuietIpv6(want.quietIpv6, bridge)) changes.addrGenMode = IN6_ADDR_GEN_MODE_NONE;
   return { ops: hasChanges(changes) ? [{ op: 'updateLink', hex, name: bridge.name, changes }] : [], recreated: false };
 }
 
@@ -109,6 +110,7 @@ function planVxlan(hex: string, desired: DesiredNetwork, vxlan: Link | undefined
     mac: want.mac,
     alias: want.alias,
     mtu: want.mtu,
+    quietIpv6: want.quietIpv6,
     bridge: desired.bridge.name,
     vxlan: {
       id: want.id,
@@ -150,8 +152,18 @@ function planVxlan(hex: string, desired: DesiredNetwork, vxlan: Link | undefined
   if (bridgeIndex === undefined || vxlan.master !== bridgeIndex) changes.master = desired.bridge.name;
   if (!(vxlan.flags & IFF_UP)) changes.up = true;
   if (vxlan.alias !== want.alias) changes.alias = want.alias;
+  if (needsQuietIpv6(want.quietIpv6, vxlan)) changes.addrGenMode = IN6_ADDR_GEN_MODE_NONE;
   if (hasChanges(changes)) ops.push({ op: 'updateLink', hex, name: vxlan.name, changes });
   return ops;
+}
+
+/**
+ * Only a device that reports a mode can be given one: one without IPv6 state (MTU below 1280)
+ * gets it from the kernel, with the default mode, when its MTU is raised, and the link event
+ * of that brings it here again.
+ */
+function needsQuietIpv6(wanted: boolean, link: Link): boolean {
+  return wanted && link.addrGenMode !== undefined && link.addrGenMode !== IN6_ADDR_GEN_MODE_NONE;
 }
 
 function hasChanges(changes: LinkChanges): boolean {

@@ -66,9 +66,10 @@ export interface DesiredStateSourceEvents {
  */
 const STATUS_TXN_OPS = 128;
 /**
- * A status is written at once unless a transaction went out less than this long ago; then it
- * waits out the rest, with whatever else changes meanwhile. A burst of 1,000 networks coming up
- * cost ~175 transactions without it (etcd runs on the same CPUs as the kernel work), ~40 with it.
+ * While statuses are coalesced, one that changes less than this long after the last status
+ * transaction waits out the rest, with whatever else changes meanwhile. A burst of 1,000
+ * networks coming up cost ~175 transactions without it (etcd runs on the same CPUs as the
+ * kernel work), ~40 with it.
  */
 const STATUS_COALESCE_MS = 100;
 
@@ -86,8 +87,9 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private readonly writtenStatus = new Map<string, string>();
   private flushing?: Promise<void>;
   private lastStatusTxnAt = -Infinity;
-  /** Ends the wait for more statuses early: a full transaction's worth is pending. */
+  /** Ends the wait for more statuses early: a full transaction's worth is pending, or coalescing ended. */
   private statusWait?: AbortController;
+  private coalescing = false;
 
   constructor(private readonly options: SourceOptions) {
     super();
@@ -245,6 +247,15 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     void this.flushStatus();
   }
 
+  /**
+   * While many networks change at once (the agent's bulk applies), statuses are written at most
+   * every STATUS_COALESCE_MS; otherwise, and as soon as this is turned off, at once.
+   */
+  coalesceStatusWrites(on: boolean): void {
+    this.coalescing = on;
+    if (!on) this.statusWait?.abort();
+  }
+
   private flushStatus(): Promise<void> {
     this.flushing ??= this.flushLoop().finally(() => (this.flushing = undefined));
     return this.flushing;
@@ -253,7 +264,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private async flushLoop(): Promise<void> {
     while (this.pendingStatus.size && this.connected && this.client) {
       const wait = this.lastStatusTxnAt + STATUS_COALESCE_MS - this.clock.now();
-      if (wait > 0 && this.pendingStatus.size < STATUS_TXN_OPS) {
+      if (this.coalescing && wait > 0 && this.pendingStatus.size < STATUS_TXN_OPS) {
         this.statusWait = new AbortController();
         await this.clock.sleep(wait, AbortSignal.any([this.stopping.signal, this.statusWait.signal]));
         this.statusWait = undefined;

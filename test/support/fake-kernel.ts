@@ -1,14 +1,25 @@
 /** An in-memory kernel with failNext… hooks, for unit tests of apply/agent (no root). */
 import { EventEmitter } from 'node:events';
-import { IFF_UP, type Link, type NewLinkRequest } from '../../src/kernel/codec.js';
+import { IFF_UP, IN6_ADDR_GEN_MODE_NONE, type Link, type NewLinkRequest } from '../../src/kernel/codec.js';
 import { KernelError } from '../../src/kernel/errors.js';
 import type { Kernel } from '../../src/kernel/rtnl.js';
 
 type Verb = 'create' | 'change' | 'delete' | 'get' | 'dump';
 
+/** A fake link also says whether the kernel gave it an IPv6 link-local address. */
+export type FakeLink = Link & { linkLocal?: boolean };
+
+const IPV6_MIN_MTU = 1280;
+const IN6_ADDR_GEN_MODE_EUI64 = 0;
+
+/**
+ * IPv6 as the kernel does it: a device of MTU 1280 or more has IPv6 state (mode eui64 by
+ * default), gets a link-local address when it goes up unless its mode is none, IFLA_AF_SPEC is
+ * refused at creation and, within one change, applied after the device is brought up.
+ */
 export class FakeKernel implements Kernel {
   readonly events = new EventEmitter();
-  readonly links = new Map<number, Link>();
+  readonly links = new Map<number, FakeLink>();
   readonly requests: Array<{ verb: Verb; operation: string }> = [];
   private nextIndex = 1;
   private failures: Array<{ verb: Verb; match: (operation: string) => boolean; errno: string }> = [];
@@ -20,7 +31,7 @@ export class FakeKernel implements Kernel {
     return full;
   }
 
-  byName(name: string): Link | undefined {
+  byName(name: string): FakeLink | undefined {
     return [...this.links.values()].find((l) => l.name === name);
   }
 
@@ -63,15 +74,19 @@ export class FakeKernel implements Kernel {
   async createLink(req: NewLinkRequest, operation: string): Promise<number | undefined> {
     this.record('create', operation);
     if (this.byName(req.name!)) throw new KernelError('EEXIST', operation);
-    const link = this.addLink({
+    if (req.addrGenMode !== undefined) throw new KernelError('EAFNOSUPPORT', operation);
+    const mtu = req.mtu ?? 1500;
+    const link: FakeLink = this.addLink({
       name: req.name!,
       kind: req.kind,
-      flags: req.up ? IFF_UP : 0,
-      mtu: req.mtu ?? 1500,
+      flags: 0,
+      mtu,
+      ...(this.ipv6 && mtu >= IPV6_MIN_MTU ? { addrGenMode: IN6_ADDR_GEN_MODE_EUI64 } : {}),
       ...(req.mac ? { mac: req.mac } : {}),
       ...(req.master !== undefined ? { master: req.master } : {}),
       ...(req.vxlan ? { vxlan: { ...req.vxlan } } : {}),
     });
+    if (req.up) this.bringUp(link);
     this.emitLink('new', link);
     return this.echoesCreates ? link.index : undefined;
   }
@@ -80,12 +95,26 @@ export class FakeKernel implements Kernel {
     this.record('change', operation);
     const link = req.index ? this.links.get(req.index) : this.byName(req.name!);
     if (!link) throw new KernelError('ENODEV', operation);
+    if (req.addrGenMode !== undefined && link.addrGenMode === undefined) throw new KernelError('EAFNOSUPPORT', operation);
     if (req.mtu !== undefined) link.mtu = req.mtu;
     if (req.alias !== undefined) link.alias = req.alias;
     if (req.master !== undefined) link.master = req.master;
-    if (req.up !== undefined) link.flags = req.up ? link.flags | IFF_UP : link.flags & ~IFF_UP;
+    if (req.up === true) this.bringUp(link);
+    if (req.up === false) {
+      link.flags &= ~IFF_UP;
+      delete link.linkLocal;
+    }
     if (req.vxlan) link.vxlan = { ...link.vxlan, ...req.vxlan };
+    if (req.addrGenMode !== undefined) link.addrGenMode = req.addrGenMode;
     this.emitLink('new', link);
+  }
+
+  /** Whether devices get IPv6 state (a kernel booted with ipv6.disable=1 has none). */
+  ipv6 = true;
+
+  private bringUp(link: FakeLink): void {
+    if (!(link.flags & IFF_UP) && link.addrGenMode !== undefined && link.addrGenMode !== IN6_ADDR_GEN_MODE_NONE) link.linkLocal = true;
+    link.flags |= IFF_UP;
   }
 
   async deleteLink(index: number, operation: string): Promise<void> {
