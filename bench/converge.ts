@@ -14,9 +14,10 @@
  * 1.7 s, 8 s and 22 s in three successive runs when they were kept).
  * Ratios use the best (fastest) run of each method; the median is shown too.
  *
- * - ip -batch: the 4 requests per network vxnetd makes (lib.ts ipOps():
- *   bridge with MAC and up; its MTU and alias; vxlan with MAC, MTU, master,
- *   up, id, group, dev u0, ttl 5, dstport 4789; its alias) in one `ip -batch`
+ * - ip -batch: the 6 requests per network vxnetd makes (lib.ts ipOps():
+ *   bridge with MAC; its MTU, alias and addrgenmode none; up; vxlan with MAC,
+ *   MTU, master, id, group, dev u0, ttl 5, dstport 4789; its alias and
+ *   addrgenmode none; up) in one `ip -batch`
  *   process, timed from spawn to exit.
  * - ip per op: the same lines, one `ip` process each, from a bash script run
  *   in the namespace (`ip netns exec … bash`). Above --per-op-sample
@@ -57,6 +58,7 @@ import {
   netlinkRequests,
   networks,
   now,
+  OPS_PER_NETWORK,
   parseArgs,
   percentile,
   putNetworks,
@@ -122,7 +124,7 @@ async function ipBatch(dc: DataCentre, host: string): Promise<number> {
  * One `ip` per op. When sample < N, only `sample` networks are run that way;
  * then the next `sample` networks are created with one `ip -batch` in the
  * same namespace, and the difference is the cost of a process per op. The
- * estimate for N is the ip -batch time for N plus 4·N times that cost: the
+ * estimate for N is the ip -batch time for N plus 6·N times that cost: the
  * kernel's share per network grows with N (it is not linear), the process
  * overhead per op does not, so scaling the sample by N/sample would be wrong.
  */
@@ -142,8 +144,8 @@ async function perOp(dc: DataCentre, host: string, sample: number, ipBatchMs: nu
   await quiesce('ip -batch of the next sample', ns);
   const batchMs = await timedRun([ip, '-n', ns, '-batch', batch], 'ip -batch (per-op reference)');
   await assertConverged(dc, ns, next, 'ip -batch (per-op reference)');
-  const perProcessMs = (ms - batchMs) / (4 * sample);
-  const estimate = ipBatchMs + 4 * N * perProcessMs;
+  const perProcessMs = (ms - batchMs) / (OPS_PER_NETWORK * sample);
+  const estimate = ipBatchMs + OPS_PER_NETWORK * N * perProcessMs;
   log(`ip per op: ${fmt.s(ms)} s for ${sample} networks, ip -batch ${fmt.s(batchMs)} s for the next ${next.length}: ${perProcessMs.toFixed(2)} ms per ip process → estimate ${fmt.s(estimate)} s for ${N}`);
   return { ms: estimate, perProcessMs };
 }
@@ -242,7 +244,7 @@ async function attempt<T>(what: string, failures: string[], fn: () => Promise<T>
 
 main(async () => {
   const sample = Math.min(N, args.perOpSample);
-  log(`converge: ${N} networks (${4 * N} ip operations), ${R} run(s) of each method`);
+  log(`converge: ${N} networks (${OPS_PER_NETWORK * N} ip operations), ${R} run(s) of each method`);
   const foreign = foreignActivity();
   if (foreign.length) log(`note: other benchmark/test processes are running on this machine:\n  ${foreign.join('\n  ')}`);
 
@@ -304,7 +306,7 @@ main(async () => {
   const burstBest = fastest(burstRuns);
   const perOpBest = fastest(perOpRuns)?.ms;
   const perRun = (runs: Array<{ ms: number; roundIpBatchMs?: number }>) => fmt.x(median(runs.map((x) => x.ms / x.roundIpBatchMs!)));
-  const rows: Array<Array<string | number>> = [['ip -batch (4 ops/network, 1 process)', fmt.s(ipBatchBest), fmt.s(median(batchRuns)), fmt.x(1), fmt.x(1), '']];
+  const rows: Array<Array<string | number>> = [[`ip -batch (${OPS_PER_NETWORK} ops/network, 1 process)`, fmt.s(ipBatchBest), fmt.s(median(batchRuns)), fmt.x(1), fmt.x(1), '']];
   const agentRow = (what: string, run: AgentRun | undefined, runs: AgentRun[], failures: string[], note: (x: AgentRun) => string) =>
     rows.push(
       run
@@ -337,7 +339,7 @@ main(async () => {
       fmt.s(median(perOpRuns.map((x) => x.ms))),
       fmt.x(perOpBest / ipBatchBest),
       perRun(perOpRuns),
-      sample < N ? `estimate: ip -batch + ${4 * N} × ${percentile(perProcessMs, 50).toFixed(2)} ms per ip process (measured on ${sample} networks)` : '',
+      sample < N ? `estimate: ip -batch + ${OPS_PER_NETWORK * N} × ${percentile(perProcessMs, 50).toFixed(2)} ms per ip process (measured on ${sample} networks)` : '',
     ]);
   }
 

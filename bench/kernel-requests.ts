@@ -30,7 +30,7 @@ const kernel = new NetlinkKernel();
 const u0 = await kernel.getLink('u0');
 if (!u0) throw new Error('no underlay u0 in this namespace');
 const host = { hostname, groupBase: parseGroupBase('ff05::'), ttl: 5, dstport: 4789 };
-const underlay = { name: 'u0', index: u0.index, mtu: u0.mtu };
+const underlay = { name: 'u0', index: u0.index, mtu: u0.mtu, ipv6: u0.addrGenMode !== undefined };
 const quiet = { info: () => undefined, warn: (fields: Record<string, unknown>, msg: string) => process.stderr.write(`${msg} ${JSON.stringify(fields)}\n`) };
 
 async function createNetwork(vni: number): Promise<void> {

@@ -100,23 +100,30 @@ export function networks(count: number, first = 1): BenchNetwork[] {
 
 /**
  * The kernel work vxnetd does for one network, as `ip` commands (without the
- * leading `ip`). Same attributes as the agent: deterministic MAC, alias,
- * MTU set after creation on the bridge (so it sticks), vxlan created with
- * MTU, master and up in one request, then its alias. 4 requests, as vxnetd's
- * 4 mutating requests (it also sends 1 RTM_GETLINK for the bridge's ifindex;
- * `ip` resolves `master` with an ioctl).
+ * leading `ip`). Same requests and attributes as the agent (src/agent/apply.ts):
+ * the bridge created with its deterministic MAC; its MTU (set after creation
+ * so it sticks), alias and addrgenmode none while it is down; then up. The
+ * vxlan created with MAC, MTU and master; its alias and addrgenmode none;
+ * then up. 6 requests, as vxnetd's 6 mutating requests (`ip` resolves
+ * `master` with an ioctl where vxnetd has the bridge's ifindex from the
+ * create's echo).
  */
 export function ipOps(net: BenchNetwork, host: string, mtu = OVERLAY_MTU): string[] {
   const brMac = formatMac(deterministicMac(host, 'bridge', net.vni));
   const vxMac = formatMac(deterministicMac(host, 'vxlan', net.vni));
   return [
     // `name` is needed: some hex names (brd…) are ip keywords otherwise.
-    `link add name ${net.bridge} address ${brMac} up type bridge`,
-    `link set dev ${net.bridge} mtu ${mtu} alias vxnetd:${net.hex}`,
-    `link add name ${net.vxlan} address ${vxMac} mtu ${mtu} master ${net.bridge} up type vxlan id ${net.vni} group ${net.group} dev u0 ttl 5 dstport 4789`,
-    `link set dev ${net.vxlan} alias vxnetd:${net.hex}`,
+    `link add name ${net.bridge} address ${brMac} type bridge`,
+    `link set dev ${net.bridge} mtu ${mtu} alias vxnetd:${net.hex} addrgenmode none`,
+    `link set dev ${net.bridge} up`,
+    `link add name ${net.vxlan} address ${vxMac} mtu ${mtu} master ${net.bridge} type vxlan id ${net.vni} group ${net.group} dev u0 ttl 5 dstport 4789`,
+    `link set dev ${net.vxlan} alias vxnetd:${net.hex} addrgenmode none`,
+    `link set dev ${net.vxlan} up`,
   ];
 }
+
+/** Requests per network in ipOps(), and in vxnetd's apply of a new network. */
+export const OPS_PER_NETWORK = 6;
 
 /** Writes `<prefix>/networks/<hex>` = spec for every network, in transactions of 128 puts (etcd's default limit). */
 export async function putNetworks(dc: DataCentre, nets: BenchNetwork[], opts: { prefix?: string; spec?: string } = {}): Promise<number> {

@@ -181,8 +181,8 @@ describe('etcd outages', () => {
       if (device.endsWith('e2')) continue;
       expect(after.get(device), `${device} untouched`).toBe(index);
     }
-    // Exactly: e2's two devices deleted, e6's two created (each create is followed by one change for mtu/alias).
-    expect(delta(reqBefore, await requests('h1'))).toEqual({ create: 2, change: 2, delete: 2 });
+    // Exactly: e2's two devices deleted, e6's two created (each create is followed by two changes: mtu/alias/addrgenmode, then up).
+    expect(delta(reqBefore, await requests('h1'))).toEqual({ create: 2, change: 4, delete: 2 });
     assertAlive();
   });
 
