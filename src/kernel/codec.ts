@@ -99,18 +99,35 @@ export interface Link {
 type AttrValue = Buffer | AttrList;
 type AttrList = Array<[number, AttrValue]>;
 
-function encodeAttrs(attrs: AttrList): Buffer {
-  const parts: Buffer[] = [];
+/** Bytes the attributes take on the wire, each padded to 4. */
+function attrsLength(attrs: AttrList): number {
+  let length = 0;
+  for (const [, value] of attrs) length += align4(4 + (Buffer.isBuffer(value) ? value.length : attrsLength(value)));
+  return length;
+}
+
+/** Writes the attributes at `offset` of a zero-filled buffer sized by attrsLength(); returns the end. */
+function writeAttrs(attrs: AttrList, out: Buffer, offset: number): number {
   for (const [type, value] of attrs) {
-    const payload = Buffer.isBuffer(value) ? value : encodeAttrs(value);
-    const header = Buffer.alloc(4);
-    header.writeUInt16LE(4 + payload.length, 0);
-    header.writeUInt16LE(Buffer.isBuffer(value) ? type : type | NLA_F_NESTED, 2);
-    parts.push(header, payload);
-    const pad = (4 - (payload.length % 4)) % 4;
-    if (pad) parts.push(Buffer.alloc(pad));
+    const start = offset;
+    offset += 4;
+    if (Buffer.isBuffer(value)) offset += value.copy(out, offset);
+    else offset = writeAttrs(value, out, offset);
+    out.writeUInt16LE(offset - start, start);
+    out.writeUInt16LE(Buffer.isBuffer(value) ? type : type | NLA_F_NESTED, start + 2);
+    offset = align4(offset);
   }
-  return Buffer.concat(parts);
+  return offset;
+}
+
+const align4 = (n: number) => (n + 3) & ~3;
+
+/** An ifinfomsg followed by attributes, in one allocation: thousands are built per bulk apply. */
+function linkMessage(index: number, flags: number, change: number, attrs: AttrList): Buffer {
+  const message = Buffer.alloc(IFINFOMSG_BYTES + attrsLength(attrs));
+  writeIfinfomsg(message, index, flags, change);
+  writeAttrs(attrs, message, IFINFOMSG_BYTES);
+  return message;
 }
 
 const u8 = (v: number) => Buffer.from([v]);
@@ -126,13 +143,17 @@ const be16 = (v: number) => {
 };
 const cstring = (s: string) => Buffer.from(`${s}\0`, 'utf8');
 
-export function ifinfomsg(index: number, flags = 0, change = 0): Buffer {
-  const b = Buffer.alloc(16);
+const IFINFOMSG_BYTES = 16;
+
+function writeIfinfomsg(b: Buffer, index: number, flags: number, change: number): void {
   b.writeUInt8(AF_UNSPEC, 0);
   b.writeInt32LE(index, 4);
   b.writeUInt32LE(flags >>> 0, 8);
   b.writeUInt32LE(change >>> 0, 12);
-  return b;
+}
+
+export function ifinfomsg(index: number, flags = 0, change = 0): Buffer {
+  return linkMessage(index, flags, change, []);
 }
 
 export interface NewLinkRequest {
@@ -166,7 +187,7 @@ export function encodeLinkRequest(req: NewLinkRequest): Buffer {
   }
   const flags = req.up === undefined ? 0 : req.up ? IFF_UP : 0;
   const change = req.up === undefined ? 0 : IFF_UP;
-  return Buffer.concat([ifinfomsg(req.index ?? 0, flags, change), encodeAttrs(attrs)]);
+  return linkMessage(req.index ?? 0, flags, change, attrs);
 }
 
 function encodeVxlan(v: VxlanAttributes): AttrList {
@@ -185,7 +206,7 @@ function encodeVxlan(v: VxlanAttributes): AttrList {
 export function encodeGetLink(opts: { name?: string; index?: number; withStats?: boolean }): Buffer {
   const attrs: AttrList = [[IFLA_EXT_MASK, u32(opts.withStats ? 0 : RTEXT_FILTER_SKIP_STATS)]];
   if (opts.name !== undefined) attrs.push([IFLA_IFNAME, cstring(opts.name)]);
-  return Buffer.concat([ifinfomsg(opts.index ?? 0), encodeAttrs(attrs)]);
+  return linkMessage(opts.index ?? 0, 0, 0, attrs);
 }
 
 export function encodeDelLink(index: number): Buffer {
