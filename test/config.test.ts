@@ -39,9 +39,10 @@ describe('vxnetd configuration', () => {
     });
     expect(config).toMatchObject({ underlay: 'u0', hostname: 'hv9', ttl: 7, scope: 'attached', resyncIntervalMs: 500 });
     expect(config.etcd).toEqual({ endpoints: ['http://[fd00::1]:2379', 'https://etcd2:2379'], user: 'agent', password: 'secret' });
-    const logged = JSON.stringify(loggableConfig(config), (_key, value: unknown) => (typeof value === 'bigint' ? String(value) : value));
+    const logged = JSON.stringify(loggableConfig(config));
     expect(logged).not.toContain('secret');
-    expect(loggableConfig(config)).toMatchObject({ hostname: 'hv9', etcd: { user: 'agent', password: '[redacted]' } });
+    expect(loggableConfig(config)).toMatchObject({ hostname: 'hv9', groupBase: 'ff05::', etcd: { user: 'agent', password: '[redacted]' } });
+    expect(loggableConfig(run(['--underlay', 'u0', '--local', '2001:db8::5']))).toMatchObject({ groupBase: 'ff05::', local: '2001:db8::5' });
     expect(loggableConfig(run(['--underlay', 'u0'])).etcd).toMatchObject({ password: undefined });
   });
 

@@ -1,6 +1,6 @@
 /** vxnetd's flags → a validated configuration (pure, unit-tested). */
 import { hostname as osHostname } from 'node:os';
-import { parseAddress, parseGroupBase, type GroupBase } from '../model/group.js';
+import { formatAddress, parseAddress, parseGroupBase, type GroupBase } from '../model/group.js';
 import type { EtcdOptions } from '../store/client.js';
 import { ETCD_FLAGS, UsageError, etcdOptionsFrom, parseArgs, parseDurationMs, parseInteger, parsePrefix, type FlagSpec } from './flags.js';
 
@@ -37,9 +37,17 @@ export interface AgentConfig {
   local?: Buffer;
 }
 
-/** The configuration as the start-up log line shows it: the etcd password never leaves the process. */
+/**
+ * The configuration as the start-up log line shows it: addresses as text (not a bigint JSON
+ * cannot carry, or a Buffer's byte array), and the etcd password never leaves the process.
+ */
 export function loggableConfig(config: AgentConfig): Record<string, unknown> {
-  return { ...config, etcd: { ...config.etcd, password: config.etcd.password ? '[redacted]' : undefined } };
+  return {
+    ...config,
+    groupBase: config.groupBase.text,
+    local: config.local ? formatAddress(config.local) : undefined,
+    etcd: { ...config.etcd, password: config.etcd.password ? '[redacted]' : undefined },
+  };
 }
 
 export type ConfigResult = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: AgentConfig };
