@@ -22,10 +22,10 @@ describe('applyPlan', () => {
     expect(vx.vxlan).toMatchObject({ id: 0xff01, ttl: 5, port: 4789, link: 2, learning: true });
     expect(kernel.mutatingRequests()).toEqual([
       'create bridge brff01 (mtu 1430)',
-      'create bridge brff01 (mtu 1430): set mtu and alias',
+      'create bridge brff01 (mtu 1430): set mtu and alias, no IPv6 link-local',
       'create bridge brff01 (mtu 1430): up',
       'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01)',
-      'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01): set alias',
+      'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01): set alias, no IPv6 link-local',
       'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01): up',
     ]);
   });
@@ -64,7 +64,14 @@ describe('applyPlan', () => {
   it('a failure after the vxlan exists undoes both devices', async () => {
     const kernel = new FakeKernel();
     kernel.failNext('change', 'EINVAL', 'set alias');
-    await expect(applyPlan(kernel, plan(), silent)).rejects.toThrow(/set alias: EINVAL/);
+    await expect(applyPlan(kernel, plan(), silent)).rejects.toThrow(/set alias, no IPv6 link-local: EINVAL/);
+    expect(kernel.links.size).toBe(0);
+  });
+
+  it('a failure to bring the vxlan up, the last step, undoes both devices', async () => {
+    const kernel = new FakeKernel();
+    kernel.failNext('change', 'ENOMEM', 'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01): up');
+    await expect(applyPlan(kernel, plan(), silent)).rejects.toThrow(/master brff01\): up: ENOMEM/);
     expect(kernel.links.size).toBe(0);
   });
 

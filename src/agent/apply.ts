@@ -36,7 +36,7 @@ async function applyOne(kernel: Kernel, op: Operation, description: string, crea
     case 'createBridge':
       created.set(op.name, await kernel.createLink({ name: op.name, kind: 'bridge', mac: op.mac, up: !op.quietIpv6 }, description));
       // A bridge keeps its MTU only when it is set after creation; the kernel ignores IFLA_IFALIAS at creation.
-      await kernel.changeLink({ name: op.name, mtu: op.mtu, alias: op.alias, ...quietIpv6(op.quietIpv6) }, `${description}: set mtu and alias`);
+      await kernel.changeLink({ name: op.name, mtu: op.mtu, alias: op.alias, ...quietIpv6(op.quietIpv6) }, `${description}: set mtu and alias${op.quietIpv6 ? ', no IPv6 link-local' : ''}`);
       if (op.quietIpv6) await kernel.changeLink({ name: op.name, up: true }, `${description}: up`);
       return;
     case 'createVxlan': {
@@ -46,7 +46,7 @@ async function applyOne(kernel: Kernel, op: Operation, description: string, crea
         description,
       );
       created.set(op.name, index);
-      await kernel.changeLink({ name: op.name, alias: op.alias, ...quietIpv6(op.quietIpv6) }, `${description}: set alias`);
+      await kernel.changeLink({ name: op.name, alias: op.alias, ...quietIpv6(op.quietIpv6) }, `${description}: set alias${op.quietIpv6 ? ', no IPv6 link-local' : ''}`);
       if (op.quietIpv6) await kernel.changeLink({ name: op.name, up: true }, `${description}: up`);
       return;
     }

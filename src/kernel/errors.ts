@@ -30,4 +30,5 @@ const ERRNO_HINTS: Record<string, string> = {
   ENOTSUP: 'not supported by this kernel (missing module?)',
   EOPNOTSUPP: 'not supported by this kernel (missing module?)',
   EADDRINUSE: 'another device already uses this VNI, group and port',
+  EAFNOSUPPORT: 'address family not supported, e.g. IPv6 settings on a device without IPv6',
 };
