@@ -62,7 +62,6 @@ import {
   netlinkRequests,
   networks,
   now,
-  OPS_PER_NETWORK,
   parseArgs,
   percentile,
   putNetworks,
@@ -112,6 +111,8 @@ interface AgentRun {
 const N = args.networks;
 const R = Math.max(1, Math.round(args.repeat));
 const nets = networks(N);
+/** Requests per network: ipOps() is written to match vxnetd's apply of a new network. */
+const OPS_PER_NETWORK = ipOps(nets[0]!, 'h').length;
 const dir = scratchDir('converge');
 const ip = findIp();
 

@@ -15,6 +15,7 @@ import { NetlinkKernel } from '../src/kernel/rtnl.js';
 import { parseGroupBase } from '../src/model/group.js';
 import { desiredNetwork } from '../src/model/network.js';
 import { vniHex } from '../src/model/vni.js';
+import { underlayOf } from '../src/plan/actual.js';
 import { ownershipOf, planNetwork } from '../src/plan/plan.js';
 
 const IN_FLIGHT = 16;
@@ -30,7 +31,7 @@ const kernel = new NetlinkKernel();
 const u0 = await kernel.getLink('u0');
 if (!u0) throw new Error('no underlay u0 in this namespace');
 const host = { hostname, groupBase: parseGroupBase('ff05::'), ttl: 5, dstport: 4789 };
-const underlay = { name: 'u0', index: u0.index, mtu: u0.mtu, ipv6: u0.addrGenMode !== undefined };
+const underlay = underlayOf(u0);
 const quiet = { info: () => undefined, warn: (fields: Record<string, unknown>, msg: string) => process.stderr.write(`${msg} ${JSON.stringify(fields)}\n`) };
 
 async function createNetwork(vni: number): Promise<void> {

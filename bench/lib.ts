@@ -122,8 +122,6 @@ export function ipOps(net: BenchNetwork, host: string, mtu = OVERLAY_MTU): strin
   ];
 }
 
-/** Requests per network in ipOps(), and in vxnetd's apply of a new network. */
-export const OPS_PER_NETWORK = 6;
 
 /** Writes `<prefix>/networks/<hex>` = spec for every network, in transactions of 128 puts (etcd's default limit). */
 export async function putNetworks(dc: DataCentre, nets: BenchNetwork[], opts: { prefix?: string; spec?: string } = {}): Promise<number> {

@@ -275,4 +275,29 @@ describe('DesiredStateSource', () => {
     expect(sleeps).toHaveLength(3);
     await source.stop(0);
   });
+
+  it('a status waiting out the window when the source stops is not written by a stopping source', async () => {
+    const state: FakeEtcdState = { revision: 3, kv: new Map(), failLists: 0, watchers: [], clients: 0 };
+    const sleeps: number[] = [];
+    const clock: Clock = {
+      now: () => 10_000,
+      sleep: (ms, signal) =>
+        new Promise<void>((end) => {
+          sleeps.push(ms);
+          signal?.addEventListener('abort', () => end());
+        }),
+    };
+    const source = makeSource(state, clock);
+    source.start();
+    for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
+    source.coalesceStatusWrites(true);
+    source.writeStatus('64', { state: 'ready' });
+    for (let i = 0; i < 20; i++) await flush();
+    source.writeStatus('65', { state: 'ready' });
+    for (let i = 0; i < 20; i++) await flush();
+    expect(sleeps).toContain(100);
+    await source.stop(0);
+    for (let i = 0; i < 20; i++) await flush();
+    expect(state.txns!.map((ops) => ops.length)).toEqual([1]);
+  });
 });

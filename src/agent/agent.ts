@@ -8,7 +8,7 @@ import type { Kernel, LinkEvent } from '../kernel/rtnl.js';
 import { desiredNetwork, type DesiredNetwork, type HostSettings, type Underlay } from '../model/network.js';
 import { parseNetworkSpec, SpecError, type SpecResult } from '../model/spec.js';
 import { bridgeName, hexFromOwnerAlias, ownerAlias, parseVniHex, vxlanName } from '../model/vni.js';
-import { emptyActual, groupLinksByNetwork, hexFromDeviceName } from '../plan/actual.js';
+import { emptyActual, groupLinksByNetwork, hexFromDeviceName, underlayOf } from '../plan/actual.js';
 import { deviceMatches, ownershipOf, planNetwork, type ActualNetwork, type Ownership } from '../plan/plan.js';
 import { systemClock, type Clock } from '../store/backoff.js';
 import type { Change, Snapshot, StoredValue } from '../store/source.js';
@@ -75,14 +75,13 @@ export class Agent {
   private readonly statuses = new Map<string, NetworkStatus>();
   private readonly bridgeIndex = new Map<string, number>();
   /**
-   * Networks with a device in the kernel as far as the agent knows: from the last dump, link
-   * events and its own creates. A wanted network outside it is created without first asking
-   * the kernel (two failing RTM_GETLINKs per network in a burst of new networks); creates are
-   * exclusive, so a device the agent did not know of fails the create with EEXIST and the
-   * network is planned again from the kernel's state.
+   * Networks that may have a device in the kernel: those of the last dump, of link events since
+   * and of the agent's own applies (undefined before the first dump). A wanted network outside
+   * it is created without first asking the kernel (two failing RTM_GETLINKs per network in a
+   * burst of new networks); creates are exclusive, so a device the agent did not know of fails
+   * the create with EEXIST and the network is planned again from the kernel's state.
    */
-  private devicesSeen = new Set<string>();
-  private devicesKnown = false;
+  private devicesSeen?: Set<string>;
   /** Pure functions of host and VNI; sha256 is the resync's main JS cost at thousands of networks. */
   private readonly ownerships = new Map<string, Ownership>();
   /** Link events that arrive while their network is being reconciled, newest per device. */
@@ -232,7 +231,6 @@ export class Agent {
     this.updateUnderlay(links.find((link) => link.name === this.options.underlay));
     const byNetwork = groupLinksByNetwork(links);
     this.devicesSeen = new Set(byNetwork.keys());
-    this.devicesKnown = true;
     for (const [hex, actual] of byNetwork) {
       if (actual.bridge && actual.bridge.alias === ownerAlias(hex)) this.bridgeIndex.set(hex, actual.bridge.index);
     }
@@ -248,7 +246,7 @@ export class Agent {
   }
 
   private updateUnderlay(link: Link | undefined): void {
-    const next = link ? { name: link.name, index: link.index, mtu: link.mtu, ipv6: link.addrGenMode !== undefined } : undefined;
+    const next = link ? underlayOf(link) : undefined;
     const prev = this.underlay;
     if (prev?.index === next?.index && prev?.mtu === next?.mtu && prev?.ipv6 === next?.ipv6) return;
     this.underlay = next;
@@ -312,7 +310,7 @@ export class Agent {
     }
 
     // Only a wanted network is assumed absent: the plan is then exclusive creates, never a deletion.
-    const assumedAbsent = !given && assumeAbsent && desired !== undefined && this.devicesKnown && !this.devicesSeen.has(hex);
+    const assumedAbsent = !given && assumeAbsent && desired !== undefined && this.devicesSeen !== undefined && !this.devicesSeen.has(hex);
     const actual = given ?? (assumedAbsent ? emptyActual() : await this.readActual(hex));
     const plan = planNetwork(hex, desired, actual, this.ownership(hex, vni));
     if (plan.conflicts.length) {
@@ -326,7 +324,7 @@ export class Agent {
       return 'unchanged';
     }
     if (++this.appliesRunning >= BULK_APPLIES) this.beginBulkApply();
-    if (desired) this.devicesSeen.add(hex);
+    if (desired) this.devicesSeen?.add(hex);
     try {
       const created = await applyPlan(this.kernel, plan.ops, this.log).finally(() => this.appliesRunning--);
       const bridgeIndex = created.get(bridgeName(hex));
@@ -451,7 +449,7 @@ export class Agent {
     const named = hexFromDeviceName(link.name);
     const hex = named?.hex ?? hexFromOwnerAlias(link.alias);
     if (!hex) return;
-    if (type === 'new') this.devicesSeen.add(hex);
+    if (type === 'new') this.devicesSeen?.add(hex);
     if (type === 'new' && named?.role === 'bridge' && link.alias === ownerAlias(hex)) this.bridgeIndex.set(hex, link.index);
     const during = this.eventsDuringReconcile.get(hex);
     if (during) return void during.set(link.name, { type, link });

@@ -3,9 +3,9 @@
  * created are deleted again if a later step fails.
  */
 import type { Kernel } from '../kernel/rtnl.js';
-import { IN6_ADDR_GEN_MODE_NONE } from '../kernel/codec.js';
+import { IN6_ADDR_GEN_MODE_NONE, type NewLinkRequest } from '../kernel/codec.js';
 import { KernelError } from '../kernel/errors.js';
-import { describe, type Operation } from '../plan/operations.js';
+import { describe, type CreateBridge, type CreateVxlan, type Operation } from '../plan/operations.js';
 
 export interface ApplyLog {
   info(fields: Record<string, unknown>, msg: string): void;
@@ -35,9 +35,8 @@ async function applyOne(kernel: Kernel, op: Operation, description: string, crea
   switch (op.op) {
     case 'createBridge':
       created.set(op.name, await kernel.createLink({ name: op.name, kind: 'bridge', mac: op.mac, up: !op.quietIpv6 }, description));
-      // A bridge keeps its MTU only when it is set after creation; the kernel ignores IFLA_IFALIAS at creation.
-      await kernel.changeLink({ name: op.name, mtu: op.mtu, alias: op.alias, ...quietIpv6(op.quietIpv6) }, `${description}: set mtu and alias${op.quietIpv6 ? ', no IPv6 link-local' : ''}`);
-      if (op.quietIpv6) await kernel.changeLink({ name: op.name, up: true }, `${description}: up`);
+      // A bridge keeps its MTU only when it is set after creation.
+      await settleNewDevice(kernel, op, { mtu: op.mtu, alias: op.alias }, 'mtu and alias', description);
       return;
     case 'createVxlan': {
       const master = created.get(op.bridge) ?? (await indexOf(kernel, op.bridge, description));
@@ -46,27 +45,24 @@ async function applyOne(kernel: Kernel, op: Operation, description: string, crea
         description,
       );
       created.set(op.name, index);
-      await kernel.changeLink({ name: op.name, alias: op.alias, ...quietIpv6(op.quietIpv6) }, `${description}: set alias${op.quietIpv6 ? ', no IPv6 link-local' : ''}`);
-      if (op.quietIpv6) await kernel.changeLink({ name: op.name, up: true }, `${description}: up`);
+      await settleNewDevice(kernel, op, { alias: op.alias }, 'alias', description);
       return;
     }
     case 'updateLink': {
       const { mtu, up, alias, addrGenMode } = op.changes;
       const master = op.changes.master === undefined ? undefined : await indexOf(kernel, op.changes.master, description);
-      // The kernel brings a device up before it applies IFLA_AF_SPEC: the mode goes first, alone.
-      const upLater = up === true && addrGenMode !== undefined;
-      await kernel.changeLink(
+      await changeLinkModeFirst(
+        kernel,
         {
           name: op.name,
           ...(mtu !== undefined ? { mtu } : {}),
-          ...(up !== undefined && !upLater ? { up } : {}),
+          ...(up !== undefined ? { up } : {}),
           ...(alias !== undefined ? { alias } : {}),
           ...(master !== undefined ? { master } : {}),
           ...(addrGenMode !== undefined ? { addrGenMode } : {}),
         },
         description,
       );
-      if (upLater) await kernel.changeLink({ name: op.name, up: true }, `${description}: up`);
       return;
     }
     case 'updateVxlan':
@@ -79,12 +75,25 @@ async function applyOne(kernel: Kernel, op: Operation, description: string, crea
 }
 
 /**
- * No IPv6 link-local on a new device. The kernel refuses IFLA_AF_SPEC in the request that
- * creates a device, and within one request it brings the device up before it applies
- * IFLA_AF_SPEC: so such a device is created down, given the mode, then brought up.
+ * What a new device gets right after its create: `settings` (the kernel ignores IFLA_IFALIAS at
+ * creation) and, for one without IPv6 link-local, the mode and then up. The kernel refuses
+ * IFLA_AF_SPEC in the creating request, so such a device was created down.
  */
-function quietIpv6(wanted: boolean): { addrGenMode?: number } {
-  return wanted ? { addrGenMode: IN6_ADDR_GEN_MODE_NONE } : {};
+function settleNewDevice(kernel: Kernel, op: CreateBridge | CreateVxlan, settings: NewLinkRequest, what: string, description: string): Promise<void> {
+  const quiet = op.quietIpv6 ? { addrGenMode: IN6_ADDR_GEN_MODE_NONE, up: true } : {};
+  return changeLinkModeFirst(kernel, { name: op.name, ...settings, ...quiet }, `${description}: set ${what}${op.quietIpv6 ? ', no IPv6 link-local' : ''}`, `${description}: up`);
+}
+
+/**
+ * One change, except that an `up` sent with an IPv6 address generation mode goes in a request
+ * of its own after it: within one request the kernel brings the device up first, and makes the
+ * link-local address the mode was to prevent.
+ */
+async function changeLinkModeFirst(kernel: Kernel, req: NewLinkRequest, description: string, upDescription = `${description}: up`): Promise<void> {
+  if (req.up !== true || req.addrGenMode === undefined) return kernel.changeLink(req, description);
+  const { up: _upLater, ...modeFirst } = req;
+  await kernel.changeLink(modeFirst, description);
+  await kernel.changeLink({ name: req.name!, up: true }, upDescription);
 }
 
 async function indexOf(kernel: Kernel, name: string, description: string): Promise<number> {

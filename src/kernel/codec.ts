@@ -125,7 +125,10 @@ const align4 = (n: number) => (n + 3) & ~3;
 /** An ifinfomsg followed by attributes, in one allocation: thousands are built per bulk apply. */
 function linkMessage(index: number, flags: number, change: number, attrs: AttrList): Buffer {
   const message = Buffer.alloc(IFINFOMSG_BYTES + attrsLength(attrs));
-  writeIfinfomsg(message, index, flags, change);
+  message.writeUInt8(AF_UNSPEC, 0);
+  message.writeInt32LE(index, 4);
+  message.writeUInt32LE(flags >>> 0, 8);
+  message.writeUInt32LE(change >>> 0, 12);
   writeAttrs(attrs, message, IFINFOMSG_BYTES);
   return message;
 }
@@ -144,17 +147,6 @@ const be16 = (v: number) => {
 const cstring = (s: string) => Buffer.from(`${s}\0`, 'utf8');
 
 const IFINFOMSG_BYTES = 16;
-
-function writeIfinfomsg(b: Buffer, index: number, flags: number, change: number): void {
-  b.writeUInt8(AF_UNSPEC, 0);
-  b.writeInt32LE(index, 4);
-  b.writeUInt32LE(flags >>> 0, 8);
-  b.writeUInt32LE(change >>> 0, 12);
-}
-
-export function ifinfomsg(index: number, flags = 0, change = 0): Buffer {
-  return linkMessage(index, flags, change, []);
-}
 
 export interface NewLinkRequest {
   /** 0 to address the device by name. */
@@ -210,7 +202,7 @@ export function encodeGetLink(opts: { name?: string; index?: number; withStats?:
 }
 
 export function encodeDelLink(index: number): Buffer {
-  return ifinfomsg(index);
+  return linkMessage(index, 0, 0, []);
 }
 
 // ---- decoding ----

@@ -29,13 +29,6 @@ export interface DesiredBridge {
   alias: string;
   mac: Buffer;
   mtu: number;
-  /**
-   * No IPv6 link-local address (addrgenmode none): the host stays off the tenant's segment (no
-   * DAD, MLD reports or router solicitations flooded over the overlay, not reachable from VMs
-   * by link-local), and the kernel skips the per-device IPv6 work that dominated its cost at
-   * thousands of networks. False where the device has no IPv6 anyway.
-   */
-  quietIpv6: boolean;
 }
 
 export interface DesiredVxlan {
@@ -43,8 +36,6 @@ export interface DesiredVxlan {
   alias: string;
   mac: Buffer;
   mtu: number;
-  /** As DesiredBridge.quietIpv6. */
-  quietIpv6: boolean;
   id: number;
   group: MulticastGroup;
   ttl: number;
@@ -56,6 +47,13 @@ export interface DesiredVxlan {
 export interface DesiredNetwork {
   vni: number;
   hex: string;
+  /**
+   * No IPv6 link-local address on either device (addrgenmode none): the host stays off the
+   * tenant's segment (no DAD, MLD reports or router solicitations flooded over the overlay, not
+   * reachable from VMs by link-local), and the kernel skips the per-device IPv6 work that
+   * dominated its cost at thousands of networks. False where the devices have no IPv6 anyway.
+   */
+  quietIpv6: boolean;
   bridge: DesiredBridge;
   vxlan: DesiredVxlan;
 }
@@ -78,17 +76,16 @@ export function desiredNetwork(vni: number, spec: NetworkSpec, host: HostSetting
   }
   const mtu = spec.mtu ?? limit;
   const alias = ownerAlias(hex);
-  const quietIpv6 = underlay.ipv6 && mtu >= IPV6_MIN_MTU;
   return {
     vni,
     hex,
-    bridge: { name: bridgeName(hex), alias, mac: deterministicMac(host.hostname, 'bridge', vni), mtu, quietIpv6 },
+    quietIpv6: underlay.ipv6 && mtu >= IPV6_MIN_MTU,
+    bridge: { name: bridgeName(hex), alias, mac: deterministicMac(host.hostname, 'bridge', vni), mtu },
     vxlan: {
       name: vxlanName(hex),
       alias,
       mac: deterministicMac(host.hostname, 'vxlan', vni),
       mtu,
-      quietIpv6,
       id: vni,
       group,
       ttl: host.ttl,

@@ -1,5 +1,6 @@
 /** Groups kernel links by the network they belong to, by name and by owner alias. */
 import type { Link } from '../kernel/codec.js';
+import type { Underlay } from '../model/network.js';
 import { hexFromOwnerAlias, parseVniHex } from '../model/vni.js';
 import type { ActualNetwork } from './plan.js';
 
@@ -10,6 +11,11 @@ export function hexFromDeviceName(name: string): { hex: string; role: 'vxlan' | 
   const match = MANAGED_NAME.exec(name);
   if (!match || parseVniHex(match[2]!) === undefined) return undefined;
   return { hex: match[2]!, role: match[1] === 'br' ? 'bridge' : 'vxlan' };
+}
+
+/** The underlay as planning needs it; the kernel runs IPv6 when the underlay reports an address generation mode. */
+export function underlayOf(link: Link): Underlay {
+  return { name: link.name, index: link.index, mtu: link.mtu, ipv6: link.addrGenMode !== undefined };
 }
 
 export function emptyActual(): ActualNetwork {

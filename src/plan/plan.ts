@@ -88,7 +88,7 @@ export function deviceMatches(desired: DesiredNetwork, link: Link, owner: Owners
 
 function planBridge(hex: string, desired: DesiredNetwork, bridge: Link | undefined): { ops: Operation[]; recreated: boolean } {
   const want = desired.bridge;
-  const create: Operation = { op: 'createBridge', hex, name: want.name, mac: want.mac, alias: want.alias, mtu: want.mtu, quietIpv6: want.quietIpv6 };
+  const create: Operation = { op: 'createBridge', hex, name: want.name, mac: want.mac, alias: want.alias, mtu: want.mtu, quietIpv6: desired.quietIpv6 };
   if (!bridge) return { ops: [create], recreated: true };
   if (bridge.kind !== 'bridge') {
     return { ops: [{ op: 'deleteLink', hex, name: bridge.name, index: bridge.index, why: `is a ${bridge.kind ?? 'device'} of unknown kind, not a bridge` }, create], recreated: true };
@@ -97,7 +97,7 @@ function planBridge(hex: string, desired: DesiredNetwork, bridge: Link | undefin
   if (bridge.mtu !== want.mtu) changes.mtu = want.mtu;
   if (!(bridge.flags & IFF_UP)) changes.up = true;
   if (bridge.alias !== want.alias) changes.alias = want.alias;
-  if (needsQuietIpv6(want.quietIpv6, bridge)) changes.addrGenMode = IN6_ADDR_GEN_MODE_NONE;
+  if (needsQuietIpv6(desired.quietIpv6, bridge)) changes.addrGenMode = IN6_ADDR_GEN_MODE_NONE;
   return { ops: hasChanges(changes) ? [{ op: 'updateLink', hex, name: bridge.name, changes }] : [], recreated: false };
 }
 
@@ -110,7 +110,7 @@ function planVxlan(hex: string, desired: DesiredNetwork, vxlan: Link | undefined
     mac: want.mac,
     alias: want.alias,
     mtu: want.mtu,
-    quietIpv6: want.quietIpv6,
+    quietIpv6: desired.quietIpv6,
     bridge: desired.bridge.name,
     vxlan: {
       id: want.id,
@@ -152,7 +152,7 @@ function planVxlan(hex: string, desired: DesiredNetwork, vxlan: Link | undefined
   if (bridgeIndex === undefined || vxlan.master !== bridgeIndex) changes.master = desired.bridge.name;
   if (!(vxlan.flags & IFF_UP)) changes.up = true;
   if (vxlan.alias !== want.alias) changes.alias = want.alias;
-  if (needsQuietIpv6(want.quietIpv6, vxlan)) changes.addrGenMode = IN6_ADDR_GEN_MODE_NONE;
+  if (needsQuietIpv6(desired.quietIpv6, vxlan)) changes.addrGenMode = IN6_ADDR_GEN_MODE_NONE;
   if (hasChanges(changes)) ops.push({ op: 'updateLink', hex, name: vxlan.name, changes });
   return ops;
 }
