@@ -48,6 +48,7 @@ import {
   assertConverged,
   allowGroups,
   cpuSeconds,
+  threadCpuOf,
   discardHost,
   findIp,
   fmt,
@@ -73,6 +74,7 @@ import {
   scratchDir,
   startAgent,
   table,
+  type AgentHandle,
   timedRun,
   UpTracker,
   waitReadyAt,
@@ -196,6 +198,7 @@ async function fromEmpty(dc: DataCentre, host: string): Promise<AgentRun> {
   const agent = await startAgent(dc, host, ['--prefix', prefix, '--log-level', String(args.logLevel)]);
   const readyAt = await readyLogged(agent, await waitReadyAt(agent, 300_000, 100));
   const run: AgentRun = { ms: readyAt - started, cpuS: cpuSeconds(agent.pid), rssMiB: memory(agent.pid).rssMiB, putMs };
+  const threads = threadCpuOf(agent.pid);
   await assertConverged(dc, dc.host(host).ns, nets, 'vxnetd from empty');
   run.requests = netlinkRequests((await scrape(`${agent.metricsUrl}/metrics`)).body);
   const startLog = logTime(agent, 'vxnetd starting');
@@ -204,8 +207,29 @@ async function fromEmpty(dc: DataCentre, host: string): Promise<AgentRun> {
     run.startToReadyMs = readyAt - startLog;
   }
   log(`vxnetd from empty: ${fmt.s(run.ms)} s (node start ${fmt.s(run.nodeStartMs ?? NaN)} s, cpu ${run.cpuS.toFixed(2)} s, rss ${run.rssMiB.toFixed(0)} MiB)`);
+  log(`  phases: ${phases(agent, started)}; main thread user ${threads.main.user.toFixed(2)} s, system ${threads.main.system.toFixed(2)} s; other threads ${threads.others.toFixed(2)} s`);
   await agent.stop();
   return run;
+}
+
+/** Where a from-empty run's time went, from the agent's log time stamps (ms after spawn). */
+function phases(agent: AgentHandle, started: number): string {
+  const lines = agent.logs();
+  const at = (pick: (l: { msg?: string; op?: string; time?: number }) => boolean) => {
+    const line = lines.find(pick);
+    return line?.time === undefined ? '?' : String(Math.round(line.time - started));
+  };
+  const kernelOps = new Set(['createBridge', 'createVxlan', 'updateLink', 'updateVxlan', 'deleteLink']);
+  const readyAt = lines.find((l) => l.msg === 'ready')?.time ?? Infinity;
+  const applies = lines.filter((l: { op?: string; time?: number }) => kernelOps.has(l.op ?? '') && (l.time ?? 0) <= readyAt);
+  const last = applies.at(-1)?.time;
+  return [
+    `starting ${at((l) => l.msg === 'vxnetd starting')}`,
+    `etcd connected ${at((l) => l.msg === 'connected to etcd')}`,
+    `first apply ${at((l) => kernelOps.has(l.op ?? ''))}`,
+    `last apply ${last === undefined ? '?' : Math.round(last - started)}`,
+    `ready ${at((l) => l.msg === 'ready')} ms`,
+  ].join(', ');
 }
 
 async function burst(dc: DataCentre, host: string): Promise<AgentRun> {

@@ -13,7 +13,7 @@
  * the private etcd keeps its data on /dev/shm (see withDataCentre()).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -563,6 +563,22 @@ export function cpuTimesOf(pid: number): { user: number; system: number } {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // fields[0] is field 3 (state): utime is field 14, stime field 15.
   return { user: Number(fields[11]) / CLK_TCK, system: Number(fields[12]) / CLK_TCK };
+}
+
+/** utime and stime of a process's main thread and the sum of its other threads (V8's helpers, libuv's pool), in seconds. */
+export function threadCpuOf(pid: number): { main: { user: number; system: number }; others: number } {
+  const threadTimes = (tid: string) => {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { user: Number(fields[11]) / CLK_TCK, system: Number(fields[12]) / CLK_TCK };
+  };
+  let others = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    if (tid === String(pid)) continue;
+    const t = threadTimes(tid);
+    others += t.user + t.system;
+  }
+  return { main: threadTimes(String(pid)), others };
 }
 
 /** utime + stime of a process, in seconds. */

@@ -228,6 +228,11 @@ export function linkFamily(payload: Buffer): number {
   return payload.readUInt8(0);
 }
 
+/** The ifindex of a link message, without decoding its attributes (a create's echo). */
+export function linkIndex(payload: Buffer): number {
+  return payload.readInt32LE(4);
+}
+
 export function decodeLink(payload: Buffer, opts: { stats?: boolean } = {}): Link {
   const link: Link = {
     index: payload.readInt32LE(4),

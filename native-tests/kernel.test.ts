@@ -1,0 +1,49 @@
+/**
+ * The rtnetlink adapter's requests against the real kernel (src/kernel/rtnl.ts):
+ * the ifindex from a create's echo, errno of refusals, many requests in flight
+ * each matched to its own answer. Runs a probe in a fresh host namespace.
+ */
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DataCentre } from './harness/datacentre.js';
+
+const PROBE = fileURLToPath(new URL('./probes/kernel-requests.ts', import.meta.url));
+
+describe('rtnetlink requests (NetlinkKernel)', () => {
+  let dc: DataCentre;
+  let seen: Record<string, any>;
+
+  beforeAll(async () => {
+    dc = await DataCentre.create({ hosts: ['h1'] });
+    const result = await dc.exec(dc.host('h1').ns, [process.execPath, '--import', 'tsx', PROBE], { timeoutMs: 30_000 });
+    if (result.code !== 0) throw new Error(`probe failed (${result.code}): ${result.stderr.slice(-2000)}`);
+    seen = JSON.parse(result.stdout.trim().split('\n').at(-1)!);
+  });
+  afterAll(() => dc?.destroy());
+
+  it("returns a new master-less device's ifindex from the kernel's echo", () => {
+    expect(seen.echoed).toBeGreaterThan(0);
+    expect(seen.echoed).toBe(seen.kt0Index);
+  });
+
+  it("rejects refusals with the kernel's errno and the operation", () => {
+    expect(seen.duplicate).toMatchObject({ errno: 'EEXIST', message: expect.stringContaining('create bridge kt0 again: EEXIST') });
+    expect(seen.missing).toBeNull();
+    expect(seen.changeMissing).toMatchObject({ errno: 'ENODEV', message: expect.stringContaining('set mtu of kt-missing') });
+  });
+
+  it('creates an enslaved device without asking for its echo', () => {
+    expect(seen.withMaster).toBeNull();
+    expect(seen.kt1Master).toBe(seen.kt0Index);
+  });
+
+  it('matches 100 concurrent creates, changes and deletes to their own answers', () => {
+    expect(seen.concurrentMatch).toBe(true);
+    expect(seen.mtusSet).toBe(true);
+    expect(seen.left).toBe(0);
+  });
+
+  it('refuses requests after close', () => {
+    expect(seen.afterClose).toMatchObject({ errno: 'ESHUTDOWN' });
+  });
+});

@@ -1,0 +1,43 @@
+/**
+ * Runs inside a host namespace for native-tests/kernel.test.ts: exercises
+ * NetlinkKernel's requests against the real kernel and prints one JSON object
+ * with what it saw. Device names start with `kt`; the test owns the namespace.
+ */
+import { KernelError } from '../../src/kernel/errors.js';
+import { NetlinkKernel } from '../../src/kernel/rtnl.js';
+
+const kernel = new NetlinkKernel();
+const outcome = async <T>(work: () => Promise<T>) => {
+  try {
+    return { ok: await work() };
+  } catch (error) {
+    return error instanceof KernelError ? { errno: error.errno, message: error.message } : { thrown: String(error) };
+  }
+};
+
+const echoed = await kernel.createLink({ name: 'kt0', kind: 'bridge', up: false }, 'create bridge kt0');
+const kt0 = await kernel.getLink('kt0');
+const duplicate = await outcome(() => kernel.createLink({ name: 'kt0', kind: 'bridge', up: false }, 'create bridge kt0 again'));
+const missing = await kernel.getLink('kt-missing');
+const changeMissing = await outcome(() => kernel.changeLink({ name: 'kt-missing', mtu: 1400 }, 'set mtu of kt-missing'));
+// A vxlan enslaved at creation: no echo is asked for, so no index.
+const withMaster = await kernel.createLink(
+  { name: 'kt1', kind: 'vxlan', master: echoed, mtu: 1400, up: false, vxlan: { id: 4097, group: Buffer.from('ff050000000000000000000000001001', 'hex'), link: (await kernel.getLink('u0'))!.index, ttl: 5, port: 4789, learning: true } },
+  'create vxlan kt1',
+);
+const kt1 = await kernel.getLink('kt1');
+// Many at once: more than the 16 in flight, each answered and matched to its own request.
+const names = Array.from({ length: 100 }, (_, i) => `ktb${i}`);
+const indexes = await Promise.all(names.map((name) => kernel.createLink({ name, kind: 'bridge', up: false }, `create bridge ${name}`)));
+const dumped = new Map((await kernel.dumpLinks()).map((link) => [link.name, link.index]));
+const concurrentMatch = names.every((name, i) => dumped.get(name) === indexes[i]);
+await Promise.all(names.map((name, i) => kernel.changeLink({ name, mtu: 1300 + i }, `set mtu of ${name}`)));
+const mtusSet = (await kernel.dumpLinks()).filter((link) => link.name.startsWith('ktb')).every((link) => link.mtu === 1300 + Number(link.name.slice(3)));
+await Promise.all(names.map((name) => kernel.deleteLink(dumped.get(name)!, `delete ${name}`)));
+const left = (await kernel.dumpLinks()).filter((link) => link.name.startsWith('ktb')).length;
+kernel.close();
+const afterClose = await outcome(() => kernel.getLink('kt0'));
+
+process.stdout.write(
+  `${JSON.stringify({ echoed, kt0Index: kt0?.index, duplicate, missing: missing ?? null, changeMissing, withMaster: withMaster ?? null, kt1Master: kt1?.master, concurrentMatch, mtusSet, left, afterClose })}\n`,
+);

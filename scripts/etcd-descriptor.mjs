@@ -1,0 +1,17 @@
+/**
+ * etcd3's gRPC descriptor as JSON, made the way @grpc/proto-loader's loadSync()
+ * makes it at run time (same parser, same files), so that the bundle can hand it
+ * to `fromJSON()` instead of parsing .proto text at every start (scripts/bundle.mjs).
+ */
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+// proto-loader's own loader, so the bundle cannot drift from what etcd3 would have loaded.
+const { loadProtosWithOptionsSync } = require(require.resolve('@grpc/proto-loader').replace(/index\.js$/, 'util.js'));
+
+/** The options etcd3 passes to loadSync(); only keepCase changes what the parser makes. */
+export const ETCD_PROTO_OPTIONS = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true };
+
+export function etcdRpcDescriptor(protoFile) {
+  return loadProtosWithOptionsSync(protoFile, ETCD_PROTO_OPTIONS).toJSON();
+}
