@@ -1,11 +1,11 @@
-/** The agent's log stream: one write per event-loop turn, warnings at once, in order. */
+/** The agent's log stream: info lines batched for a while, warnings at once, in order. */
 import { describe, expect, it } from 'vitest';
-import { TurnBufferedLog } from '../src/cli/log-stream.js';
+import { BatchedLog } from '../src/cli/log-stream.js';
 
 function setup() {
   const writes: string[] = [];
   const turns: Array<() => void> = [];
-  const stream = new TurnBufferedLog({ write: (text) => writes.push(text) }, (flush) => turns.push(flush));
+  const stream = new BatchedLog({ write: (text) => writes.push(text) }, (flush) => turns.push(flush));
   const line = (level: number, text: string) => {
     stream.lastLevel = level;
     stream.write(`${text}\n`);
@@ -13,8 +13,8 @@ function setup() {
   return { writes, turns, stream, line };
 }
 
-describe('TurnBufferedLog', () => {
-  it('writes the info lines of one turn together when the turn ends', () => {
+describe('BatchedLog', () => {
+  it('writes the info lines of one batch together when its time is up', () => {
     const { writes, turns, line } = setup();
     line(30, 'a');
     line(30, 'b');
@@ -38,6 +38,17 @@ describe('TurnBufferedLog', () => {
     expect(writes).toEqual(['created br1\nfailed: create vxlan1\n', 'uncaught exception\n']);
     turns[0]!();
     expect(writes).toHaveLength(2);
+  });
+
+  it('writes at once when more than 64 KiB are buffered', () => {
+    const { writes, turns, line } = setup();
+    const long = 'x'.repeat(1000);
+    for (let i = 0; i < 66; i++) line(30, long);
+    expect(writes).toHaveLength(1);
+    expect(writes[0]!.length).toBe(66 * 1001);
+    line(30, 'next');
+    turns[0]!();
+    expect(writes).toEqual([writes[0], 'next\n']);
   });
 
   it('flush() writes what is buffered (at exit) and nothing when empty', () => {

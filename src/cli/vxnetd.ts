@@ -12,7 +12,7 @@ import { createMetrics } from '../metrics/metrics.js';
 import { DesiredStateSource } from '../store/source.js';
 import { loggableConfig, parseAgentConfig, VXNETD_FLAGS, VXNETD_USAGE, type AgentConfig } from './config.js';
 import { UsageError, helpText } from './flags.js';
-import { TurnBufferedLog } from './log-stream.js';
+import { BatchedLog } from './log-stream.js';
 
 const { pino } = requireCommonJs('pino') as typeof pinoModule;
 
@@ -34,8 +34,8 @@ async function main(): Promise<void> {
 }
 
 async function run(config: AgentConfig): Promise<void> {
-  // Synchronous writes, one per event-loop turn (warnings at once): see TurnBufferedLog.
-  const logStream = new TurnBufferedLog(pino.destination({ sync: true }));
+  // Synchronous writes, batched for up to 10 ms (warnings at once): see BatchedLog.
+  const logStream = new BatchedLog(pino.destination({ sync: true }));
   process.on('exit', () => logStream.flush());
   const log = pino(
     // No `redact` option: it clones every line's fields. The only line with secrets redacts them itself.

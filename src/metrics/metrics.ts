@@ -183,10 +183,23 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     }
   };
 
+  // One counter child per (op, result): inc() with a label object hashes the labels on every
+  // call, and a bulk apply counts ~6 requests per network.
+  const requestCounters = new Map<string, { inc(): void }>();
+  const countNetlinkRequest = (op: string, result: string) => {
+    const key = `${op}\0${result}`;
+    let counter = requestCounters.get(key);
+    if (!counter) {
+      counter = netlinkRequests.labels({ op, result });
+      requestCounters.set(key, counter);
+    }
+    counter.inc();
+  };
+
   return {
     registry,
     observeReconcile: (seconds) => reconcile.observe(seconds),
-    countNetlinkRequest: (op, result) => netlinkRequests.inc({ op, result }),
+    countNetlinkRequest,
     countSpecError: (reason) => specErrors.inc({ reason }),
     render: async () => {
       try {
