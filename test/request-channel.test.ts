@@ -5,12 +5,12 @@
  */
 import { EventEmitter } from 'node:events';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { RTM_GETLINK, RTM_NEWLINK } from '../src/kernel/codec.js';
 import { KernelError } from '../src/kernel/errors.js';
 import { RequestChannel, type RequestSocket } from '../src/kernel/rtnl.js';
 
+/** The kernel's acknowledgement (struct nlmsgerr), errno 0 for success. */
 const NLMSG_ERROR = 2;
-const RTM_NEWLINK = 16;
-const RTM_GETLINK = 18;
 
 interface Sent {
   type: number;
