@@ -263,9 +263,11 @@ export async function discardHost(dc: DataCentre, host: string, probeNs: string)
 export async function allowGroups(dc: DataCentre, host: string, groups: number): Promise<void> {
   const needed = Math.max(131_072, groups * 64);
   const path = '/proc/sys/net/core/optmem_max';
-  const rootBefore = readFileSync(path, 'utf8').trim();
-  if (Number(rootBefore) >= needed) return;
   const ns = dc.host(host).ns;
+  // The namespace's own value: a new namespace starts from the kernel's default, whatever the root namespace has.
+  const current = await dc.exec(ns, ['cat', path]);
+  if (current.code === 0 && Number(current.stdout.trim()) >= needed) return;
+  const rootBefore = readFileSync(path, 'utf8').trim();
   const result = await dc.exec(ns, ['sh', '-c', `test -w ${path} && echo ${needed} > ${path} && cat ${path}`]);
   const rootAfter = readFileSync(path, 'utf8').trim();
   if (rootAfter !== rootBefore) {
