@@ -147,6 +147,16 @@ describe('RequestChannel', () => {
     await expect(next).resolves.toEqual([]);
   });
 
+  it('ignores an error from a socket it has already replaced', async () => {
+    socket().emit('error', new Error('poll error'));
+    const old = sockets[0]!;
+    const waiting = channel.request(RTM_NEWLINK, 0, Buffer.alloc(4), 'change br64');
+    old.emit('error', new Error('late error from the old socket'));
+    expect(sockets).toHaveLength(2);
+    socket().emit('message', ack(socket().sent[0]!.seq));
+    await expect(waiting).resolves.toEqual([]);
+  });
+
   it('sends once more on a fresh socket when the binding closed the old one (nothing was sent)', async () => {
     socket().throwOnSend = true;
     const request = channel.request(RTM_NEWLINK, 0, Buffer.alloc(4), 'create br64');

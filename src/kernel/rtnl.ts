@@ -158,9 +158,11 @@ export class RequestChannel {
     socket.unref();
     socket.on('message', (datagram) => this.receive(datagram));
     socket.on('error', (error) => {
+      this.onSocketError(error);
+      // A socket already replaced has nothing waiting on it any more.
+      if (socket !== this.socket) return;
       // The binding closes a socket after a poll error, and a failed receive may have lost an
       // acknowledgement: fail what waits (the agent plans again from a fresh read) and start afresh.
-      this.onSocketError(error);
       this.replaceSocket(`netlink socket error: ${error.message}`);
     });
     return socket;
