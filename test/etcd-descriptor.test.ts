@@ -19,7 +19,14 @@ interface MethodDefinition {
   responseSerialize(value: unknown): Buffer;
   responseDeserialize(bytes: Buffer): unknown;
 }
-type PackageDefinition = Record<string, Record<string, MethodDefinition> & { type?: unknown; format?: string }>;
+type ServiceDefinition = Record<string, MethodDefinition>;
+interface MessageDefinition {
+  format: string;
+  type: unknown;
+}
+type PackageDefinition = Record<string, ServiceDefinition | MessageDefinition>;
+const isMessage = (definition: ServiceDefinition | MessageDefinition): definition is MessageDefinition => 'format' in definition;
+const service = (definitions: PackageDefinition, name: string) => definitions[name] as ServiceDefinition;
 
 const require = createRequire(import.meta.url);
 const protoLoader = require(require.resolve('@grpc/proto-loader', { paths: [require.resolve('etcd3')] })) as {
@@ -41,11 +48,11 @@ describe("etcd3's descriptor made at build time", () => {
 
   it('describes every method and message the same way', () => {
     for (const [name, definition] of Object.entries(atRunTime)) {
-      const other = bundled[name]!;
-      if ('format' in definition) {
-        expect(other.type, name).toEqual(definition.type);
+      if (isMessage(definition)) {
+        expect((bundled[name] as MessageDefinition).type, name).toEqual(definition.type);
         continue;
       }
+      const other = service(bundled, name);
       expect(Object.keys(other).sort(), name).toEqual(Object.keys(definition).sort());
       for (const [method, m] of Object.entries(definition)) {
         const o = other[method]!;
@@ -62,9 +69,9 @@ describe("etcd3's descriptor made at build time", () => {
   });
 
   it('encodes and decodes messages interchangeably (64-bit fields as strings, bytes as buffers)', () => {
-    const range = atRunTime['etcdserverpb.KV']!.Range!;
+    const range = service(atRunTime, 'etcdserverpb.KV').Range!;
     const request = { key: Buffer.from('/v1/networks/'), range_end: Buffer.from('/v1/networks0'), revision: '9007199254740993', limit: '0' };
-    const viaBundled = bundled['etcdserverpb.KV']!.Range!;
+    const viaBundled = service(bundled, 'etcdserverpb.KV').Range!;
     expect(viaBundled.requestSerialize(request).equals(range.requestSerialize(request))).toBe(true);
     expect(viaBundled.requestDeserialize(range.requestSerialize(request))).toMatchObject({ key: request.key, revision: '9007199254740993' });
     const response = { header: { revision: '42' }, kvs: [{ key: Buffer.from('/v1/networks/64'), value: Buffer.from('{}'), mod_revision: '41' }], count: '1' };
