@@ -7,8 +7,9 @@
  *
  * Why: an agent that restarts over running VMs should be converging, not
  * loading modules. Unbundled, Node resolved, read and compiled ~300 files
- * (grpc-js alone ~80 ms) and etcd3 parsed its .proto text at load: ~0.3 s of
- * a 2-CPU host's time before the first log line, against ~0.15 s bundled.
+ * (grpc-js alone ~80 ms) and etcd3 parsed its .proto text at load: the first
+ * log line came 0.31-0.37 s after spawn on a 2-CPU host, 0.23-0.31 s bundled
+ * (bench/RESULTS.md, 2026-11-30 evening).
  *
  * - `requireCommonJs('pkg')` (src/commonjs.ts) becomes `require('pkg')` so
  *   that the package is bundled.
