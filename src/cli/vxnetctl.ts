@@ -424,8 +424,11 @@ function isEntryPoint(): boolean {
 }
 
 if (isEntryPoint()) {
-  process.exitCode = await main(process.argv.slice(2), process.env, {
+  // Not a top-level await: the bundle is CommonJS (scripts/bundle.mjs). A rejection still ends the process.
+  void main(process.argv.slice(2), process.env, {
     out: (text) => process.stdout.write(`${text}\n`),
     warn: (text) => process.stderr.write(`${text}\n`),
+  }).then((code) => {
+    process.exitCode = code;
   });
 }
