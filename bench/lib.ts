@@ -559,28 +559,28 @@ export function netlinkRequests(body: string): Record<string, number> {
 
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
 
-/** utime and stime of a process, in seconds. */
-export function cpuTimesOf(pid: number): { user: number; system: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/** utime and stime from a /proc stat file (a process's or one thread's), in seconds. */
+function statTimes(path: string): { user: number; system: number } {
+  const stat = readFileSync(path, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // fields[0] is field 3 (state): utime is field 14, stime field 15.
   return { user: Number(fields[11]) / CLK_TCK, system: Number(fields[12]) / CLK_TCK };
 }
 
+/** utime and stime of a process, in seconds. */
+export function cpuTimesOf(pid: number): { user: number; system: number } {
+  return statTimes(`/proc/${pid}/stat`);
+}
+
 /** utime and stime of a process's main thread and the sum of its other threads (V8's helpers, libuv's pool), in seconds. */
 export function threadCpuOf(pid: number): { main: { user: number; system: number }; others: number } {
-  const threadTimes = (tid: string) => {
-    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { user: Number(fields[11]) / CLK_TCK, system: Number(fields[12]) / CLK_TCK };
-  };
   let others = 0;
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     if (tid === String(pid)) continue;
-    const t = threadTimes(tid);
+    const t = statTimes(`/proc/${pid}/task/${tid}/stat`);
     others += t.user + t.system;
   }
-  return { main: threadTimes(String(pid)), others };
+  return { main: statTimes(`/proc/${pid}/task/${pid}/stat`), others };
 }
 
 /** utime + stime of a process, in seconds. */

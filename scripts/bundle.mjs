@@ -21,15 +21,15 @@
  *   build fails instead of shipping an unpatched call that cannot find its
  *   file.
  * - The native addons (netlink, node-unix-socket) stay in node_modules.
- * - The code cache (made by scripts/code-cache.cjs, running `--version` /
- *   `--help`) spares V8 parsing and compiling the bundle's start-up code:
+ * - The launcher is scripts/launcher.cjs, copied. The code cache (made by
+ *   scripts/code-cache.cjs, running `--version` / `--help`) spares V8 parsing and compiling the bundle's start-up code:
  *   ~80 ms of the ~330 ms `vxnetd --version` took. It is only valid for the
  *   Node that made it; another Node rejects it and compiles as usual.
  * - dist/package.json says "commonjs": the launchers and bundles are
  *   CommonJS, because only a vm.Script takes a code cache in Node 20.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -85,28 +85,10 @@ for (const name of ENTRIES) {
   // The entry's #! line would be a syntax error inside the function Module.wrap() makes.
   writeFileSync(bundle, readFileSync(bundle, 'utf8').replace(/^#!.*\n/, ''));
   const launcher = join(ROOT, 'dist', 'cli', `${name}.js`);
-  writeFileSync(launcher, launcherText(name));
+  copyFileSync(join(ROOT, 'scripts', 'launcher.cjs'), launcher);
   chmodSync(launcher, 0o755);
   const codeCache = join(ROOT, 'scripts', 'code-cache.cjs');
-  execFileSync(process.execPath, [codeCache, 'write', bundle, name === 'vxnetd' ? '--version' : '--help'], { stdio: ['ignore', 'ignore', 'inherit'] });
-  const verdict = execFileSync(process.execPath, [codeCache, 'check', bundle], { encoding: 'utf8' }).trim();
+  execFileSync(process.execPath, [codeCache, 'write', launcher, name === 'vxnetd' ? '--version' : '--help'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const verdict = execFileSync(process.execPath, [codeCache, 'check', launcher], { encoding: 'utf8' }).trim();
   if (verdict !== 'accepted') throw new Error(`bundle: V8 ${verdict} the code cache just made for ${name}`);
-}
-
-function launcherText(name) {
-  return `#!/usr/bin/env node
-'use strict';
-// Made by scripts/bundle.mjs: runs ${name}.bundle.js with V8's code cache from the build (~80 ms of
-// start-up). A cache this Node rejects, or a missing one, only costs that time: V8 compiles as usual.
-const { readFileSync } = require('node:fs');
-const { Script } = require('node:vm');
-const { wrap } = require('node:module');
-const bundle = \`\${__dirname}/${name}.bundle.js\`;
-let cachedData;
-try {
-  cachedData = readFileSync(\`\${bundle}.cache\`);
-} catch {}
-const script = new Script(wrap(readFileSync(bundle, 'utf8')), { filename: bundle, cachedData });
-script.runInThisContext().call(module.exports, module.exports, require, module, __filename, __dirname);
-`;
 }

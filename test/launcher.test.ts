@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const ROOT = join(import.meta.dirname, '..');
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-const cacheVerdict = (bundle: string) => execFileSync(process.execPath, [join(ROOT, 'scripts', 'code-cache.cjs'), 'check', bundle], { encoding: 'utf8' }).trim();
+const cacheVerdict = (launcher: string) => execFileSync(process.execPath, [join(ROOT, 'scripts', 'code-cache.cjs'), 'check', launcher], { encoding: 'utf8' }).trim();
 
 describe('launchers and code cache', () => {
   let copy: string;
@@ -26,19 +26,20 @@ describe('launchers and code cache', () => {
   afterAll(() => rmSync(copy, { recursive: true, force: true }));
 
   it("ships caches this Node accepts, and the launchers run with them", () => {
-    expect(cacheVerdict(join(ROOT, 'dist', 'cli', 'vxnetd.bundle.js'))).toBe('accepted');
-    expect(cacheVerdict(join(ROOT, 'dist', 'cli', 'vxnetctl.bundle.js'))).toBe('accepted');
+    expect(cacheVerdict(join(ROOT, 'dist', 'cli', 'vxnetd.js'))).toBe('accepted');
+    expect(cacheVerdict(join(ROOT, 'dist', 'cli', 'vxnetctl.js'))).toBe('accepted');
     expect(execFileSync(process.execPath, [join(ROOT, 'dist', 'cli', 'vxnetd.js'), '--version'], { encoding: 'utf8' })).toBe(`vxnetd ${VERSION}\n`);
     expect(execFileSync(process.execPath, [join(ROOT, 'dist', 'cli', 'vxnetctl.js'), '--help'], { encoding: 'utf8' })).toMatch(/^Usage: vxnetctl/);
   });
 
   it('runs with a cache V8 rejects, and without one', () => {
-    const bundle = join(copy, 'dist', 'cli', 'vxnetd.bundle.js');
-    writeFileSync(`${bundle}.cache`, Buffer.alloc(4096, 7));
-    expect(cacheVerdict(bundle)).toBe('rejected');
-    expect(execFileSync(process.execPath, [join(copy, 'dist', 'cli', 'vxnetd.js'), '--version'], { encoding: 'utf8' })).toBe(`vxnetd ${VERSION}\n`);
-    rmSync(`${bundle}.cache`);
-    expect(cacheVerdict(bundle)).toBe('missing');
-    expect(execFileSync(process.execPath, [join(copy, 'dist', 'cli', 'vxnetd.js'), '--version'], { encoding: 'utf8' })).toBe(`vxnetd ${VERSION}\n`);
+    const launcher = join(copy, 'dist', 'cli', 'vxnetd.js');
+    const cache = join(copy, 'dist', 'cli', 'vxnetd.bundle.js.cache');
+    writeFileSync(cache, Buffer.alloc(4096, 7));
+    expect(cacheVerdict(launcher)).toBe('rejected');
+    expect(execFileSync(process.execPath, [launcher, '--version'], { encoding: 'utf8' })).toBe(`vxnetd ${VERSION}\n`);
+    rmSync(cache);
+    expect(cacheVerdict(launcher)).toBe('missing');
+    expect(execFileSync(process.execPath, [launcher, '--version'], { encoding: 'utf8' })).toBe(`vxnetd ${VERSION}\n`);
   });
 });

@@ -100,6 +100,10 @@ function openSocket(opts: { forDumps?: boolean } = {}): NetlinkSocket {
   const socket = opts.forDumps
     ? createNetlink(Protocol.ROUTE, { messagePeeking: false, msgBufferSize: DUMP_READ_BUFFER_BYTES } as Parameters<typeof createNetlink>[1])
     : createNetlink(Protocol.ROUTE);
+  return withLargeReceiveBuffer(socket);
+}
+
+function withLargeReceiveBuffer<S extends Pick<RawNetlinkSocket, 'setRecvBufferSize'>>(socket: S): S {
   try {
     socket.setRecvBufferSize(RECEIVE_BUFFER_BYTES);
   } catch {
@@ -148,12 +152,7 @@ export class RequestChannel {
   }
 
   private open(): RequestSocket {
-    const socket = this.createSocket();
-    try {
-      socket.setRecvBufferSize(RECEIVE_BUFFER_BYTES);
-    } catch {
-      // Capped by net.core.rmem_max; the kernel keeps the largest size it allows.
-    }
+    const socket = withLargeReceiveBuffer(this.createSocket());
     // Referenced only while requests wait, as the library's sockets are.
     socket.unref();
     socket.on('message', (datagram) => this.receive(datagram));
@@ -181,14 +180,14 @@ export class RequestChannel {
       const request: PendingRequest = { operation, deadline: performance.now() + this.timeoutMs, replies: [], resolve, reject };
       this.track(seq, request);
       try {
-        this.send(seq, [header, payload]);
+        this.send(seq, operation, [header, payload]);
       } catch {
         // Closed under us (after a poll error): nothing was sent, so once more on a fresh socket.
         this.pending.delete(seq);
         this.replaceSocket('netlink socket closed');
         this.track(seq, request);
         try {
-          this.send(seq, [header, payload]);
+          this.send(seq, operation, [header, payload]);
         } catch (error) {
           this.settle(seq, new KernelError('EIO', `${operation}: ${(error as Error).message}`));
         }
@@ -202,9 +201,9 @@ export class RequestChannel {
     this.timer ??= setTimeout(() => this.expire(), this.timeoutMs).unref();
   }
 
-  private send(seq: number, message: Buffer[]): void {
+  private send(seq: number, operation: string, message: Buffer[]): void {
     this.socket.send(message, {}, (error?: Error & { code?: string }) => {
-      if (error) this.settle(seq, new KernelError(error.code ?? 'EIO', `${this.pending.get(seq)?.operation ?? 'request'}: ${error.message}`));
+      if (error) this.settle(seq, new KernelError(error.code ?? 'EIO', `${operation}: ${error.message}`));
     });
   }
 
