@@ -101,7 +101,7 @@ export function networks(count: number, first = 1): BenchNetwork[] {
 /**
  * The kernel work vxnetd does for one network, as `ip` commands (without the
  * leading `ip`). Same requests and attributes as the agent (src/agent/apply.ts):
- * the bridge created with its deterministic MAC; its MTU (set after creation
+ * the bridge created with its deterministic MAC and without multicast snooping; its MTU (set after creation
  * so it sticks), alias and addrgenmode none while it is down; then up. The
  * vxlan created with MAC, MTU and master; its alias and addrgenmode none;
  * then up. 6 requests, as vxnetd's 6 mutating requests (`ip` resolves
@@ -113,7 +113,7 @@ export function ipOps(net: BenchNetwork, host: string, mtu = OVERLAY_MTU): strin
   const vxMac = formatMac(deterministicMac(host, 'vxlan', net.vni));
   return [
     // `name` is needed: some hex names (brd…) are ip keywords otherwise.
-    `link add name ${net.bridge} address ${brMac} type bridge`,
+    `link add name ${net.bridge} address ${brMac} type bridge mcast_snooping 0`,
     `link set dev ${net.bridge} mtu ${mtu} alias vxnetd:${net.hex} addrgenmode none`,
     `link set dev ${net.bridge} up`,
     `link add name ${net.vxlan} address ${vxMac} mtu ${mtu} master ${net.bridge} type vxlan id ${net.vni} group ${net.group} dev u0 ttl 5 dstport 4789`,

@@ -63,6 +63,12 @@ describe('vxnetd on two hosts', () => {
         // No IPv6 link-local: the host sends no DAD, MLD or router solicitation into the tenant segment.
         expect(vxlan.inet6_addr_gen_mode).toBe('none');
         expect(bridge.inet6_addr_gen_mode).toBe('none');
+        // No multicast snooping: the bridge joins no all-snoopers group, so the host sends no IGMP/MLD reports into the segment.
+        expect(bridge.linkinfo.info_data.mcast_snooping).toBe(0);
+        const memberships = await dc.exec(ns, ['ip', 'maddr', 'show', 'dev', `br${hex}`]);
+        expect(memberships.code).toBe(0);
+        expect(memberships.stdout, `multicast memberships of br${hex} on ${host}`).toContain('ff02::1');
+        expect(memberships.stdout).not.toMatch(/224\.0\.0\.106|ff02::6a/);
         const addresses = await dc.exec(ns, ['ip', '-j', 'addr', 'show', 'dev', `br${hex}`]);
         expect(addresses.code).toBe(0);
         expect(JSON.parse(addresses.stdout)[0].addr_info, `addresses of br${hex} on ${host}`).toEqual([]);

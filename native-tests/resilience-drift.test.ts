@@ -145,6 +145,19 @@ describe('drift repair', () => {
     expect(total, JSON.stringify(requests)).toBeLessThanOrEqual(12 + 9 * 6);
   });
 
+  it("multicast snooping turned on by hand (an operator's choice for one network) is kept, also through a repair of the same bridge", async () => {
+    const requests = async () => Object.values(mutatingRequests(await scrape(h1))).reduce((a, b) => a + b, 0);
+    expect((await dc.link(ns(), 'bra1')).linkinfo.info_data.mcast_snooping, 'vxnetd creates its bridges without snooping').toBe(0);
+    const before = await requests();
+    await ip('h1', 'link', 'set', 'bra1', 'type', 'bridge', 'mcast_snooping', '1');
+    await sleep(300);
+    expect(await requests(), 'the link event of the change made no request').toBe(before);
+    const { after } = await driftAndRepair('bridge down with snooping on', ['link', 'set', 'bra1', 'down'], ['vxlana1', 'bra1']);
+    expect(after.get('bra1').linkinfo.info_data.mcast_snooping, 'snooping as the operator set it').toBe(1);
+    expect(await dc.ping(vma, vmb.address, { count: 3, timeoutS: 3 })).toBe(true);
+    await ip('h1', 'link', 'set', 'bra1', 'type', 'bridge', 'mcast_snooping', '0');
+  });
+
   it('a vxlan attribute changed by hand (ttl, group) is repaired in place within a second from the link event alone', async () => {
     // h1 resyncs once an hour: only its link events can repair this in time.
     const h1Before = await dc.link(ns(), 'vxlana1');

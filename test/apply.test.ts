@@ -20,10 +20,11 @@ describe('applyPlan', () => {
     expect(br.linkLocal).toBeUndefined();
     expect(vx.linkLocal).toBeUndefined();
     expect(vx.vxlan).toMatchObject({ id: 0xff01, ttl: 5, port: 4789, link: 2, learning: true });
+    expect(br.bridge).toEqual({ multicastSnooping: false });
     expect(kernel.mutatingRequests()).toEqual([
-      'create bridge brff01 (mtu 1430)',
-      'create bridge brff01 (mtu 1430): set mtu and alias, no IPv6 link-local',
-      'create bridge brff01 (mtu 1430): up',
+      'create bridge brff01 (mtu 1430, multicast snooping off)',
+      'create bridge brff01 (mtu 1430, multicast snooping off): set mtu and alias, no IPv6 link-local',
+      'create bridge brff01 (mtu 1430, multicast snooping off): up',
       'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01)',
       'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01): set alias, no IPv6 link-local',
       'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01): up',

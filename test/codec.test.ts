@@ -1,4 +1,4 @@
-/** The rtnetlink codec's IPv6 address generation mode: IFLA_AF_SPEC → AF_INET6 → IFLA_INET6_ADDR_GEN_MODE. */
+/** The rtnetlink codec: IPv6 address generation mode (IFLA_AF_SPEC → AF_INET6 → IFLA_INET6_ADDR_GEN_MODE) and bridge attributes. */
 import { describe, expect, it } from 'vitest';
 import { IN6_ADDR_GEN_MODE_NONE, decodeLink, encodeLinkRequest } from '../src/kernel/codec.js';
 
@@ -30,5 +30,16 @@ describe('codec: IPv6 address generation mode', () => {
     expect(decodeLink(withIpv6)).toMatchObject({ index: 7, name: 'vxlan64', addrGenMode: 0 });
     const withoutIpv6 = Buffer.concat([ifinfo, attr(3, Buffer.from('vxlan64\0')), attr(26 | NESTED, inet)]);
     expect(decodeLink(withoutIpv6).addrGenMode).toBeUndefined();
+  });
+});
+
+describe('codec: bridge attributes', () => {
+  it('puts multicast snooping under IFLA_LINKINFO / IFLA_INFO_DATA as IFLA_BR_MCAST_SNOOPING (u8), after the kind', () => {
+    const request = encodeLinkRequest({ name: 'br64', kind: 'bridge', bridge: { multicastSnooping: false } });
+    const linkinfo = attr(18 | NESTED, Buffer.concat([attr(1, Buffer.from('bridge\0')), attr(2 | NESTED, attr(23, Buffer.from([0])))]));
+    expect(request.subarray(16 + 12).equals(linkinfo)).toBe(true);
+    const on = encodeLinkRequest({ name: 'br64', kind: 'bridge', bridge: { multicastSnooping: true } });
+    expect(on.subarray(16 + 12).equals(attr(18 | NESTED, Buffer.concat([attr(1, Buffer.from('bridge\0')), attr(2 | NESTED, attr(23, Buffer.from([1])))])))).toBe(true);
+    expect(encodeLinkRequest({ name: 'br64', kind: 'bridge' }).subarray(16 + 12).equals(attr(18 | NESTED, attr(1, Buffer.from('bridge\0'))))).toBe(true);
   });
 });

@@ -36,7 +36,7 @@ describe('planNetwork', () => {
       name: 'nothing there: bridge then vxlan',
       desired: want,
       actual: { strays: [] },
-      ops: ['create bridge brff01 (mtu 1430)', 'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01)'],
+      ops: ['create bridge brff01 (mtu 1430, multicast snooping off)', 'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01)'],
     },
     { name: 'converged: nothing at all', desired: want, actual: { bridge: bridge(), vxlan: vxlan(), strays: [] }, ops: [] },
     {
@@ -126,7 +126,7 @@ describe('planNetwork', () => {
       name: 'bridge of the wrong kind but ours: replaced, vxlan re-enslaved',
       desired: want,
       actual: { bridge: bridge({ kind: 'veth' }), vxlan: vxlan(), strays: [] },
-      ops: ['delete brff01 (is a veth of unknown kind, not a bridge)', 'create bridge brff01 (mtu 1430)', 'update vxlanff01: master brff01'],
+      ops: ['delete brff01 (is a veth of unknown kind, not a bridge)', 'create bridge brff01 (mtu 1430, multicast snooping off)', 'update vxlanff01: master brff01'],
     },
   ];
 

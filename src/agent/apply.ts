@@ -34,7 +34,10 @@ export async function applyPlan(kernel: Kernel, ops: readonly Operation[], log: 
 async function applyOne(kernel: Kernel, op: Operation, description: string, created: CreatedDevices): Promise<void> {
   switch (op.op) {
     case 'createBridge':
-      created.set(op.name, await kernel.createLink({ name: op.name, kind: 'bridge', mac: op.mac, up: !op.quietIpv6 }, description));
+      created.set(op.name, await kernel.createLink(
+        { name: op.name, kind: 'bridge', mac: op.mac, up: !op.quietIpv6, bridge: { multicastSnooping: op.multicastSnooping } },
+        description,
+      ));
       // A bridge keeps its MTU only when it is set after creation.
       await settleNewDevice(kernel, op, { mtu: op.mtu, alias: op.alias }, 'mtu and alias', description);
       return;

@@ -42,6 +42,8 @@ const IFLA_INET6_ADDR_GEN_MODE = 8;
 const IFLA_INFO_KIND = 1;
 const IFLA_INFO_DATA = 2;
 
+const IFLA_BR_MCAST_SNOOPING = 23;
+
 const IFLA_VXLAN_ID = 1;
 const IFLA_VXLAN_GROUP = 2;
 const IFLA_VXLAN_LINK = 3;
@@ -53,6 +55,11 @@ const IFLA_VXLAN_GROUP6 = 16;
 const IFLA_VXLAN_LOCAL6 = 17;
 
 const RTEXT_FILTER_SKIP_STATS = 1 << 3;
+
+export interface BridgeAttributes {
+  /** IFLA_BR_MCAST_SNOOPING */
+  multicastSnooping?: boolean;
+}
 
 export interface VxlanAttributes {
   id?: number;
@@ -159,6 +166,7 @@ export interface NewLinkRequest {
   alias?: string;
   up?: boolean;
   vxlan?: VxlanAttributes;
+  bridge?: BridgeAttributes;
   /** Only on a change: the kernel refuses IFLA_AF_SPEC when it creates a device. */
   addrGenMode?: number;
 }
@@ -175,11 +183,18 @@ export function encodeLinkRequest(req: NewLinkRequest): Buffer {
   if (req.kind) {
     const info: AttrList = [[IFLA_INFO_KIND, cstring(req.kind)]];
     if (req.vxlan) info.push([IFLA_INFO_DATA, encodeVxlan(req.vxlan)]);
+    else if (req.bridge) info.push([IFLA_INFO_DATA, encodeBridge(req.bridge)]);
     attrs.push([IFLA_LINKINFO, info]);
   }
   const flags = req.up === undefined ? 0 : req.up ? IFF_UP : 0;
   const change = req.up === undefined ? 0 : IFF_UP;
   return linkMessage(req.index ?? 0, flags, change, attrs);
+}
+
+function encodeBridge(b: BridgeAttributes): AttrList {
+  const attrs: AttrList = [];
+  if (b.multicastSnooping !== undefined) attrs.push([IFLA_BR_MCAST_SNOOPING, u8(b.multicastSnooping ? 1 : 0)]);
+  return attrs;
 }
 
 function encodeVxlan(v: VxlanAttributes): AttrList {

@@ -29,6 +29,15 @@ export interface DesiredBridge {
   alias: string;
   mac: Buffer;
   mtu: number;
+  /**
+   * Set when the bridge is created, never enforced afterwards (an operator may turn it on for a
+   * network). Off: a snooping bridge joins the all-snoopers groups itself, so the host sends
+   * IGMP/MLD reports into every tenant segment and holds one IPv4 and one IPv6 multicast
+   * neighbour per bridge in tables every namespace shares (gc_thresh3 1024 by default: forced
+   * garbage collection from ~1,000 networks on, and twice the kernel time at 4,000). Without a
+   * querier in the segment a snooping bridge floods multicast anyway, as the vxlan does.
+   */
+  multicastSnooping: boolean;
 }
 
 export interface DesiredVxlan {
@@ -80,7 +89,7 @@ export function desiredNetwork(vni: number, spec: NetworkSpec, host: HostSetting
     vni,
     hex,
     quietIpv6: underlay.ipv6 && mtu >= IPV6_MIN_MTU,
-    bridge: { name: bridgeName(hex), alias, mac: deterministicMac(host.hostname, 'bridge', vni), mtu },
+    bridge: { name: bridgeName(hex), alias, mac: deterministicMac(host.hostname, 'bridge', vni), mtu, multicastSnooping: false },
     vxlan: {
       name: vxlanName(hex),
       alias,

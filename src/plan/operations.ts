@@ -11,6 +11,7 @@ export interface CreateBridge {
   mtu: number;
   /** Set addrgenmode none before the bridge goes up. */
   quietIpv6: boolean;
+  multicastSnooping: boolean;
 }
 
 export interface CreateVxlan {
@@ -65,7 +66,7 @@ export type Operation = CreateBridge | CreateVxlan | UpdateLink | UpdateVxlan | 
 export function describe(op: Operation): string {
   switch (op.op) {
     case 'createBridge':
-      return `create bridge ${op.name} (mtu ${op.mtu})`;
+      return `create bridge ${op.name} (mtu ${op.mtu}, multicast snooping ${op.multicastSnooping ? 'on' : 'off'})`;
     case 'createVxlan':
       return `create vxlan ${op.name} (id ${op.vxlan.id}, group ${formatAddress(op.vxlan.group)}, port ${op.vxlan.port}, ttl ${op.vxlan.ttl}, mtu ${op.mtu}, master ${op.bridge})`;
     case 'updateLink':

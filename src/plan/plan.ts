@@ -88,7 +88,7 @@ export function deviceMatches(desired: DesiredNetwork, link: Link, owner: Owners
 
 function planBridge(hex: string, desired: DesiredNetwork, bridge: Link | undefined): { ops: Operation[]; recreated: boolean } {
   const want = desired.bridge;
-  const create: Operation = { op: 'createBridge', hex, name: want.name, mac: want.mac, alias: want.alias, mtu: want.mtu, quietIpv6: desired.quietIpv6 };
+  const create: Operation = { op: 'createBridge', hex, name: want.name, mac: want.mac, alias: want.alias, mtu: want.mtu, quietIpv6: desired.quietIpv6, multicastSnooping: want.multicastSnooping };
   if (!bridge) return { ops: [create], recreated: true };
   if (bridge.kind !== 'bridge') {
     return { ops: [{ op: 'deleteLink', hex, name: bridge.name, index: bridge.index, why: `is a ${bridge.kind ?? 'device'} of unknown kind, not a bridge` }, create], recreated: true };

@@ -1,13 +1,13 @@
 /** An in-memory kernel with failNext… hooks, for unit tests of apply/agent (no root). */
 import { EventEmitter } from 'node:events';
-import { IFF_UP, IN6_ADDR_GEN_MODE_NONE, type Link, type NewLinkRequest } from '../../src/kernel/codec.js';
+import { IFF_UP, IN6_ADDR_GEN_MODE_NONE, type BridgeAttributes, type Link, type NewLinkRequest } from '../../src/kernel/codec.js';
 import { KernelError } from '../../src/kernel/errors.js';
 import type { Kernel } from '../../src/kernel/rtnl.js';
 
 type Verb = 'create' | 'change' | 'delete' | 'get' | 'dump';
 
 /** A fake link also says whether the kernel gave it an IPv6 link-local address. */
-export type FakeLink = Link & { linkLocal?: boolean };
+export type FakeLink = Link & { linkLocal?: boolean; bridge?: BridgeAttributes };
 
 const IPV6_MIN_MTU = 1280;
 const IN6_ADDR_GEN_MODE_EUI64 = 0;
@@ -85,6 +85,7 @@ export class FakeKernel implements Kernel {
       ...(req.mac ? { mac: req.mac } : {}),
       ...(req.master !== undefined ? { master: req.master } : {}),
       ...(req.vxlan ? { vxlan: { ...req.vxlan } } : {}),
+      ...(req.bridge ? { bridge: { ...req.bridge } } : {}),
     });
     if (req.up) this.bringUp(link);
     this.emitLink('new', link);
