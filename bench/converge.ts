@@ -15,7 +15,7 @@
  * Ratios use the best (fastest) run of each method; the median is shown too.
  *
  * - ip -batch: the 6 requests per network vxnetd makes (lib.ts ipOps():
- *   bridge with MAC; its MTU, alias and addrgenmode none; up; vxlan with MAC,
+ *   bridge with MAC, no multicast snooping; its MTU, alias and addrgenmode none; up; vxlan with MAC,
  *   MTU, master, id, group, dev u0, ttl 5, dstport 4789; its alias and
  *   addrgenmode none; up) in one `ip -batch`
  *   process, timed from spawn to exit.

@@ -148,6 +148,7 @@ interface IpLink {
   mtu: number;
   master?: string;
   ifalias?: string;
+  linkinfo?: { info_kind?: string; info_data?: { mcast_snooping?: number } };
 }
 
 export async function links(dc: DataCentre, ns: string): Promise<IpLink[]> {
@@ -172,10 +173,15 @@ export function missingNetworks(all: IpLink[], nets: BenchNetwork[], mtu = OVERL
 }
 
 export async function assertConverged(dc: DataCentre, ns: string, nets: BenchNetwork[], what: string): Promise<void> {
-  const missing = missingNetworks(await links(dc, ns), nets);
+  const all = await links(dc, ns);
+  const missing = missingNetworks(all, nets);
   if (missing.length) {
     throw new Error(`${what}: ${missing.length} of ${nets.length} networks not fully up in ${ns} (first: ${missing.slice(0, 3).map((n) => n.hex).join(', ')})`);
   }
+  // Same kernel work in every method: a snooping bridge costs the kernel more (README, "How vxnetd treats the kernel").
+  const bridges = new Set(nets.map((n) => n.bridge));
+  const snooping = all.filter((l) => bridges.has(l.ifname) && l.linkinfo?.info_data?.mcast_snooping !== 0);
+  if (snooping.length) throw new Error(`${what}: ${snooping.length} of ${nets.length} bridges in ${ns} snoop multicast (first: ${snooping[0]!.ifname})`);
 }
 
 // ------------------------------------------------------------ processes ----
