@@ -32,9 +32,9 @@ export interface DesiredBridge {
   /**
    * Set when the bridge is created, never enforced afterwards (an operator may turn it on for a
    * network). Off: a snooping bridge joins the all-snoopers groups itself, so the host sends
-   * IGMP/MLD reports into every tenant segment and holds one IPv4 and one IPv6 multicast
-   * neighbour per bridge in tables every namespace shares (gc_thresh3 1024 by default: forced
-   * garbage collection from ~1,000 networks on, and twice the kernel time at 4,000). Without a
+   * IGMP/MLD reports into every tenant segment and holds IPv4 and IPv6 multicast neighbours for
+   * every bridge in tables every namespace shares (gc_thresh3 1024 by default: forced garbage
+   * collection from ~1,000 networks on, and twice the kernel time at 4,000). Without a
    * querier in the segment a snooping bridge floods multicast anyway, as the vxlan does.
    */
   multicastSnooping: boolean;
