@@ -101,12 +101,12 @@ export function networks(count: number, first = 1): BenchNetwork[] {
 /**
  * The kernel work vxnetd does for one network, as `ip` commands (without the
  * leading `ip`). Same requests and attributes as the agent (src/agent/apply.ts):
- * the bridge created with its deterministic MAC and without multicast snooping; its MTU (set after creation
- * so it sticks), alias and addrgenmode none while it is down; then up. The
- * vxlan created with MAC, MTU and master; its alias and addrgenmode none;
- * then up. 6 requests, as vxnetd's 6 mutating requests (`ip` resolves
- * `master` with an ioctl where vxnetd has the bridge's ifindex from the
- * create's echo).
+ * the bridge created with its deterministic MAC and without multicast
+ * snooping; its MTU (set after creation so it sticks), alias and addrgenmode
+ * none while it is down; then up. The vxlan created with MAC, MTU and master;
+ * its alias and addrgenmode none; then up. 6 requests, as vxnetd's 6
+ * mutating requests (`ip` resolves `master` with an ioctl where vxnetd has
+ * the bridge's ifindex from the create's echo).
  */
 export function ipOps(net: BenchNetwork, host: string, mtu = OVERLAY_MTU): string[] {
   const brMac = formatMac(deterministicMac(host, 'bridge', net.vni));
