@@ -15,10 +15,10 @@
  * Ratios use the best (fastest) run of each method; the median is shown too.
  *
  * - ip -batch: the 6 requests per network vxnetd makes (lib.ts ipOps():
- *   bridge with MAC, no multicast snooping; its MTU, alias and addrgenmode none; up; vxlan with MAC,
- *   MTU, master, id, group, dev u0, ttl 5, dstport 4789; its alias and
- *   addrgenmode none; up) in one `ip -batch`
- *   process, timed from spawn to exit.
+ *   bridge with MAC, no multicast snooping; its MTU, alias and addrgenmode
+ *   none; up; vxlan with MAC, MTU, master, id, group, dev u0, ttl 5, dstport
+ *   4789; its alias and addrgenmode none; up) in one `ip -batch` process,
+ *   timed from spawn to exit.
  * - ip per op: the same lines, one `ip` process each, from a bash script run
  *   in the namespace (`ip netns exec … bash`). Above --per-op-sample
  *   networks it is estimated from a sample (see perOp(); said in the output).
@@ -215,20 +215,17 @@ async function fromEmpty(dc: DataCentre, host: string): Promise<AgentRun> {
 /** Where a from-empty run's time went, from the agent's log time stamps (ms after spawn). */
 function phases(agent: AgentHandle, started: number): string {
   const lines = agent.logs();
-  const at = (pick: (l: { msg?: string; op?: string; time?: number }) => boolean) => {
-    const line = lines.find(pick);
-    return line?.time === undefined ? '?' : String(Math.round(line.time - started));
-  };
+  const ms = (time: number | undefined) => (time === undefined ? '?' : String(Math.round(time - started)));
+  const at = (msg: string) => ms(lines.find((l) => l.msg === msg)?.time);
   const kernelOps = new Set(['createBridge', 'createVxlan', 'updateLink', 'updateVxlan', 'deleteLink']);
-  const readyAt = lines.find((l) => l.msg === 'ready')?.time ?? Infinity;
-  const applies = lines.filter((l: { op?: string; time?: number }) => kernelOps.has(l.op ?? '') && (l.time ?? 0) <= readyAt);
-  const last = applies.at(-1)?.time;
+  const readyAt = lines.find((l) => l.msg === 'ready')?.time;
+  const applies = lines.filter((l: { op?: string; time?: number }) => kernelOps.has(l.op ?? '') && (l.time ?? 0) <= (readyAt ?? Infinity));
   return [
-    `starting ${at((l) => l.msg === 'vxnetd starting')}`,
-    `etcd connected ${at((l) => l.msg === 'connected to etcd')}`,
-    `first apply ${at((l) => kernelOps.has(l.op ?? ''))}`,
-    `last apply ${last === undefined ? '?' : Math.round(last - started)}`,
-    `ready ${at((l) => l.msg === 'ready')} ms`,
+    `starting ${at('vxnetd starting')}`,
+    `etcd connected ${at('connected to etcd')}`,
+    `first apply ${ms(applies[0]?.time)}`,
+    `last apply ${ms(applies.at(-1)?.time)}`,
+    `ready ${ms(readyAt)} ms`,
   ].join(', ');
 }
 

@@ -61,6 +61,8 @@ function ack(seq: number, errno = 0): Buffer {
 describe('RequestChannel', () => {
   let sockets: FakeSocket[];
   let socketErrors: Error[];
+  /** New sockets throw on send, as every socket of a broken binding would. */
+  let newSocketsThrow: boolean;
   let channel: RequestChannel;
   const socket = () => sockets.at(-1)!;
 
@@ -68,8 +70,10 @@ describe('RequestChannel', () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
     sockets = [];
     socketErrors = [];
+    newSocketsThrow = false;
     channel = new RequestChannel(5000, (error) => socketErrors.push(error), () => {
       const s = new FakeSocket();
+      s.throwOnSend = newSocketsThrow;
       sockets.push(s);
       return s as unknown as RequestSocket;
     });
@@ -164,6 +168,20 @@ describe('RequestChannel', () => {
     expect(sockets[1]!.sent).toHaveLength(1);
     socket().emit('message', ack(sockets[1]!.sent[0]!.seq));
     await expect(request).resolves.toEqual([]);
+  });
+
+  it('fails with EIO when the fresh socket refuses the send too, and waits for nothing', async () => {
+    socket().throwOnSend = true;
+    newSocketsThrow = true;
+    await expect(channel.request(RTM_NEWLINK, 0, Buffer.alloc(4), 'create br64')).rejects.toMatchObject({
+      errno: 'EIO',
+      operation: 'create br64: Netlink socket is closed',
+    });
+    expect(sockets).toHaveLength(2);
+    expect(socket().referenced).toBe(false);
+    expect(vi.getTimerCount()).toBe(1); // the shared timer, which finds nothing when it fires
+    vi.advanceTimersByTime(5000);
+    expect(vi.getTimerCount()).toBe(0);
   });
 
   it('reports a failed send with its errno code', async () => {

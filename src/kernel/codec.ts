@@ -250,7 +250,7 @@ export function linkIndex(payload: Buffer): number {
 
 export function decodeLink(payload: Buffer, opts: { stats?: boolean } = {}): Link {
   const link: Link = {
-    index: payload.readInt32LE(4),
+    index: linkIndex(payload),
     flags: payload.readUInt32LE(8),
     name: '',
     mtu: 0,

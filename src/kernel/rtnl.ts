@@ -178,16 +178,18 @@ export class RequestChannel {
     header.writeUInt32LE(0, 12);
     return new Promise<Buffer[]>((resolve, reject) => {
       const request: PendingRequest = { operation, deadline: performance.now() + this.timeoutMs, replies: [], resolve, reject };
-      this.track(seq, request);
-      try {
+      const trackAndSend = () => {
+        this.track(seq, request);
         this.send(seq, operation, [header, payload]);
+      };
+      try {
+        trackAndSend();
       } catch {
         // Closed under us (after a poll error): nothing was sent, so once more on a fresh socket.
         this.pending.delete(seq);
         this.replaceSocket('netlink socket closed');
-        this.track(seq, request);
         try {
-          this.send(seq, operation, [header, payload]);
+          trackAndSend();
         } catch (error) {
           this.settle(seq, new KernelError('EIO', `${operation}: ${(error as Error).message}`));
         }
