@@ -46,4 +46,15 @@ describe('rtnetlink requests (NetlinkKernel)', () => {
   it('refuses requests after close', () => {
     expect(seen.afterClose).toMatchObject({ errno: 'ESHUTDOWN' });
   });
+
+  it("fails a request with sendmsg()'s errno when the kernel refuses to take it", () => {
+    expect(seen.beforeWorkerDied).toEqual({ ok: 1 }); // the link, then the acknowledgement
+    expect(seen.oversized).toMatchObject({ errno: 'EMSGSIZE', message: expect.stringContaining('get link (oversized)') });
+  });
+
+  it('reports a request worker thread that dies and sends the next request on a fresh one', () => {
+    expect(seen.socketErrors).toEqual(['netlink worker thread exited (code 1)']);
+    expect(seen.workersStarted).toBe(2);
+    expect(seen.afterWorkerDied).toEqual({ ok: 1 });
+  });
 });

@@ -4,7 +4,10 @@
  * with what it saw. Device names start with `kt`; the test owns the namespace.
  */
 import { KernelError } from '../../src/kernel/errors.js';
-import { NetlinkKernel } from '../../src/kernel/rtnl.js';
+import { RTM_GETLINK, encodeGetLink } from '../../src/kernel/codec.js';
+import { startRequestWorker, WorkerRequestSocket } from '../../src/kernel/request-worker.js';
+import { NetlinkKernel, RequestChannel } from '../../src/kernel/rtnl.js';
+import type { Worker } from 'node:worker_threads';
 
 const kernel = new NetlinkKernel();
 const outcome = async <T>(work: () => Promise<T>) => {
@@ -38,6 +41,23 @@ const left = (await kernel.dumpLinks()).filter((link) => link.name.startsWith('k
 kernel.close();
 const afterClose = await outcome(() => kernel.getLink('kt0'));
 
+// The request socket's worker thread, seen from a channel of its own: a send the kernel refuses
+// inside sendmsg(), and a worker that dies, replaced by a fresh one.
+const workers: Worker[] = [];
+const socketErrors: string[] = [];
+const channel = new RequestChannel(5000, (error) => socketErrors.push(error.message), () => {
+  const worker = startRequestWorker();
+  workers.push(worker);
+  return new WorkerRequestSocket(worker);
+});
+const getLo = () => outcome(async () => (await channel.request(RTM_GETLINK, 0, encodeGetLink({ name: 'lo' }), 'get link lo')).length);
+const beforeWorkerDied = await getLo();
+// Larger than the socket's send buffer (net.core.wmem_default): sendmsg() itself fails.
+const oversized = await outcome(() => channel.request(RTM_GETLINK, 0, Buffer.alloc(4 << 20), 'get link (oversized)'));
+await workers[0]!.terminate();
+const afterWorkerDied = await getLo();
+channel.close();
+
 process.stdout.write(
-  `${JSON.stringify({ echoed, kt0Index: kt0?.index, duplicate, missing: missing ?? null, changeMissing, withMaster: withMaster ?? null, kt1Master: kt1?.master, concurrentMatch, mtusSet, left, afterClose })}\n`,
+  `${JSON.stringify({ echoed, kt0Index: kt0?.index, duplicate, missing: missing ?? null, changeMissing, withMaster: withMaster ?? null, kt1Master: kt1?.master, concurrentMatch, mtusSet, left, afterClose, beforeWorkerDied, oversized, afterWorkerDied, workersStarted: workers.length, socketErrors })}\n`,
 );

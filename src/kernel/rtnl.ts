@@ -2,10 +2,10 @@
  * The rtnetlink adapter: the only module that touches the `netlink` package.
  *
  * Three sockets, because of the library's traps (NOTES-dependencies.md):
- * requests (bounded in flight, on the library's raw socket: see
- * RequestChannel), dumps (one at a time, replaced after a failure) and events
- * (RTNLGRP_LINK, large receive buffer, overflow is reported instead of
- * killing the process).
+ * requests (bounded in flight, on the library's raw socket on a worker thread:
+ * see RequestChannel and request-worker.ts), dumps (one at a time, replaced
+ * after a failure) and events (RTNLGRP_LINK, large receive buffer, overflow is
+ * reported instead of killing the process).
  */
 import { EventEmitter } from 'node:events';
 import type * as netlink from 'netlink';
@@ -30,11 +30,11 @@ import {
   type NewLinkRequest,
 } from './codec.js';
 import { KernelError } from './errors.js';
+import { WorkerRequestSocket } from './request-worker.js';
 
 // The package's index also loads its generic-netlink, nl80211 and WireGuard modules: ~20 ms that rtnetlink does not need.
 const { createNetlink } = requireCommonJs('netlink/dist/netlink.js') as Pick<typeof netlink, 'createNetlink'>;
 const { Protocol } = requireCommonJs('netlink/dist/constants.js') as Pick<typeof netlink, 'Protocol'>;
-const { RawNetlinkSocket: RawSocket } = requireCommonJs('netlink/dist/raw.js') as Pick<typeof netlink, 'RawNetlinkSocket'>;
 
 const NLMSG_ERROR = 2;
 const NLMSG_HDRLEN = 16;
@@ -116,8 +116,16 @@ function errnoOf(message: NetlinkMessage): number {
   return message.type === NLMSG_ERROR ? -message.data.readInt32LE(0) : 0;
 }
 
-/** What RequestChannel uses of the library's raw socket (a fake one in unit tests). */
-export type RequestSocket = Pick<RawNetlinkSocket, 'send' | 'on' | 'ref' | 'unref' | 'close' | 'setRecvBufferSize'>;
+/** What RequestChannel uses of a raw socket: the library's, WorkerRequestSocket, or a fake one in unit tests. */
+export interface RequestSocket {
+  send(message: Buffer[], options: object, callback: (error?: Error & { code?: string }) => void): void;
+  on(event: 'message', listener: (datagram: Buffer) => void): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  ref(): void;
+  unref(): void;
+  close(): void;
+  setRecvBufferSize(bytes: number): void;
+}
 
 interface PendingRequest {
   operation: string;
@@ -145,8 +153,7 @@ export class RequestChannel {
   constructor(
     private readonly timeoutMs: number,
     private readonly onSocketError: (error: Error) => void,
-    // With message peeking (the default) each reply is read into a buffer of its own size.
-    private readonly createSocket: () => RequestSocket = () => new RawSocket(Protocol.ROUTE),
+    private readonly createSocket: () => RequestSocket = () => new WorkerRequestSocket(),
   ) {
     this.socket = this.open();
   }

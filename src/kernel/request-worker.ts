@@ -1,0 +1,250 @@
+/**
+ * The request socket on a thread of its own.
+ *
+ * The kernel handles an rtnetlink request inside the sender's sendmsg(): a
+ * device creation at 1,000 networks holds the calling thread for ~0.3-1 ms,
+ * and the netlink binding sends on the JavaScript thread. On the agent's
+ * thread that kernel time and the agent's own JavaScript (plans, request
+ * encoding, status, logs: ~0.5 ms per network) add up; here the worker sends
+ * and receives while the agent's thread goes on with the next networks, so
+ * they overlap (bench/RESULTS.md, "requests on a worker thread").
+ *
+ * The worker only moves bytes: RequestChannel (rtnl.ts) still numbers,
+ * matches, times out and replaces sockets on the agent's thread. Datagrams
+ * cross in batches, one message per event-loop turn each way, packed into
+ * one transferred buffer (a Buffer from Node's pool would clone its whole
+ * 8 KiB slab).
+ */
+import { EventEmitter } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import { requireCommonJs } from '../commonjs.js';
+
+/** What the agent's thread sends: datagrams `firstId`, `firstId + 1`, … packed in `data`. */
+export interface ToWorker {
+  send?: { firstId: number; data: Uint8Array; lengths: number[] };
+  receiveBufferBytes?: number;
+  close?: true;
+}
+
+/** What the worker answers: datagrams received, sends completed up to `sentUpTo` (those in `sendErrors` failed). */
+export interface FromWorker {
+  received?: { data: Uint8Array; lengths: number[] };
+  sentUpTo?: number;
+  sendErrors?: Array<{ id: number; code?: string; message: string }>;
+  socketError?: { code?: string; message: string };
+}
+
+// Plain CommonJS run with `eval`, so that the worker needs no file of its own beside the bundle.
+// Every handler catches: an exception escaping a callback of the native binding aborts the process.
+const WORKER_SOURCE = `
+'use strict';
+const { parentPort, workerData } = require('node:worker_threads');
+const { RawNetlinkSocket } = require(workerData.rawModule);
+const NETLINK_ROUTE = 0;
+const socket = new RawNetlinkSocket(NETLINK_ROUTE);
+let received = [];
+let receivedBytes = 0;
+let sentUpTo;
+let sendErrors = [];
+let flushScheduled = false;
+
+function pack(buffers, bytes) {
+  const data = new Uint8Array(bytes);
+  const lengths = [];
+  let offset = 0;
+  for (const buffer of buffers) {
+    data.set(buffer, offset);
+    offset += buffer.length;
+    lengths.push(buffer.length);
+  }
+  return { data, lengths };
+}
+function flush() {
+  flushScheduled = false;
+  const message = { sentUpTo, sendErrors };
+  const transfer = [];
+  if (received.length > 0) {
+    message.received = pack(received, receivedBytes);
+    transfer.push(message.received.data.buffer);
+  }
+  received = [];
+  receivedBytes = 0;
+  sendErrors = [];
+  parentPort.postMessage(message, transfer);
+}
+function scheduleFlush() {
+  if (flushScheduled) return;
+  flushScheduled = true;
+  setImmediate(flush);
+}
+function describe(error) {
+  return { code: error && error.code, message: String(error && error.message) };
+}
+
+socket.on('message', (datagram) => {
+  received.push(datagram);
+  receivedBytes += datagram.length;
+  scheduleFlush();
+});
+socket.on('error', (error) => {
+  try {
+    parentPort.postMessage({ socketError: describe(error) });
+  } catch {}
+});
+parentPort.on('message', (message) => {
+  try {
+    if (message.close) {
+      try { socket.close(); } catch {}
+      parentPort.close();
+      return;
+    }
+    if (message.receiveBufferBytes) socket.setRecvBufferSize(message.receiveBufferBytes);
+    if (!message.send) return;
+    const { firstId, data, lengths } = message.send;
+    let offset = 0;
+    lengths.forEach((length, i) => {
+      const id = firstId + i;
+      const datagram = Buffer.from(data.buffer, data.byteOffset + offset, length);
+      offset += length;
+      try {
+        socket.send(datagram, {}, (error) => {
+          if (error) sendErrors.push({ id, ...describe(error) });
+          sentUpTo = id;
+          scheduleFlush();
+        });
+      } catch (error) {
+        sendErrors.push({ id, ...describe(error) });
+        sentUpTo = id;
+        scheduleFlush();
+      }
+    });
+  } catch (error) {
+    try {
+      parentPort.postMessage({ socketError: describe(error) });
+    } catch {}
+  }
+});
+`;
+
+type SendCallback = (error?: Error & { code?: string }) => void;
+
+function sendError(detail: { code?: string; message: string }): Error & { code?: string } {
+  return Object.assign(new Error(detail.message), { code: detail.code });
+}
+
+/** What WorkerRequestSocket uses of its worker (a fake one in unit tests). */
+export type RequestWorker = Pick<Worker, 'postMessage' | 'on' | 'ref' | 'unref'>;
+
+/** Starts the thread that owns one raw rtnetlink socket. */
+export function startRequestWorker(): Worker {
+  return new Worker(WORKER_SOURCE, { eval: true, workerData: { rawModule: requireCommonJs.resolve('netlink/dist/raw.js') } });
+}
+
+/** A raw rtnetlink socket whose sendmsg()/recvmsg() run on a worker thread; RequestChannel's RequestSocket. */
+export class WorkerRequestSocket extends EventEmitter {
+  private outbox: Buffer[] = [];
+  private outboxBytes = 0;
+  private flushScheduled = false;
+  private nextId = 1;
+  private readonly callbacks = new Map<number, SendCallback>();
+  private closed = false;
+
+  constructor(private readonly worker: RequestWorker = startRequestWorker()) {
+    super();
+    this.worker.on('message', (message: FromWorker) => this.fromWorker(message));
+    this.worker.on('error', (error) => this.fail(error));
+    this.worker.on('exit', (code) => this.fail(new Error(`netlink worker thread exited (code ${code})`)));
+  }
+
+  send(message: Buffer | Buffer[], _options: unknown, callback?: SendCallback): void {
+    if (this.closed) throw new Error('Netlink socket is closed');
+    const datagram = Buffer.isBuffer(message) ? message : Buffer.concat(message);
+    const id = this.nextId + this.outbox.length;
+    if (callback) this.callbacks.set(id, callback);
+    this.outbox.push(datagram);
+    this.outboxBytes += datagram.length;
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    // Everything the agent sends in this turn of the event loop crosses as one message.
+    setImmediate(() => this.flush());
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.closed || this.outbox.length === 0) return;
+    const data = new Uint8Array(this.outboxBytes);
+    const lengths: number[] = [];
+    let offset = 0;
+    for (const datagram of this.outbox) {
+      data.set(datagram, offset);
+      offset += datagram.length;
+      lengths.push(datagram.length);
+    }
+    const firstId = this.nextId;
+    this.nextId += this.outbox.length;
+    this.outbox = [];
+    this.outboxBytes = 0;
+    this.post({ send: { firstId, data, lengths } }, [data.buffer]);
+  }
+
+  private fromWorker(message: FromWorker): void {
+    if (this.closed) return;
+    if (message.socketError) {
+      this.fail(sendError(message.socketError));
+      return;
+    }
+    for (const failed of message.sendErrors ?? []) {
+      const callback = this.callbacks.get(failed.id);
+      this.callbacks.delete(failed.id);
+      callback?.(sendError(failed));
+    }
+    if (message.sentUpTo !== undefined) {
+      for (const [id, callback] of this.callbacks) {
+        if (id > message.sentUpTo) break;
+        this.callbacks.delete(id);
+        callback();
+      }
+    }
+    const received = message.received;
+    if (!received) return;
+    let offset = 0;
+    for (const length of received.lengths) {
+      if (this.closed) return;
+      this.emit('message', Buffer.from(received.data.buffer, received.data.byteOffset + offset, length));
+      offset += length;
+    }
+  }
+
+  /** The worker died or its socket failed: like the binding's socket, this one is closed from now on. */
+  private fail(error: Error): void {
+    if (this.closed) return;
+    this.close();
+    this.emit('error', error);
+  }
+
+  private post(message: ToWorker, transfer: ArrayBuffer[] = []): void {
+    this.worker.postMessage(message, transfer);
+  }
+
+  ref(): void {
+    this.worker.ref();
+  }
+
+  unref(): void {
+    this.worker.unref();
+  }
+
+  setRecvBufferSize(bytes: number): void {
+    this.post({ receiveBufferBytes: bytes });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.callbacks.clear();
+    this.outbox = [];
+    // The worker closes its socket and ends; it must not keep the process alive meanwhile.
+    this.post({ close: true });
+    this.worker.unref();
+  }
+}
