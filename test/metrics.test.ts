@@ -1,6 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import perfHooks from 'node:perf_hooks';
+import { describe, expect, it, vi } from 'vitest';
 import { IFF_LOWER_UP, IFF_UP, type Link, type LinkStats } from '../src/kernel/codec.js';
-import { createMetrics, type AgentGauges } from '../src/metrics/metrics.js';
+import { EVENT_LOOP_SAMPLE_MS, createMetrics, type AgentGauges } from '../src/metrics/metrics.js';
 import { NETDEV_FAMILY_NAMES, escapeHelp, escapeLabelValue, formatValue, managedDevices } from '../src/metrics/netdev.js';
 
 const UP = IFF_UP | IFF_LOWER_UP;
@@ -386,5 +387,19 @@ describe('agent metrics', () => {
     expect(a.registry).not.toBe(b.registry);
     expect((await b.render()).body).not.toContain('vxnetd_spec_errors_total{reason="json"}');
     expect((await a.render()).body).toContain('vxnetd_spec_errors_total{reason="json"} 1\n');
+  });
+});
+
+describe('default process metrics', () => {
+  it('samples event-loop delay every 100 ms, not every 10 ms (100 wake-ups a second, most of an idle agent\'s CPU)', async () => {
+    const monitor = vi.spyOn(perfHooks, 'monitorEventLoopDelay');
+    try {
+      const { body } = await createMetrics({ kernel: new FakeKernel(), gauges: gauges(), version: 'x' }).render();
+      expect(EVENT_LOOP_SAMPLE_MS).toBe(100);
+      expect(monitor).toHaveBeenCalledWith({ resolution: 100 });
+      expect(samples(body).has('nodejs_eventloop_lag_p99_seconds')).toBe(true);
+    } finally {
+      monitor.mockRestore();
+    }
   });
 });
