@@ -49,4 +49,4 @@ await Promise.all(
 );
 const cpu = process.cpuUsage(cpuBefore);
 process.stdout.write(`${JSON.stringify({ ms: performance.now() - started, userS: cpu.user / 1e6, systemS: cpu.system / 1e6 })}\n`);
-kernel.close();
+await kernel.close();

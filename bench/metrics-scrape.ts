@@ -175,7 +175,7 @@ async function runChild(args: Args): Promise<void> {
     t.nodeExporterDevices = count(neBody, 'node_network_receive_bytes_total{');
     t.linksInDump = links.length;
   }
-  kernel.close();
+  await kernel.close();
   // Exit at once: idle keep-alive connections would hold the process for seconds.
   process.stdout.write(`${JSON.stringify(t)}\n`, () => process.exit(0));
 }

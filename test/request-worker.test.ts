@@ -99,8 +99,7 @@ describe('WorkerRequestSocket', () => {
     expect(errors.map((e) => [(e as Error & { code?: string }).code, e.message])).toEqual([['ENOBUFS', 'recvmsg: No buffer space available']]);
     expect(received).toEqual([]);
     expect(() => socket.send([Buffer.from('x')], {}, () => undefined)).toThrow('closed');
-    expect(worker.posted.map((p) => p.message)).toEqual([{ close: true }]);
-    expect(worker.referenced).toBe(false);
+    expect(worker.posted.map((p) => Object.keys(p.message))).toEqual([['close']]);
   });
 
   it('reports a worker that ends or throws as a socket error', () => {
@@ -112,17 +111,31 @@ describe('WorkerRequestSocket', () => {
     expect(crashed.errors.map((e) => e.message)).toEqual(['boom']);
   });
 
-  it('closes quietly: asks the worker to close its socket, stops holding the process, sends nothing queued', async () => {
-    const { worker, socket, errors } = setUp();
+  it('tells the worker to close its netlink socket whenever nothing waits, and lets the process exit meanwhile', async () => {
+    const { worker, socket } = setUp();
     socket.ref();
     expect(worker.referenced).toBe(true);
-    socket.send([Buffer.from('queued')], {}, () => undefined);
-    socket.close();
+    socket.send([Buffer.from('request')], {}, () => undefined);
     await nextTurn();
-    worker.emit('exit', 0);
-    expect(worker.posted.map((p) => p.message)).toEqual([{ close: true }]);
+    socket.unref();
     expect(worker.referenced).toBe(false);
+    expect(worker.posted.map((p) => Object.keys(p.message))).toEqual([['send'], ['idle']]);
+  });
+
+  it('closes quietly: the worker closes its socket and ends, and the process waits for that, not for what was queued', async () => {
+    const { worker, socket, errors } = setUp();
+    socket.unref();
+    socket.send([Buffer.from('queued')], {}, () => undefined);
+    let closed = false;
+    const closing = socket.close().then(() => (closed = true));
+    await nextTurn();
+    expect(worker.posted.map((p) => Object.keys(p.message))).toEqual([['idle'], ['close']]);
+    expect(worker.referenced).toBe(true); // until the thread has ended
+    expect(closed).toBe(false);
+    worker.emit('exit', 0);
+    await closing;
     expect(errors).toEqual([]);
+    await socket.close(); // again: already ended
   });
 
   it('passes the receive buffer size on to the worker', () => {

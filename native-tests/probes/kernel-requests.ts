@@ -7,6 +7,7 @@ import { KernelError } from '../../src/kernel/errors.js';
 import { RTM_GETLINK, encodeGetLink } from '../../src/kernel/codec.js';
 import { startRequestWorker, WorkerRequestSocket } from '../../src/kernel/request-worker.js';
 import { NetlinkKernel, RequestChannel } from '../../src/kernel/rtnl.js';
+import { once } from 'node:events';
 import type { Worker } from 'node:worker_threads';
 
 const kernel = new NetlinkKernel();
@@ -38,11 +39,13 @@ await Promise.all(names.map((name, i) => kernel.changeLink({ name, mtu: 1300 + i
 const mtusSet = (await kernel.dumpLinks()).filter((link) => link.name.startsWith('ktb')).every((link) => link.mtu === 1300 + Number(link.name.slice(3)));
 await Promise.all(names.map((name) => kernel.deleteLink(dumped.get(name)!, `delete ${name}`)));
 const left = (await kernel.dumpLinks()).filter((link) => link.name.startsWith('ktb')).length;
-kernel.close();
+await kernel.close();
 const afterClose = await outcome(() => kernel.getLink('kt0'));
 
-// The request socket's worker thread, seen from a channel of its own: a send the kernel refuses
-// inside sendmsg(), and a worker that dies, replaced by a fresh one.
+// The request socket's worker thread, seen from a channel of its own: a worker that dies (ended
+// before it opened its socket: ending one with an open netlink socket can abort the process, which is
+// why the worker keeps it closed while nothing waits), replaced by a fresh one; then a send the kernel
+// refuses inside sendmsg().
 const workers: Worker[] = [];
 const socketErrors: string[] = [];
 const channel = new RequestChannel(5000, (error) => socketErrors.push(error.message), () => {
@@ -51,13 +54,17 @@ const channel = new RequestChannel(5000, (error) => socketErrors.push(error.mess
   return new WorkerRequestSocket(worker);
 });
 const getLo = () => outcome(async () => (await channel.request(RTM_GETLINK, 0, encodeGetLink({ name: 'lo' }), 'get link lo')).length);
-const beforeWorkerDied = await getLo();
-// Larger than the socket's send buffer (net.core.wmem_default): sendmsg() itself fails.
-const oversized = await outcome(() => channel.request(RTM_GETLINK, 0, Buffer.alloc(4 << 20), 'get link (oversized)'));
+// The channel does not let an idle worker keep the process alive: a timer does, while we wait for it to start.
+const keepAlive = setInterval(() => undefined, 1000);
+await once(workers[0]!, 'online');
+clearInterval(keepAlive);
 await workers[0]!.terminate();
 const afterWorkerDied = await getLo();
-channel.close();
+// Larger than the socket's send buffer (net.core.wmem_default): sendmsg() itself fails.
+const oversized = await outcome(() => channel.request(RTM_GETLINK, 0, Buffer.alloc(4 << 20), 'get link (oversized)'));
+const afterOversized = await getLo();
+await channel.close();
 
 process.stdout.write(
-  `${JSON.stringify({ echoed, kt0Index: kt0?.index, duplicate, missing: missing ?? null, changeMissing, withMaster: withMaster ?? null, kt1Master: kt1?.master, concurrentMatch, mtusSet, left, afterClose, beforeWorkerDied, oversized, afterWorkerDied, workersStarted: workers.length, socketErrors })}\n`,
+  `${JSON.stringify({ echoed, kt0Index: kt0?.index, duplicate, missing: missing ?? null, changeMissing, withMaster: withMaster ?? null, kt1Master: kt1?.master, concurrentMatch, mtusSet, left, afterClose, afterWorkerDied, oversized, afterOversized, workersStarted: workers.length, socketErrors })}\n`,
 );

@@ -158,7 +158,8 @@ async function run(config: AgentConfig): Promise<void> {
     await source?.stop();
     server.close();
     server.closeAllConnections();
-    kernel.close();
+    // The request thread must end (its netlink socket closed) before the process does.
+    await kernel.close();
     systemd.close();
     clearTimeout(deadline);
     log.info({}, 'stopped');

@@ -23,7 +23,10 @@ import { requireCommonJs } from '../commonjs.js';
 export interface ToWorker {
   send?: { firstId: number; data: Uint8Array; lengths: number[] };
   receiveBufferBytes?: number;
-  close?: true;
+  /** Nothing waits for an answer: close the socket until the next send. */
+  idle?: true;
+  /** Close the socket (then set the flag to 1) and end the thread. */
+  close?: Int32Array;
 }
 
 /** What the worker answers: datagrams received, sends completed up to `sentUpTo` (those in `sendErrors` failed). */
@@ -36,12 +39,17 @@ export interface FromWorker {
 
 // Plain CommonJS run with `eval`, so that the worker needs no file of its own beside the bundle.
 // Every handler catches: an exception escaping a callback of the native binding aborts the process.
+// A thread that ends (process.exit(), terminate()) with a netlink socket still open aborts the
+// whole process about one time in two (the binding throws a Napi::Error while its environment is
+// torn down). So the socket is open only while the agent waits for answers, and a process that
+// exits while it is open first has the worker close it (closeAllOnExit).
 const WORKER_SOURCE = `
 'use strict';
 const { parentPort, workerData } = require('node:worker_threads');
 const { RawNetlinkSocket } = require(workerData.rawModule);
 const NETLINK_ROUTE = 0;
-const socket = new RawNetlinkSocket(NETLINK_ROUTE);
+let socket;
+let receiveBufferBytes = 0;
 let received = [];
 let receivedBytes = 0;
 let sentUpTo;
@@ -80,51 +88,86 @@ function scheduleFlush() {
 function describe(error) {
   return { code: error && error.code, message: String(error && error.message) };
 }
-
-socket.on('message', (datagram) => {
-  received.push(datagram);
-  receivedBytes += datagram.length;
-  scheduleFlush();
-});
-socket.on('error', (error) => {
+function reportSocketError(error) {
   try {
     parentPort.postMessage({ socketError: describe(error) });
   } catch {}
-});
+}
+
+function openSocket() {
+  const opened = new RawNetlinkSocket(NETLINK_ROUTE);
+  if (receiveBufferBytes) {
+    try {
+      opened.setRecvBufferSize(receiveBufferBytes);
+    } catch {}
+  }
+  opened.on('message', (datagram) => {
+    received.push(datagram);
+    receivedBytes += datagram.length;
+    scheduleFlush();
+  });
+  opened.on('error', (error) => {
+    // The binding has closed the socket.
+    if (socket === opened) socket = undefined;
+    reportSocketError(error);
+  });
+  return opened;
+}
+function closeSocket() {
+  const open = socket;
+  socket = undefined;
+  try {
+    if (open) open.close();
+  } catch {}
+}
+function send(id, datagram) {
+  try {
+    if (!socket) socket = openSocket();
+    socket.send(datagram, {}, (error) => {
+      if (error) sendErrors.push({ id, ...describe(error) });
+      sentUpTo = id;
+      scheduleFlush();
+    });
+  } catch (error) {
+    sendErrors.push({ id, ...describe(error) });
+    sentUpTo = id;
+    scheduleFlush();
+  }
+}
+
 parentPort.on('message', (message) => {
   try {
     if (message.close) {
-      try { socket.close(); } catch {}
+      closeSocket();
+      Atomics.store(message.close, 0, 1);
+      Atomics.notify(message.close, 0);
       parentPort.close();
       return;
     }
-    if (message.receiveBufferBytes) socket.setRecvBufferSize(message.receiveBufferBytes);
+    if (message.idle) closeSocket();
+    if (message.receiveBufferBytes) receiveBufferBytes = message.receiveBufferBytes;
     if (!message.send) return;
     const { firstId, data, lengths } = message.send;
     let offset = 0;
     lengths.forEach((length, i) => {
-      const id = firstId + i;
-      const datagram = Buffer.from(data.buffer, data.byteOffset + offset, length);
+      send(firstId + i, Buffer.from(data.buffer, data.byteOffset + offset, length));
       offset += length;
-      try {
-        socket.send(datagram, {}, (error) => {
-          if (error) sendErrors.push({ id, ...describe(error) });
-          sentUpTo = id;
-          scheduleFlush();
-        });
-      } catch (error) {
-        sendErrors.push({ id, ...describe(error) });
-        sentUpTo = id;
-        scheduleFlush();
-      }
     });
   } catch (error) {
-    try {
-      parentPort.postMessage({ socketError: describe(error) });
-    } catch {}
+    reportSocketError(error);
   }
 });
 `;
+
+/** How long an exiting process waits for a worker to close its socket: normally microseconds. */
+const EXIT_CLOSE_WAIT_MS = 1000;
+const liveSockets = new Set<WorkerRequestSocket>();
+let exitHookInstalled = false;
+
+/** process 'exit' handlers must be synchronous: the main thread blocks until each worker has closed its socket. */
+function closeAllOnExit(): void {
+  for (const socket of liveSockets) socket.closeBeforeExit();
+}
 
 type SendCallback = (error?: Error & { code?: string }) => void;
 
@@ -148,12 +191,26 @@ export class WorkerRequestSocket extends EventEmitter {
   private nextId = 1;
   private readonly callbacks = new Map<number, SendCallback>();
   private closed = false;
+  /** Set to 1 by the worker once its socket is closed. */
+  private readonly socketClosed = new Int32Array(new SharedArrayBuffer(4));
+  private readonly ended: Promise<void>;
 
   constructor(private readonly worker: RequestWorker = startRequestWorker()) {
     super();
     this.worker.on('message', (message: FromWorker) => this.fromWorker(message));
     this.worker.on('error', (error) => this.fail(error));
-    this.worker.on('exit', (code) => this.fail(new Error(`netlink worker thread exited (code ${code})`)));
+    this.ended = new Promise<void>((resolve) =>
+      this.worker.on('exit', (code) => {
+        liveSockets.delete(this);
+        resolve();
+        this.fail(new Error(`netlink worker thread exited (code ${code})`));
+      }),
+    );
+    liveSockets.add(this);
+    if (!exitHookInstalled) {
+      exitHookInstalled = true;
+      process.on('exit', closeAllOnExit);
+    }
   }
 
   send(message: Buffer | Buffer[], _options: unknown, callback?: SendCallback): void {
@@ -218,7 +275,7 @@ export class WorkerRequestSocket extends EventEmitter {
   /** The worker died or its socket failed: like the binding's socket, this one is closed from now on. */
   private fail(error: Error): void {
     if (this.closed) return;
-    this.close();
+    void this.close();
     this.emit('error', error);
   }
 
@@ -226,25 +283,38 @@ export class WorkerRequestSocket extends EventEmitter {
     this.worker.postMessage(message, transfer);
   }
 
+  /** RequestChannel refers to the socket while requests wait… */
   ref(): void {
     this.worker.ref();
   }
 
+  /** …and lets go of it when none does: then the worker closes its netlink socket too. */
   unref(): void {
     this.worker.unref();
+    if (!this.closed) this.post({ idle: true });
   }
 
   setRecvBufferSize(bytes: number): void {
     this.post({ receiveBufferBytes: bytes });
   }
 
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.callbacks.clear();
-    this.outbox = [];
-    // The worker closes its socket and ends; it must not keep the process alive meanwhile.
-    this.post({ close: true });
-    this.worker.unref();
+  /** Resolves when the thread has ended, its socket closed: only then may the process exit safely. */
+  close(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      this.callbacks.clear();
+      this.outbox = [];
+      // The worker closes its socket and ends; the process waits for that, since a thread ended
+      // with its netlink socket open can abort it.
+      this.post({ close: this.socketClosed });
+      this.worker.ref();
+    }
+    return this.ended;
+  }
+
+  /** For a process that is exiting now: blocks until the worker has closed its socket. */
+  closeBeforeExit(): void {
+    void this.close();
+    Atomics.wait(this.socketClosed, 0, 0, EXIT_CLOSE_WAIT_MS);
   }
 }

@@ -74,7 +74,8 @@ export interface Kernel {
   resumeEvents(): void;
   /** 'link' (LinkEvent) and 'overflow' (events were lost: resync everything). */
   readonly events: EventEmitter;
-  close(): void;
+  /** Resolves when the request thread has ended: exit the process only after that. */
+  close(): Promise<void>;
 }
 
 class Semaphore {
@@ -123,7 +124,8 @@ export interface RequestSocket {
   on(event: 'error', listener: (error: Error) => void): unknown;
   ref(): void;
   unref(): void;
-  close(): void;
+  /** May resolve later, when the socket is really closed (WorkerRequestSocket). */
+  close(): void | Promise<void>;
   setRecvBufferSize(bytes: number): void;
 }
 
@@ -257,13 +259,13 @@ export class RequestChannel {
 
   private replaceSocket(why: string): void {
     this.failAll('EIO', why);
-    this.closeSocket();
+    void this.closeSocket();
     this.socket = this.open();
   }
 
-  private closeSocket(): void {
+  private async closeSocket(): Promise<void> {
     try {
-      this.socket.close();
+      await this.socket.close();
     } catch {
       // Already closed by the binding.
     }
@@ -273,10 +275,10 @@ export class RequestChannel {
     for (const seq of [...this.pending.keys()]) this.settle(seq, new KernelError(errno, `${this.pending.get(seq)!.operation}: ${why}`));
   }
 
-  close(): void {
+  close(): Promise<void> {
     this.failAll('ESHUTDOWN', 'vxnetd is stopping');
     clearTimeout(this.timer);
-    this.closeSocket();
+    return this.closeSocket();
   }
 }
 
@@ -425,9 +427,8 @@ export class NetlinkKernel implements Kernel {
     });
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.closed = true;
-    this.requests.close();
     for (const socket of [this.dumpSocket, this.eventSocket]) {
       try {
         socket?.close();
@@ -435,5 +436,6 @@ export class NetlinkKernel implements Kernel {
         // Already closed.
       }
     }
+    await this.requests.close();
   }
 }

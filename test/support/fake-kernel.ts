@@ -139,5 +139,5 @@ export class FakeKernel implements Kernel {
     this.eventsPaused = false;
   }
 
-  close(): void {}
+  async close(): Promise<void> {}
 }
