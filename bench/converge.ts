@@ -39,11 +39,12 @@
  *   acknowledgement is shown too: etcd itself sometimes stalls for seconds
  *   on this kind of machine, which only the first number includes.
  * - vxnetd's kernel requests alone (--kernel-only): the agent's planner and
- *   apply code with its netlink socket code, 16 networks in flight, and
+ *   apply code with its netlink socket code, as many networks in flight as the agent, and
  *   nothing else (bench/kernel-requests.ts); timed from the first request to
  *   the last reply. Shows how much of vxnetd's time is the kernel's and how
  *   much the agent adds (Node start-up, etcd, logging, status writes).
  */
+import { NETWORKS_IN_FLIGHT } from '../src/agent/agent.js';
 import {
   assertConverged,
   allowGroups,
@@ -369,7 +370,7 @@ main(async () => {
       fmt.s(median(kernelOnlyRuns.map((x) => x.ms))),
       fmt.x(kernelOnlyBest.ms / ipBatchBest),
       perRun(kernelOnlyRuns),
-      `the agent's planner, apply and netlink code, 16 networks in flight; cpu user ${kernelOnlyBest.userS.toFixed(1)} s, system ${kernelOnlyBest.systemS.toFixed(1)} s`,
+      `the agent's planner, apply and netlink code, ${NETWORKS_IN_FLIGHT} networks in flight; cpu user ${kernelOnlyBest.userS.toFixed(1)} s, system ${kernelOnlyBest.systemS.toFixed(1)} s`,
     ]);
   }
   if (perOpBest !== undefined) {

@@ -1,7 +1,7 @@
 /**
  * vxnetd's kernel requests alone, for converge.ts (--kernel-only): the
  * agent's own planner and apply code (planNetwork, applyPlan, NetlinkKernel)
- * create N networks from empty, 16 at a time like the agent's queue, with
+ * create N networks from empty, as many at a time as the agent's queue, with
  * no etcd, Node HTTP server, logging or status writes. The difference
  * between this and the agent's time is what the agent adds around the
  * kernel work. Run inside a host namespace with an underlay u0; prints one
@@ -10,6 +10,7 @@
  *
  *   ip netns exec NS npx tsx bench/kernel-requests.ts HOST FIRST_VNI COUNT
  */
+import { NETWORKS_IN_FLIGHT } from '../src/agent/agent.js';
 import { applyPlan } from '../src/agent/apply.js';
 import { NetlinkKernel } from '../src/kernel/rtnl.js';
 import { parseGroupBase } from '../src/model/group.js';
@@ -18,7 +19,7 @@ import { vniHex } from '../src/model/vni.js';
 import { underlayOf } from '../src/plan/actual.js';
 import { ownershipOf, planNetwork } from '../src/plan/plan.js';
 
-const IN_FLIGHT = 16;
+const IN_FLIGHT = NETWORKS_IN_FLIGHT;
 const [hostname, firstText, countText] = process.argv.slice(2);
 const first = Number(firstText);
 const count = Number(countText);

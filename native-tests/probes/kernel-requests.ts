@@ -30,7 +30,7 @@ const withMaster = await kernel.createLink(
   'create vxlan kt1',
 );
 const kt1 = await kernel.getLink('kt1');
-// Many at once: more than the 16 in flight, each answered and matched to its own request.
+// Many at once: more than the 32 in flight, each answered and matched to its own request.
 const names = Array.from({ length: 100 }, (_, i) => `ktb${i}`);
 const indexes = await Promise.all(names.map((name) => kernel.createLink({ name, kind: 'bridge', up: false }, `create bridge ${name}`)));
 const dumped = new Map((await kernel.dumpLinks()).map((link) => [link.name, link.index]));

@@ -15,6 +15,14 @@ import type { Change, Snapshot, StoredValue } from '../store/source.js';
 import { applyPlan } from './apply.js';
 import { KeyedWorkQueue } from './queue.js';
 
+/**
+ * Networks applied at once. With the requests on a thread of their own, enough must wait there
+ * for the kernel to stay busy while this thread is in a GC pause or an etcd write: converge
+ * 1,000 from empty, 32 against 16, interleaved: median 1.40× against 1.55× `ip -batch`
+ * (bench/RESULTS.md, "2026-11-30, late").
+ */
+export const NETWORKS_IN_FLIGHT = 32;
+
 export interface Logger {
   debug(fields: Record<string, unknown>, msg: string): void;
   info(fields: Record<string, unknown>, msg: string): void;
@@ -112,7 +120,7 @@ export class Agent {
   ) {
     this.clock = options.clock ?? systemClock;
     this.queue = new KeyedWorkQueue(
-      options.concurrency ?? 16,
+      options.concurrency ?? NETWORKS_IN_FLIGHT,
       (hex, actual) => this.reconcileNetwork(hex, actual),
       () => this.endBulkApply(),
     );

@@ -43,8 +43,8 @@ const RTNLGRP_LINK = 1;
 const RECEIVE_BUFFER_BYTES = 32 * 1024 * 1024;
 const REQUEST_TIMEOUT_MS = 5000;
 const DUMP_TIMEOUT_MS = 15000;
-/** Beyond ~50 concurrent requests one socket's receive buffer overflowed. */
-const MAX_REQUESTS_IN_FLIGHT = 16;
+/** One per network the agent applies at once (NETWORKS_IN_FLIGHT); beyond ~50 one socket's receive buffer overflowed. */
+const MAX_REQUESTS_IN_FLIGHT = 32;
 
 export type RequestKind = 'create' | 'change' | 'delete' | 'get' | 'dump';
 
