@@ -13,6 +13,8 @@ class FakeWorker extends EventEmitter {
   referenced = true;
   postMessage(message: ToWorker, transfer: unknown[] = []): void {
     this.posted.push({ message, transfer });
+    // As the worker does once its socket is closed (an exiting process waits for this flag).
+    if (message.close) Atomics.store(message.close, 0, 1);
   }
   ref(): void {
     this.referenced = true;
