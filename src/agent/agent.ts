@@ -18,7 +18,7 @@ import { KeyedWorkQueue } from './queue.js';
 /**
  * Networks applied at once. With the requests on a thread of their own, enough must wait there
  * for the kernel to stay busy while this thread is in a GC pause or an etcd write: converge
- * 1,000 from empty, 32 against 16, interleaved: median 1.40× against 1.55× `ip -batch`
+ * 1,000 from empty, 32 against 16, interleaved: median 1.38× against 1.55× `ip -batch`
  * (bench/RESULTS.md, "2026-11-30, late").
  */
 export const NETWORKS_IN_FLIGHT = 32;

@@ -117,7 +117,7 @@ function errnoOf(message: NetlinkMessage): number {
   return message.type === NLMSG_ERROR ? -message.data.readInt32LE(0) : 0;
 }
 
-/** What RequestChannel uses of a raw socket: the library's, WorkerRequestSocket, or a fake one in unit tests. */
+/** What RequestChannel uses of a raw rtnetlink socket: WorkerRequestSocket, or a fake one in unit tests. */
 export interface RequestSocket {
   send(message: Buffer[], options: object, callback: (error?: Error & { code?: string }) => void): void;
   on(event: 'message', listener: (datagram: Buffer) => void): unknown;
