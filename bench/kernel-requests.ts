@@ -19,7 +19,6 @@ import { vniHex } from '../src/model/vni.js';
 import { underlayOf } from '../src/plan/actual.js';
 import { ownershipOf, planNetwork } from '../src/plan/plan.js';
 
-const IN_FLIGHT = NETWORKS_IN_FLIGHT;
 const [hostname, firstText, countText] = process.argv.slice(2);
 const first = Number(firstText);
 const count = Number(countText);
@@ -44,7 +43,7 @@ const started = performance.now();
 const cpuBefore = process.cpuUsage();
 let next = first;
 await Promise.all(
-  Array.from({ length: IN_FLIGHT }, async () => {
+  Array.from({ length: NETWORKS_IN_FLIGHT }, async () => {
     while (next < first + count) await createNetwork(next++);
   }),
 );

@@ -21,7 +21,7 @@ import { requireCommonJs } from '../commonjs.js';
 
 /** What the agent's thread sends: datagrams `firstId`, `firstId + 1`, … packed in `data`. */
 export interface ToWorker {
-  send?: { firstId: number; data: Uint8Array; lengths: number[] };
+  send?: PackedDatagrams & { firstId: number };
   receiveBufferBytes?: number;
   /** Nothing waits for an answer: close the socket until the next send. */
   idle?: true;
@@ -31,10 +31,42 @@ export interface ToWorker {
 
 /** What the worker answers: datagrams received, sends completed up to `sentUpTo` (those in `sendErrors` failed). */
 export interface FromWorker {
-  received?: { data: Uint8Array; lengths: number[] };
+  received?: PackedDatagrams;
   sentUpTo?: number;
   sendErrors?: Array<{ id: number; code?: string; message: string }>;
   socketError?: { code?: string; message: string };
+}
+
+/** Datagrams packed into one buffer that can be transferred, and their lengths. */
+export interface PackedDatagrams {
+  data: Uint8Array;
+  lengths: number[];
+}
+
+// Both sides pack and unpack alike: the worker gets these two functions' own source (toString()).
+// They may use only their parameters and globals.
+function packDatagrams(datagrams: Uint8Array[]): PackedDatagrams {
+  let bytes = 0;
+  for (const datagram of datagrams) bytes += datagram.length;
+  const data = new Uint8Array(bytes);
+  const lengths: number[] = [];
+  let offset = 0;
+  for (const datagram of datagrams) {
+    data.set(datagram, offset);
+    offset += datagram.length;
+    lengths.push(datagram.length);
+  }
+  return { data, lengths };
+}
+
+/** Stops early when visit() returns false. */
+function forEachDatagram(packed: PackedDatagrams, visit: (datagram: Buffer, index: number) => boolean | void): void {
+  let offset = 0;
+  for (let i = 0; i < packed.lengths.length; i++) {
+    const length = packed.lengths[i]!;
+    if (visit(Buffer.from(packed.data.buffer, packed.data.byteOffset + offset, length), i) === false) return;
+    offset += length;
+  }
 }
 
 // Plain CommonJS run with `eval`, so that the worker needs no file of its own beside the bundle.
@@ -48,35 +80,24 @@ const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { RawNetlinkSocket } = require(workerData.rawModule);
 const NETLINK_ROUTE = 0;
+const packDatagrams = (${packDatagrams.toString()});
+const forEachDatagram = (${forEachDatagram.toString()});
 let socket;
 let receiveBufferBytes = 0;
 let received = [];
-let receivedBytes = 0;
 let sentUpTo;
 let sendErrors = [];
 let flushScheduled = false;
 
-function pack(buffers, bytes) {
-  const data = new Uint8Array(bytes);
-  const lengths = [];
-  let offset = 0;
-  for (const buffer of buffers) {
-    data.set(buffer, offset);
-    offset += buffer.length;
-    lengths.push(buffer.length);
-  }
-  return { data, lengths };
-}
 function flush() {
   flushScheduled = false;
   const message = { sentUpTo, sendErrors };
   const transfer = [];
   if (received.length > 0) {
-    message.received = pack(received, receivedBytes);
+    message.received = packDatagrams(received);
     transfer.push(message.received.data.buffer);
   }
   received = [];
-  receivedBytes = 0;
   sendErrors = [];
   parentPort.postMessage(message, transfer);
 }
@@ -103,7 +124,6 @@ function openSocket() {
   }
   opened.on('message', (datagram) => {
     received.push(datagram);
-    receivedBytes += datagram.length;
     scheduleFlush();
   });
   opened.on('error', (error) => {
@@ -146,13 +166,7 @@ parentPort.on('message', (message) => {
     }
     if (message.idle) closeSocket();
     if (message.receiveBufferBytes) receiveBufferBytes = message.receiveBufferBytes;
-    if (!message.send) return;
-    const { firstId, data, lengths } = message.send;
-    let offset = 0;
-    lengths.forEach((length, i) => {
-      send(firstId + i, Buffer.from(data.buffer, data.byteOffset + offset, length));
-      offset += length;
-    });
+    if (message.send) forEachDatagram(message.send, (datagram, i) => send(message.send.firstId + i, datagram));
   } catch (error) {
     reportSocketError(error);
   }
@@ -186,7 +200,6 @@ export function startRequestWorker(): Worker {
 /** A raw rtnetlink socket whose sendmsg()/recvmsg() run on a worker thread; RequestChannel's RequestSocket. */
 export class WorkerRequestSocket extends EventEmitter {
   private outbox: Buffer[] = [];
-  private outboxBytes = 0;
   private flushScheduled = false;
   private nextId = 1;
   private readonly callbacks = new Map<number, SendCallback>();
@@ -219,7 +232,6 @@ export class WorkerRequestSocket extends EventEmitter {
     const id = this.nextId + this.outbox.length;
     if (callback) this.callbacks.set(id, callback);
     this.outbox.push(datagram);
-    this.outboxBytes += datagram.length;
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     // Everything the agent sends in this turn of the event loop crosses as one message.
@@ -229,19 +241,11 @@ export class WorkerRequestSocket extends EventEmitter {
   private flush(): void {
     this.flushScheduled = false;
     if (this.closed || this.outbox.length === 0) return;
-    const data = new Uint8Array(this.outboxBytes);
-    const lengths: number[] = [];
-    let offset = 0;
-    for (const datagram of this.outbox) {
-      data.set(datagram, offset);
-      offset += datagram.length;
-      lengths.push(datagram.length);
-    }
+    const packed = packDatagrams(this.outbox);
     const firstId = this.nextId;
     this.nextId += this.outbox.length;
     this.outbox = [];
-    this.outboxBytes = 0;
-    this.post({ send: { firstId, data, lengths } }, [data.buffer]);
+    this.post({ send: { firstId, ...packed } }, [packed.data.buffer as ArrayBuffer]);
   }
 
   private fromWorker(message: FromWorker): void {
@@ -262,14 +266,12 @@ export class WorkerRequestSocket extends EventEmitter {
         callback();
       }
     }
-    const received = message.received;
-    if (!received) return;
-    let offset = 0;
-    for (const length of received.lengths) {
-      if (this.closed) return;
-      this.emit('message', Buffer.from(received.data.buffer, received.data.byteOffset + offset, length));
-      offset += length;
-    }
+    if (!message.received) return;
+    // A datagram's handler may close this socket: the rest is for nobody.
+    forEachDatagram(message.received, (datagram) => {
+      if (this.closed) return false;
+      this.emit('message', datagram);
+    });
   }
 
   /** The worker died or its socket failed: like the binding's socket, this one is closed from now on. */
