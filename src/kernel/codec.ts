@@ -3,6 +3,10 @@
  * attributes vxnetd needs. Pure (no sockets), so it is unit-tested directly.
  */
 
+import { IFF_UP, type BridgeAttributes, type Link, type LinkStats, type VxlanAttributes } from '../model/link.js';
+
+export { IFF_LOWER_UP, IFF_UP, IN6_ADDR_GEN_MODE_NONE, type BridgeAttributes, type Link, type LinkStats, type VxlanAttributes } from '../model/link.js';
+
 export const RTM_NEWLINK = 16;
 export const RTM_DELLINK = 17;
 export const RTM_GETLINK = 18;
@@ -14,10 +18,6 @@ export const NLM_F_EXCL = 0x200;
 export const NLM_F_CREATE = 0x400;
 export const NLM_F_ECHO = 0x8;
 
-export const IFF_UP = 0x1;
-/** IFLA_INET6_ADDR_GEN_MODE value: no IPv6 link-local address is generated for the device. */
-export const IN6_ADDR_GEN_MODE_NONE = 1;
-export const IFF_LOWER_UP = 0x10000;
 
 const AF_UNSPEC = 0;
 const AF_INET6 = 10;
@@ -55,51 +55,6 @@ const IFLA_VXLAN_GROUP6 = 16;
 const IFLA_VXLAN_LOCAL6 = 17;
 
 const RTEXT_FILTER_SKIP_STATS = 1 << 3;
-
-export interface BridgeAttributes {
-  /** IFLA_BR_MCAST_SNOOPING */
-  multicastSnooping?: boolean;
-}
-
-export interface VxlanAttributes {
-  id?: number;
-  group?: Buffer;
-  link?: number;
-  local?: Buffer;
-  ttl?: number;
-  learning?: boolean;
-  port?: number;
-}
-
-export interface LinkStats {
-  rxPackets: number;
-  txPackets: number;
-  rxBytes: number;
-  txBytes: number;
-  rxErrors: number;
-  txErrors: number;
-  rxDropped: number;
-  txDropped: number;
-}
-
-/** A link as vxnetd sees it: only what planning, repair and metrics need. */
-export interface Link {
-  index: number;
-  name: string;
-  flags: number;
-  mtu: number;
-  master?: number;
-  alias?: string;
-  mac?: Buffer;
-  kind?: string;
-  vxlan?: VxlanAttributes;
-  operstate?: number;
-  carrier?: number;
-  carrierChanges?: number;
-  stats?: LinkStats;
-  /** IFLA_INET6_ADDR_GEN_MODE; absent when the device has no IPv6 (no IPv6 in the kernel, or an MTU below 1280). */
-  addrGenMode?: number;
-}
 
 // ---- encoding ----
 

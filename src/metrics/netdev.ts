@@ -8,7 +8,7 @@
  * per scrape on its own. Rendering here, with each device's label set built
  * and escaped once, takes a few milliseconds (bench/metrics-scrape.ts).
  */
-import { IFF_LOWER_UP, IFF_UP, type Link, type LinkStats } from '../kernel/codec.js';
+import { IFF_LOWER_UP, IFF_UP, type Link, type LinkStats } from '../model/link.js';
 import { hexFromOwnerAlias } from '../model/vni.js';
 
 export type ManagedKind = 'vxlan' | 'bridge';

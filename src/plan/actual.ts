@@ -1,5 +1,5 @@
 /** Groups kernel links by the network they belong to, by name and by owner alias. */
-import type { Link } from '../kernel/codec.js';
+import type { Link } from '../model/link.js';
 import type { Underlay } from '../model/network.js';
 import { hexFromOwnerAlias, parseVniHex } from '../model/vni.js';
 import type { ActualNetwork } from './plan.js';

@@ -1,5 +1,5 @@
 /** Kernel operations the planner emits. Devices are named, not indexed, so plans are pure. */
-import { IN6_ADDR_GEN_MODE_NONE, type VxlanAttributes } from '../kernel/codec.js';
+import { IN6_ADDR_GEN_MODE_NONE, type VxlanAttributes } from '../model/link.js';
 import { formatAddress } from '../model/group.js';
 
 export interface CreateBridge {

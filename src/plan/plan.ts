@@ -2,7 +2,7 @@
  * desired + actual → ordered operations for one network (pure, no I/O).
  * Mirrors felix: the plan is data; the executor in agent/ carries it out.
  */
-import { IFF_UP, IN6_ADDR_GEN_MODE_NONE, type Link } from '../kernel/codec.js';
+import { IFF_UP, IN6_ADDR_GEN_MODE_NONE, type Link } from '../model/link.js';
 import { deterministicMac } from '../model/mac.js';
 import type { DesiredNetwork } from '../model/network.js';
 import { ownerAlias, vniHex } from '../model/vni.js';
