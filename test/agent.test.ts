@@ -4,6 +4,7 @@ import { Agent, type NetworkStatus } from '../src/agent/agent.js';
 import type { Snapshot, StoredValue } from '../src/store/source.js';
 import { ownershipOf } from '../src/plan/plan.js';
 import { FakeKernel } from './support/fake-kernel.js';
+import { FakeTimers } from './support/fake-timers.js';
 import { HOST } from './support/fixtures.js';
 
 const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
@@ -18,17 +19,19 @@ function snapshot(networks: Record<string, string>, attachments: string[] = []):
   };
 }
 
-function setup(kernel = new FakeKernel(), scope: 'all' | 'attached' = 'all') {
+function setup(kernel = new FakeKernel(), scope: 'all' | 'attached' = 'all', timers?: FakeTimers) {
   if (!kernel.byName('u0')) kernel.addLink({ name: 'u0', kind: 'veth', flags: 1, mtu: 1500, ...(kernel.ipv6 ? { addrGenMode: 0 } : {}) });
   const statuses = new Map<string, NetworkStatus | null>();
   const specErrors: string[] = [];
   const bulk: boolean[] = [];
-  const agent = new Agent(kernel, quiet, { underlay: 'u0', scope, host: HOST, resyncIntervalMs: 3_600_000 }, {
+  let readyCalls = 0;
+  const agent = new Agent(kernel, quiet, { underlay: 'u0', scope, host: HOST, resyncIntervalMs: 60_000, ...(timers ? { timers } : {}) }, {
     status: (hex, status) => statuses.set(hex, status),
     countSpecError: (reason) => specErrors.push(reason),
     bulkApply: (active) => bulk.push(active),
+    ready: () => readyCalls++,
   });
-  return { kernel, agent, statuses, specErrors, bulk };
+  return { kernel, agent, statuses, specErrors, bulk, readyCalls: () => readyCalls };
 }
 
 describe('Agent', () => {
@@ -320,6 +323,60 @@ describe('Agent', () => {
     agent.requestResync('periodic');
     await new Promise((r) => setTimeout(r, 10));
     expect(kernel.byName('br64')!.flags & 1).toBe(1);
+    agent.stop();
+  });
+
+  it('networks whose VNIs foreign devices hold cost a trickle of requests, and converge within the backoff cap once the devices go, with no etcd event', async () => {
+    const timers = new FakeTimers();
+    const { kernel, agent, statuses } = setup(new FakeKernel(), 'all', timers);
+    agent.start();
+    const networks = Object.fromEntries(Array.from({ length: 12 }, (_, i) => [(0x500 + i).toString(16), '{}']));
+    // A foreign vxlan with the same VNI makes the kernel refuse ours: EEXIST on the VNI, not the name.
+    const stopFailing = kernel.failEvery('create', 'EADDRINUSE', 'create vxlan');
+    await agent.applySnapshot(snapshot(networks));
+    await agent.idle();
+    expect(statuses.get('500')).toMatchObject({ state: 'error', reason: expect.stringMatching(/EADDRINUSE/) });
+    const afterFirst = kernel.requests.length;
+    // Ten minutes with a periodic full round every minute: each network is retried after 1, 2, 4, 8,
+    // 16, 32 s and then about once a minute (jittered), not in every round or on its own undo's events.
+    await timers.advance(600_000, () => agent.idle());
+    const attemptsPerNetwork = kernel.requests.filter((r) => r.operation.startsWith('create vxlan vxlan500')).length;
+    expect(attemptsPerNetwork).toBeGreaterThanOrEqual(12);
+    expect(attemptsPerNetwork).toBeLessThanOrEqual(17);
+    const perSecond = (kernel.requests.length - afterFirst) / 600;
+    expect(perSecond).toBeLessThan(3);
+    expect(agent.reconcileStatusOf('500')).toMatchObject({ state: 'failed' });
+
+    stopFailing();
+    await timers.advance(60_000 * 1.2, () => agent.idle());
+    for (const hex of Object.keys(networks)) expect(statuses.get(hex)).toMatchObject({ state: 'ready' });
+    expect(agent.reconcileStatusOf('500')).toEqual({ state: 'done', failures: 0 });
+    agent.stop();
+  });
+
+  it('a first reconcile that cannot read the kernel is retried, and the agent becomes ready when one succeeds', async () => {
+    const timers = new FakeTimers();
+    const { kernel, agent, statuses, readyCalls } = setup(new FakeKernel(), 'all', timers);
+    agent.start();
+    kernel.failNext('dump', 'ENOBUFS');
+    await agent.applySnapshot(snapshot({ '64': '{}' }));
+    expect(agent.ready).toBe(false);
+    expect(kernel.byName('vxlan64')).toBeUndefined();
+    await timers.advance(1_500, () => agent.idle());
+    expect(agent.ready).toBe(true);
+    expect(readyCalls()).toBe(1);
+    expect(statuses.get('64')).toMatchObject({ state: 'ready' });
+    agent.stop();
+  });
+
+  it('a periodic round before the first list does not make the agent ready', async () => {
+    const timers = new FakeTimers();
+    const { agent } = setup(new FakeKernel(), 'all', timers);
+    agent.start();
+    await timers.advance(120_000, () => agent.idle());
+    expect(agent.ready).toBe(false);
+    await agent.applySnapshot(snapshot({}));
+    expect(agent.ready).toBe(true);
     agent.stop();
   });
 });

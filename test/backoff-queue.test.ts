@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { KeyedWorkQueue } from '../src/agent/queue.js';
+import { KeyedWorkQueue } from '../src/reconcile/queue.js';
 import { Backoff } from '../src/store/backoff.js';
 
 describe('Backoff', () => {

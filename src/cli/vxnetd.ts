@@ -77,6 +77,7 @@ async function run(config: AgentConfig): Promise<void> {
       observeReconcile: (seconds) => metrics?.observeReconcile(seconds),
       countSpecError: (reason) => metrics?.countSpecError(reason),
       bulkApply: (active) => source?.coalesceStatusWrites(active),
+      ready: () => readinessChanged(),
     },
   );
 
@@ -113,20 +114,21 @@ async function run(config: AgentConfig): Promise<void> {
 
   const systemd = createSystemdNotifier(process.env, (msg, err) => log.warn({ err: (err as Error | undefined)?.message }, msg));
   let announcedReady = false;
-  const readinessChanged = () => {
+  function readinessChanged(): void {
     void source?.refreshLiveness();
     if (isReady() && !announcedReady) {
       announcedReady = true;
       systemd.ready('converged');
       log.info({ op: 'ready' }, 'ready');
     }
-  };
+  }
 
   let stopping = false;
   // Snapshots and changes are applied in arrival order.
   let pipeline: Promise<void> = Promise.resolve();
   source.on('snapshot', (snapshot) => {
-    pipeline = pipeline.then(() => agent.applySnapshot(snapshot)).then(readinessChanged, (error: Error) => log.error({ err: error.message }, 'reconcile after list failed'));
+    // A failed round is retried by the agent itself, and its first success makes it ready.
+    pipeline = pipeline.then(() => agent.applySnapshot(snapshot)).then(readinessChanged);
   });
   source.on('change', (change) => {
     pipeline = pipeline.then(() => agent.applyChange(change));

@@ -22,7 +22,7 @@ export class FakeKernel implements Kernel {
   readonly links = new Map<number, FakeLink>();
   readonly requests: Array<{ verb: Verb; operation: string }> = [];
   private nextIndex = 1;
-  private failures: Array<{ verb: Verb; match: (operation: string) => boolean; errno: string }> = [];
+  private failures: Array<{ verb: Verb; match: (operation: string) => boolean; errno: string; persistent?: boolean }> = [];
 
   addLink(link: Omit<Link, 'index'> & { index?: number }): Link {
     const full = { ...link, index: link.index ?? this.nextIndex++ } as Link;
@@ -33,6 +33,15 @@ export class FakeKernel implements Kernel {
 
   byName(name: string): FakeLink | undefined {
     return [...this.links.values()].find((l) => l.name === name);
+  }
+
+  /** Every request of this verb whose operation contains `text` fails with errno, until the returned function is called. */
+  failEvery(verb: Verb, errno: string, text = ''): () => void {
+    const failure = { verb, errno, match: (operation: string) => operation.includes(text), persistent: true };
+    this.failures.push(failure);
+    return () => {
+      this.failures = this.failures.filter((f) => f !== failure);
+    };
   }
 
   /** The next request of this verb whose operation contains `text` fails with errno. */
@@ -52,8 +61,9 @@ export class FakeKernel implements Kernel {
     this.requests.push({ verb, operation });
     const i = this.failures.findIndex((f) => f.verb === verb && f.match(operation));
     if (i !== -1) {
-      const [failure] = this.failures.splice(i, 1);
-      throw new KernelError(failure!.errno, operation);
+      const failure = this.failures[i]!;
+      if (!failure.persistent) this.failures.splice(i, 1);
+      throw new KernelError(failure.errno, operation);
     }
   }
 

@@ -1,0 +1,138 @@
+/**
+ * What etcd says this host should have: networks and (attached scope) attachments, as last
+ * listed and watched. The only owner of that state; pure apart from counting spec errors once.
+ */
+import { desiredNetwork, type DesiredNetwork, type HostSettings, type Underlay } from '../model/network.js';
+import { parseNetworkSpec, SpecError, type SpecResult } from '../model/spec.js';
+import { parseVniHex } from '../model/vni.js';
+import type { Change, Snapshot, StoredValue } from '../store/source.js';
+
+export interface DesiredLog {
+  warn(fields: Record<string, unknown>, msg: string): void;
+}
+
+interface NetworkEntry {
+  modRevision: number;
+  spec: SpecResult;
+  /** desiredNetwork() for one underlay, kept because every full round asks again (sha256 MACs, group). */
+  desired?: { underlay: Underlay; result: DesiredNetwork | SpecError };
+}
+
+/** One network as this host should have it, or why it cannot. */
+export type Wanted =
+  | { wanted: false; attachedToMissing: boolean }
+  | { wanted: true; specRevision: number; network: DesiredNetwork }
+  | { wanted: true; specRevision: number; error: SpecError };
+
+export class DesiredState {
+  private readonly networks = new Map<string, NetworkEntry>();
+  private readonly attachments = new Map<string, StoredValue>();
+  private readonly countedErrors = new Set<string>();
+  /** Deletions need an authoritative list: missing data is not an empty desired state. */
+  private listed = false;
+
+  constructor(
+    private readonly scope: 'all' | 'attached',
+    private readonly host: HostSettings,
+    private readonly log: DesiredLog,
+    private readonly countSpecError: (reason: string) => void = () => undefined,
+  ) {}
+
+  /** True once a full list from etcd has been applied: from then on, absence means "delete". */
+  get known(): boolean {
+    return this.listed;
+  }
+
+  /** Replaces everything with a fresh list; returns the names known before, which may need deleting now. */
+  replace(snapshot: Snapshot): Set<string> {
+    const before = new Set([...this.networks.keys(), ...this.attachments.keys(), ...snapshot.statuses.keys()]);
+    this.networks.clear();
+    this.attachments.clear();
+    for (const [name, stored] of snapshot.networks) this.setNetwork(name, stored);
+    for (const [name, stored] of snapshot.attachments) this.attachments.set(name, stored);
+    this.listed = true;
+    return before;
+  }
+
+  /** Applies one watched change; returns the network it concerns, if its name is a VNI. */
+  apply(change: Change): string | undefined {
+    if (change.collection === 'attachments') {
+      if (change.value) this.attachments.set(change.name, change.value);
+      else this.attachments.delete(change.name);
+    } else if (change.value) {
+      this.setNetwork(change.name, change.value);
+    } else {
+      this.networks.delete(change.name);
+    }
+    return parseVniHex(change.name) === undefined ? undefined : change.name;
+  }
+
+  /** Every network name etcd mentions for this host (wanted or not). */
+  names(): Iterable<string> {
+    return new Set([...this.networks.keys(), ...this.attachments.keys()]);
+  }
+
+  isWanted(hex: string): boolean {
+    return this.networks.has(hex) && (this.scope === 'all' || this.attachments.has(hex));
+  }
+
+  wantedCount(): number {
+    let count = 0;
+    for (const hex of this.networks.keys()) if (this.isWanted(hex)) count++;
+    return count;
+  }
+
+  /** What `hex` should be on this underlay; a spec error is counted and logged once per revision. */
+  wanted(hex: string, underlay: Underlay): Wanted {
+    const entry = this.isWanted(hex) ? this.networks.get(hex) : undefined;
+    if (!entry) return { wanted: false, attachedToMissing: this.scope === 'attached' && this.attachments.has(hex) && !this.networks.has(hex) };
+    const result = this.desiredFor(parseVniHex(hex)!, entry, underlay);
+    if (result instanceof SpecError) {
+      this.countOnce(`${hex}@${entry.modRevision}`, result.code, () =>
+        this.log.warn({ vni: hex, key: hex, reason: result.code, op: 'validate' }, `network ${hex}: ${result.message}`),
+      );
+      return { wanted: true, specRevision: entry.modRevision, error: result };
+    }
+    return { wanted: true, specRevision: entry.modRevision, network: result };
+  }
+
+  /** The spec revision of a wanted network, whatever the underlay. */
+  specRevision(hex: string): number | undefined {
+    return this.isWanted(hex) ? this.networks.get(hex)?.modRevision : undefined;
+  }
+
+  private setNetwork(name: string, stored: StoredValue): void {
+    if (parseVniHex(name) === undefined) {
+      this.countOnce(`${name}@${stored.modRevision}`, 'invalid_key', () =>
+        this.log.warn(
+          { key: name, op: 'validate' },
+          `ignoring network key ${JSON.stringify(name)}: not a canonical VNI (lowercase hex 1…ffffff without leading zeros, no slashes)`,
+        ),
+      );
+      return;
+    }
+    this.networks.set(name, { modRevision: stored.modRevision, spec: parseNetworkSpec(stored.value) });
+  }
+
+  private desiredFor(vni: number, entry: NetworkEntry, underlay: Underlay): DesiredNetwork | SpecError {
+    if (!entry.spec.ok) return entry.spec.error;
+    if (entry.desired?.underlay !== underlay) {
+      let result: DesiredNetwork | SpecError;
+      try {
+        result = desiredNetwork(vni, entry.spec.spec, this.host, underlay);
+      } catch (error) {
+        if (!(error instanceof SpecError)) throw error;
+        result = error;
+      }
+      entry.desired = { underlay, result };
+    }
+    return entry.desired.result;
+  }
+
+  private countOnce(id: string, reason: string, report: () => void): void {
+    if (this.countedErrors.has(id)) return;
+    this.countedErrors.add(id);
+    this.countSpecError(reason);
+    report();
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * What the agent knows of the kernel between dumps: the underlay, which networks may have
+ * devices, and each managed bridge's ifindex. Fed by dumps, link events and the agent's own
+ * applies; the only owner of that knowledge.
+ */
+import type { Link } from '../model/link.js';
+import type { Underlay } from '../model/network.js';
+import { hexFromOwnerAlias, ownerAlias } from '../model/vni.js';
+import { groupLinksByNetwork, hexFromDeviceName, underlayOf } from '../plan/actual.js';
+import type { ActualNetwork } from '../plan/plan.js';
+
+export interface FactsLog {
+  info(fields: Record<string, unknown>, msg: string): void;
+  error(fields: Record<string, unknown>, msg: string): void;
+}
+
+/** A link notification, as the kernel adapter delivers it. */
+export interface LinkNotice {
+  type: 'new' | 'del';
+  link: Link;
+}
+
+/** What a link notification means to the agent. */
+export interface LinkNoticeMeaning {
+  underlayChanged: boolean;
+  /** The network whose devices (by name or by our alias) it concerns. */
+  network?: string;
+}
+
+export class KernelFacts {
+  private current?: Underlay;
+  /**
+   * Networks that may have a device in the kernel: those of the last dump, of link events since
+   * and of the agent's own applies (undefined before the first dump). A wanted network outside it
+   * is created without first asking the kernel (two failing RTM_GETLINKs per network in a burst
+   * of new networks); creates are exclusive, so a device the agent did not know of fails the
+   * create with EEXIST and the network is planned again from the kernel's state.
+   */
+  private devicesSeen?: Set<string>;
+  private readonly bridges = new Map<string, number>();
+
+  constructor(
+    private readonly underlayName: string,
+    private readonly log: FactsLog,
+  ) {}
+
+  get underlay(): Underlay | undefined {
+    return this.current;
+  }
+
+  /** Takes in a full dump; returns the links that concern each network. */
+  fromDump(links: Link[]): Map<string, ActualNetwork> {
+    this.setUnderlay(links.find((link) => link.name === this.underlayName));
+    const byNetwork = groupLinksByNetwork(links);
+    this.devicesSeen = new Set(byNetwork.keys());
+    for (const [hex, actual] of byNetwork) if (actual.bridge) this.noteBridge(hex, actual.bridge);
+    return byNetwork;
+  }
+
+  /** Takes in a link notification. */
+  fromNotice({ type, link }: LinkNotice): LinkNoticeMeaning {
+    if (link.name === this.underlayName || (this.current && link.index === this.current.index)) {
+      const next = type === 'new' && link.name === this.underlayName ? link : undefined;
+      const changed = next?.index !== this.current?.index || next?.mtu !== this.current?.mtu;
+      if (changed) this.setUnderlay(next);
+      return { underlayChanged: changed };
+    }
+    const named = hexFromDeviceName(link.name);
+    const network = named?.hex ?? hexFromOwnerAlias(link.alias);
+    if (!network) return { underlayChanged: false };
+    if (type === 'new') this.devicesSeen?.add(network);
+    if (type === 'new' && named?.role === 'bridge') this.noteBridge(network, link);
+    return { underlayChanged: false, network };
+  }
+
+  /** False only when the last dump and every event since show no device of this network. */
+  mayHaveDevices(hex: string): boolean {
+    return this.devicesSeen === undefined || this.devicesSeen.has(hex);
+  }
+
+  /** The agent is about to create devices of this network. */
+  expectDevices(hex: string): void {
+    this.devicesSeen?.add(hex);
+  }
+
+  /** Our bridge of this network as last seen (only a bridge carrying our alias counts). */
+  bridgeIndex(hex: string): number | undefined {
+    return this.bridges.get(hex);
+  }
+
+  noteBridge(hex: string, bridge: Pick<Link, 'index' | 'alias'>): void {
+    if (bridge.alias === ownerAlias(hex)) this.bridges.set(hex, bridge.index);
+  }
+
+  noteCreatedBridge(hex: string, index: number): void {
+    this.bridges.set(hex, index);
+  }
+
+  forgetNetwork(hex: string): void {
+    this.bridges.delete(hex);
+  }
+
+  /** The underlay is gone (the kernel said so in a refusal before any notification did). */
+  underlayLost(): void {
+    this.setUnderlay(undefined);
+  }
+
+  private setUnderlay(link: Link | undefined): void {
+    const next = link ? underlayOf(link) : undefined;
+    const prev = this.current;
+    if (prev?.index === next?.index && prev?.mtu === next?.mtu && prev?.ipv6 === next?.ipv6) return;
+    this.current = next;
+    if (!next) {
+      this.log.error({ device: this.underlayName, op: 'underlay' }, `underlay ${this.underlayName} not found; waiting for it (existing devices are kept)`);
+    } else {
+      this.log.info({ device: next.name, index: next.index, mtu: next.mtu, op: 'underlay' }, `underlay ${next.name} is ifindex ${next.index}, mtu ${next.mtu}`);
+    }
+  }
+}
