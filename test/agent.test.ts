@@ -379,4 +379,26 @@ describe('Agent', () => {
     expect(agent.ready).toBe(true);
     agent.stop();
   });
+
+  it('a foreign vxlan holding the VNI is a conflict found without a request; its deletion lets the network go ahead at once', async () => {
+    const timers = new FakeTimers();
+    const { kernel, agent, statuses } = setup(new FakeKernel(), 'all', timers);
+    agent.start();
+    const u0 = kernel.byName('u0')!.index;
+    const foreign = kernel.addLink({ name: 'fx500', kind: 'vxlan', flags: 1, mtu: 1430, vxlan: { id: 0x500, port: 4789, link: u0 } });
+    kernel.addLink({ name: 'other', kind: 'vxlan', flags: 1, mtu: 1430, vxlan: { id: 0x501, port: 4790, link: u0 } });
+    await agent.applySnapshot(snapshot({ '500': '{}', '501': '{}' }));
+    expect(statuses.get('500')).toMatchObject({ state: 'error', reason: expect.stringMatching(/device fx500 already uses VNI 1280 \(500\) on port 4789/) });
+    expect(kernel.mutatingRequests().filter((op) => op.includes('500'))).toEqual([]);
+    // Another port is no conflict for the kernel.
+    expect(statuses.get('501')).toMatchObject({ state: 'ready' });
+    await timers.advance(600_000, () => agent.idle());
+    expect(kernel.requests.filter((r) => r.operation.includes('500'))).toEqual([]);
+
+    await kernel.deleteLink(foreign.index, 'operator removes the foreign device');
+    await agent.idle();
+    expect(statuses.get('500')).toMatchObject({ state: 'ready' });
+    expect(kernel.byName('vxlan500')).toMatchObject({ vxlan: { id: 0x500 } });
+    agent.stop();
+  });
 });

@@ -6,6 +6,7 @@
  */
 import type { Kernel, LinkEvent } from '../kernel/rtnl.js';
 import type { HostSettings } from '../model/network.js';
+import { isValidVni, vniHex, vxlanName } from '../model/vni.js';
 import { ReconcileLoop } from '../reconcile/loop.js';
 import { systemTimers, type BackoffPolicy, type Timers } from '../reconcile/timers.js';
 import type { Change, Snapshot } from '../store/source.js';
@@ -159,6 +160,11 @@ export class Agent {
   private linkChanged(event: LinkEvent): void {
     const meaning = this.facts.fromNotice(event);
     if (meaning.underlayChanged) void this.loop.fullRound('underlay changed', { retryFailedNow: true });
+    // A foreign device that held a network's VNI is gone: that network need not wait out its retry delay.
+    const freed = meaning.vniFreed !== undefined && isValidVni(meaning.vniFreed) ? vniHex(meaning.vniFreed) : undefined;
+    if (freed !== undefined && event.link.name !== vxlanName(freed) && this.desired.isWanted(freed)) {
+      this.loop.schedule(DEVICE_PAIRS, freed, { retryFailedNow: true });
+    }
     const network = meaning.network;
     if (network !== undefined) this.loop.poke(DEVICE_PAIRS, network, event.link.name, () => !this.devicePairs.explains(network, event));
   }

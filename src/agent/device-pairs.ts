@@ -85,6 +85,8 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
     const assumedAbsent = !given && network !== undefined && !this.facts.mayHaveDevices(hex);
     const actual = given ?? (assumedAbsent ? emptyActual() : await this.readActual(hex));
     const plan = planNetwork(hex, network, actual, this.ownership(hex));
+    const holder = network && this.vniHeldElsewhere(network);
+    if (holder) plan.conflicts.push(`device ${holder.name} already uses VNI ${network.vni} (${hex}) on port ${network.vxlan.port}, so the kernel refuses ${network.vxlan.name}; remove that device or use another VNI`);
     if (plan.conflicts.length) {
       const reason = plan.conflicts.join('; ');
       if (this.statuses.get(hex)?.reason !== reason) this.log.warn({ vni: hex, op: 'conflict' }, reason);
@@ -133,6 +135,13 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
     const wanted = this.desired.wanted(hex, underlay);
     if (!wanted.wanted || !('network' in wanted)) return false;
     return deviceMatches(wanted.network, link, this.ownership(hex), this.facts.bridgeIndex(hex));
+  }
+
+  /** A vxlan under another name, not ours, with this network's VNI and port: the create could only fail (EEXIST). */
+  private vniHeldElsewhere(network: DesiredNetwork): { name: string } | undefined {
+    const holder = this.facts.vniHolder(network.vni);
+    if (!holder || holder.name === network.vxlan.name || holder.port !== network.vxlan.port) return undefined;
+    return holder.alias === network.vxlan.alias ? undefined : holder;
   }
 
   private finish(hex: string, wanted: { specRevision: number; network: DesiredNetwork } | undefined, changed: boolean, attachedToMissing: boolean): Outcome {

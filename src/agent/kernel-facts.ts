@@ -25,6 +25,16 @@ export interface LinkNoticeMeaning {
   underlayChanged: boolean;
   /** The network whose devices (by name or by our alias) it concerns. */
   network?: string;
+  /** A device under another name that held this VNI is gone: the network it blocked may go ahead. */
+  vniFreed?: number;
+}
+
+/** A vxlan device as seen holding a VNI: the kernel refuses a second one with the same VNI and port. */
+export interface VniHolder {
+  index: number;
+  name: string;
+  port?: number;
+  alias?: string;
 }
 
 export class KernelFacts {
@@ -38,6 +48,8 @@ export class KernelFacts {
    */
   private devicesSeen?: Set<string>;
   private readonly bridges = new Map<string, number>();
+  private readonly vniHolders = new Map<number, VniHolder>();
+  private readonly vniByIndex = new Map<number, number>();
 
   constructor(
     private readonly underlayName: string,
@@ -51,6 +63,9 @@ export class KernelFacts {
   /** Takes in a full dump; returns the links that concern each network. */
   fromDump(links: Link[]): Map<string, ActualNetwork> {
     this.setUnderlay(links.find((link) => link.name === this.underlayName));
+    this.vniHolders.clear();
+    this.vniByIndex.clear();
+    for (const link of links) this.noteVni(link);
     const byNetwork = groupLinksByNetwork(links);
     this.devicesSeen = new Set(byNetwork.keys());
     for (const [hex, actual] of byNetwork) if (actual.bridge) this.noteBridge(hex, actual.bridge);
@@ -59,6 +74,8 @@ export class KernelFacts {
 
   /** Takes in a link notification. */
   fromNotice({ type, link }: LinkNotice): LinkNoticeMeaning {
+    const vniFreed = this.forgetVni(link.index, type === 'del' ? undefined : link);
+    if (type === 'new') this.noteVni(link);
     if (link.name === this.underlayName || (this.current && link.index === this.current.index)) {
       const next = type === 'new' && link.name === this.underlayName ? link : undefined;
       const changed = next?.index !== this.current?.index || next?.mtu !== this.current?.mtu;
@@ -67,10 +84,32 @@ export class KernelFacts {
     }
     const named = hexFromDeviceName(link.name);
     const network = named?.hex ?? hexFromOwnerAlias(link.alias);
-    if (!network) return { underlayChanged: false };
+    const freed = vniFreed === undefined ? {} : { vniFreed };
+    if (!network) return { underlayChanged: false, ...freed };
     if (type === 'new') this.devicesSeen?.add(network);
     if (type === 'new' && named?.role === 'bridge') this.noteBridge(network, link);
-    return { underlayChanged: false, network };
+    return { underlayChanged: false, network, ...freed };
+  }
+
+  /** The vxlan device holding this VNI, as last seen. */
+  vniHolder(vni: number): VniHolder | undefined {
+    return this.vniHolders.get(vni);
+  }
+
+  private noteVni(link: Link): void {
+    const vni = link.kind === 'vxlan' ? link.vxlan?.id : undefined;
+    if (vni === undefined) return;
+    this.vniHolders.set(vni, { index: link.index, name: link.name, ...(link.vxlan?.port !== undefined ? { port: link.vxlan.port } : {}), ...(link.alias !== undefined ? { alias: link.alias } : {}) });
+    this.vniByIndex.set(link.index, vni);
+  }
+
+  /** Forgets what `index` held, unless `still` holds the same VNI; returns the VNI it freed. */
+  private forgetVni(index: number, still: Link | undefined): number | undefined {
+    const vni = this.vniByIndex.get(index);
+    if (vni === undefined) return undefined;
+    this.vniByIndex.delete(index);
+    if (this.vniHolders.get(vni)?.index === index) this.vniHolders.delete(vni);
+    return still?.kind === 'vxlan' && still.vxlan?.id === vni ? undefined : vni;
   }
 
   /** False only when the last dump and every event since show no device of this network. */
