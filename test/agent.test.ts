@@ -54,7 +54,7 @@ describe('Agent', () => {
     await agent.applySnapshot(snapshot({ '64': '{}' }));
     const other = setup(kernel);
     other.agent.applyChange({ collection: 'networks', name: '64', revision: 2 });
-    await new Promise((r) => setTimeout(r, 10));
+    await other.agent.idle();
     expect(kernel.byName('vxlan64')).toBeDefined();
   });
 
@@ -86,11 +86,11 @@ describe('Agent', () => {
     expect(statuses.has('FF01')).toBe(false);
     expect(specErrors.sort()).toEqual(['invalid_key', 'not_object']);
     agent.applyChange({ collection: 'networks', name: '64', revision: 5, value: value('{"mtu":9000}', 5) });
-    await new Promise((r) => setTimeout(r, 10));
+    await agent.idle();
     expect(statuses.get('64')).toMatchObject({ state: 'error', reason: 'mtu 9000 exceeds underlay u0 limit 1430', specRevision: 5 });
     expect(kernel.byName('vxlan64')?.mtu).toBe(1430);
     agent.applyChange({ collection: 'networks', name: '64', revision: 6, value: value('{"mtu":1300}', 6) });
-    await new Promise((r) => setTimeout(r, 10));
+    await agent.idle();
     expect(statuses.get('64')).toMatchObject({ state: 'ready', mtu: 1300 });
     expect(specErrors).toHaveLength(3);
   });
@@ -110,7 +110,7 @@ describe('Agent', () => {
     expect(kernel.byName('vxlanff01')).toBeDefined();
     expect(statuses.get('77')).toMatchObject({ state: 'error', reason: expect.stringMatching(/network 77 does not exist/) });
     agent.applyChange({ collection: 'attachments', name: 'ff01', revision: 3 });
-    await new Promise((r) => setTimeout(r, 10));
+    await agent.idle();
     expect(kernel.byName('vxlanff01')).toBeUndefined();
     expect(statuses.get('ff01')).toBeNull();
   });
@@ -120,7 +120,7 @@ describe('Agent', () => {
     agent.start();
     const networks = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [(0x100 + i * 2 + 0x1000).toString(16), '{}']));
     await agent.applySnapshot(snapshot(networks));
-    await new Promise((r) => setTimeout(r, 20));
+    await agent.idle();
     expect(kernel.pauses).toBe(1);
     expect(kernel.eventsPaused).toBe(false);
     expect(bulk).toEqual([true, false]);
@@ -128,7 +128,7 @@ describe('Agent', () => {
     expect([...kernel.links.values()].filter((l) => l.kind === 'vxlan')).toHaveLength(40);
     // Events work again afterwards.
     await kernel.deleteLink(kernel.byName('vxlan1100')!.index, 'vandal');
-    await new Promise((r) => setTimeout(r, 10));
+    await agent.idle();
     expect(kernel.byName('vxlan1100')).toBeDefined();
     agent.stop();
   });
@@ -140,7 +140,7 @@ describe('Agent', () => {
     kernel.links.delete(kernel.byName('u0')!.index);
     kernel.failNext('create', 'ENODEV', 'create vxlan');
     await kernel.deleteLink(kernel.byName('vxlan64')!.index, 'kernel: lower device unregistered');
-    await new Promise((r) => setTimeout(r, 10));
+    await agent.idle();
     expect(statuses.get('64')).toMatchObject({ state: 'error', reason: 'underlay u0 not found on this host' });
     expect(kernel.byName('br64')).toBeDefined();
     agent.stop();
@@ -151,7 +151,7 @@ describe('Agent', () => {
     agent.start();
     await agent.applySnapshot(snapshot({ '64': '{}' }));
     await kernel.deleteLink(kernel.byName('vxlan64')!.index, 'vandal');
-    await new Promise((r) => setTimeout(r, 10));
+    await agent.idle();
     expect(kernel.byName('vxlan64')).toMatchObject({ master: kernel.byName('br64')!.index });
     agent.stop();
   });
@@ -162,7 +162,7 @@ describe('Agent', () => {
     await agent.applySnapshot(snapshot({}));
     kernel.requests.length = 0;
     agent.applyChange({ collection: 'networks', name: '64', revision: 2, value: value('{}', 2) });
-    await new Promise((r) => setTimeout(r, 10));
+    await agent.idle();
     expect(statuses.get('64')).toMatchObject({ state: 'ready' });
     // The dump showed no device of 64: per device create, set, up and nothing else, no read for the ifindex, no rerun.
     expect(kernel.requests.map((r) => r.verb)).toEqual(['create', 'change', 'change', 'create', 'change', 'change']);
@@ -171,14 +171,14 @@ describe('Agent', () => {
     kernel.echoesCreates = false;
     kernel.requests.length = 0;
     agent.applyChange({ collection: 'networks', name: '65', revision: 3, value: value('{}', 3) });
-    await new Promise((r) => setTimeout(r, 10));
+    await agent.idle();
     expect(kernel.requests.map((r) => r.verb)).toEqual(['create', 'change', 'change', 'get', 'create', 'change', 'change']);
     expect(kernel.byName('vxlan65')).toMatchObject({ master: kernel.byName('br65')!.index });
 
     // Deleting a network: its own deletion events are no reason to look again.
     kernel.requests.length = 0;
     agent.applyChange({ collection: 'networks', name: '65', revision: 4 });
-    await new Promise((r) => setTimeout(r, 10));
+    await agent.idle();
     expect(kernel.requests.map((r) => r.verb)).toEqual(['get', 'get', 'delete', 'delete']);
     agent.stop();
   });
@@ -194,7 +194,7 @@ describe('Agent', () => {
     kernel.requests.length = 0;
     agent.applyChange({ collection: 'networks', name: '64', revision: 2, value: value('{}', 2) });
     agent.applyChange({ collection: 'networks', name: '65', revision: 3, value: value('{}', 3) });
-    await new Promise((r) => setTimeout(r, 20));
+    await agent.idle();
     expect(statuses.get('64')).toMatchObject({ state: 'error', reason: expect.stringMatching(/vxlan64 exists and is not managed by vxnetd/) });
     // The bridge the failed attempt created is undone, the foreign device untouched.
     expect(kernel.byName('br64')).toBeUndefined();
@@ -225,7 +225,7 @@ describe('Agent', () => {
     const bridge = kernel.addLink({ name: 'br64', kind: 'bridge', flags: 1, mtu: 1430, alias: ours.alias, mac: ours.bridgeMac });
     kernel.addLink({ name: 'vxlan64', kind: 'vxlan', flags: 1, mtu: 1430, alias: ours.alias, mac: ours.vxlanMac, master: bridge.index });
     agent.applyChange({ collection: 'networks', name: '64', revision: 5 });
-    await new Promise((r) => setTimeout(r, 20));
+    await agent.idle();
     expect(kernel.byName('vxlan64')).toBeUndefined();
     expect(kernel.byName('br64')).toBeUndefined();
     agent.stop();
@@ -265,7 +265,7 @@ describe('Agent', () => {
       }
     };
     agent.applyChange({ collection: 'networks', name: '64', revision: 2, value: value('{}', 2) });
-    await new Promise((r) => setTimeout(r, 20));
+    await agent.idle();
     expect(vandalised).toBe(true);
     expect(kernel.byName('br64')!.flags & 1).toBe(1);
     agent.stop();
@@ -277,7 +277,7 @@ describe('Agent', () => {
     await agent.applySnapshot(snapshot({}));
     for (let i = 0; i < 20; i++) kernel.failNext('create', 'ENOMEM', 'create vxlan');
     agent.applyChange({ collection: 'networks', name: '64', revision: 2, value: value('{}', 2) });
-    await new Promise((r) => setTimeout(r, 20));
+    await agent.idle();
     expect(statuses.get('64')).toMatchObject({ state: 'error', reason: expect.stringMatching(/ENOMEM/) });
     expect(kernel.requests.filter((r) => r.verb === 'create' && r.operation.startsWith('create vxlan'))).toHaveLength(1);
     expect(kernel.byName('br64')).toBeUndefined();
@@ -289,11 +289,11 @@ describe('Agent', () => {
     agent.start();
     const networks = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [(0x2000 + i).toString(16), '{}']));
     await agent.applySnapshot(snapshot(networks));
-    await new Promise((r) => setTimeout(r, 20));
+    await agent.idle();
     const pausesAfterStart = kernel.pauses;
     agent.requestResync('periodic');
     agent.applyChange({ collection: 'networks', name: '64', revision: 2, value: value('{}', 2) });
-    await new Promise((r) => setTimeout(r, 20));
+    await agent.idle();
     expect(statuses.get('64')).toMatchObject({ state: 'ready' });
     expect(kernel.pauses).toBe(pausesAfterStart);
     agent.stop();
@@ -306,7 +306,7 @@ describe('Agent', () => {
     const index = kernel.byName('vxlan64')!.index;
     const group = Buffer.from(kernel.byName('vxlan64')!.vxlan!.group!);
     await kernel.changeLink({ name: 'vxlan64', kind: 'vxlan', vxlan: { ttl: 9, group: Buffer.alloc(16, 0xff) } }, 'vandal');
-    await new Promise((r) => setTimeout(r, 10));
+    await agent.idle();
     expect(kernel.byName('vxlan64')).toMatchObject({ index, vxlan: { ttl: 5, group } });
     agent.stop();
   });
@@ -318,10 +318,10 @@ describe('Agent', () => {
     kernel.eventsPaused = true; // the change below sends no notification
     await kernel.changeLink({ name: 'br64', up: false }, 'vandal, unseen');
     kernel.eventsPaused = false;
-    await new Promise((r) => setTimeout(r, 10));
+    await agent.idle();
     expect(kernel.byName('br64')!.flags & 1).toBe(0);
     agent.requestResync('periodic');
-    await new Promise((r) => setTimeout(r, 10));
+    await agent.idle();
     expect(kernel.byName('br64')!.flags & 1).toBe(1);
     agent.stop();
   });
