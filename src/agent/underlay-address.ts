@@ -9,8 +9,8 @@ export interface UnderlayAddressOptions {
 
 /**
  * Looked up at most every maxAgeMs (default five minutes): os.networkInterfaces()
- * walks every interface and blocked the event loop for ~0.1 s at 4,000 devices,
- * right when readiness changes. A missing address is looked up again each time:
+ * walks every interface, which blocks the event loop noticeably at thousands of
+ * devices, right when readiness changes. A missing address is looked up again each time:
  * the underlay may just have appeared.
  */
 export function cachedUnderlayAddress(name: string, opts: UnderlayAddressOptions = {}): { get(): string | undefined } {

@@ -1,11 +1,9 @@
 /**
  * pino's output for the agent: info lines are collected for up to 10 ms and go out in one
- * write. A bulk apply of 1,000 networks logs ~7,000 lines; one write(2) per line cost ~0.2 s
- * of the agent's CPU, one per event-loop turn still ~0.1 s (thousands of writes, each waking
- * the reader, journald). A warning or worse is written at once, behind the lines buffered
- * before it; more than 64 KiB buffered is written at once too; the owner flushes at exit. The
- * lines before an error are the ones that explain it. Only a hard crash (abort) loses lines,
- * the info lines of its last 10 ms.
+ * write, because a bulk apply logs thousands of lines and a write(2) each was a visible share of
+ * the agent's CPU (bench/RESULTS.md, "log lines"). A warning or worse is written at once, behind
+ * the lines buffered before it (they explain it); more than 64 KiB buffered is written at once
+ * too; the owner flushes at exit. Only a hard crash (abort) loses lines: those of its last 10 ms.
  */
 
 /** pino sets lastLevel on a stream that carries this symbol, before each write. */

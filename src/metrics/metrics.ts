@@ -77,9 +77,8 @@ export function createMetrics(opts: MetricsOptions): Metrics {
   const registry = new PromRegistry();
   const registers = [registry];
 
-  // prom-client samples event-loop delay with a 10 ms libuv timer by default: 100 wake-ups a second,
-  // ~0.6 % of a core on a 2-CPU host, most of an idle agent's CPU. At 100 ms a stall long enough to
-  // delay a repair is still seen (nodejs_eventloop_lag_*), for ~0.05 % of a core.
+  // prom-client's default 10 ms event-loop sampling was most of an idle agent's CPU (bench/RESULTS.md,
+  // "2026-11-30, late"); at 100 ms a stall long enough to delay a repair still shows.
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
 
   new Gauge({

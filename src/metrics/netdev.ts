@@ -2,11 +2,10 @@
  * Per-interface metrics of the devices vxnetd manages, rendered directly in
  * the Prometheus text exposition format (0.0.4) from one link dump.
  *
- * Why not prom-client Counters/Gauges: with 2,000 devices these families hold
- * ~26,000 series, and prom-client's per-label-set work (hashing on set,
- * Object.entries + two regex escapes per label on render) measured 55–115 ms
- * per scrape on its own. Rendering here, with each device's label set built
- * and escaped once, takes a few milliseconds (bench/metrics-scrape.ts).
+ * Why not prom-client Counters/Gauges: with thousands of devices these families
+ * hold tens of thousands of series, and prom-client's per-label-set work alone
+ * took longer than the rest of a scrape; here each device's label set is built
+ * and escaped once (bench/RESULTS.md, bench/metrics-scrape.ts).
  */
 import { IFF_LOWER_UP, IFF_UP, type Link, type LinkStats } from '../model/link.js';
 import { hexFromOwnerAlias } from '../model/vni.js';
