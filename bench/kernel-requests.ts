@@ -18,6 +18,7 @@ import { desiredNetwork } from '../src/model/network.js';
 import { vniHex } from '../src/model/vni.js';
 import { underlayOf } from '../src/plan/actual.js';
 import { ownershipOf, planNetwork } from '../src/plan/plan.js';
+import { identityText } from '../src/model/identity.js';
 
 const [hostname, firstText, countText] = process.argv.slice(2);
 const first = Number(firstText);
@@ -34,8 +35,11 @@ const host = { hostname, groupBase: parseGroupBase('ff05::'), ttl: 5, dstport: 4
 const underlay = underlayOf(u0);
 const quiet = { info: () => undefined, warn: (fields: Record<string, unknown>, msg: string) => process.stderr.write(`${msg} ${JSON.stringify(fields)}\n`) };
 
+const identity = identityText({ host: hostname!, etcdCluster: '0000000000000000', prefix: '/v1' });
+
 async function createNetwork(vni: number): Promise<void> {
-  const plan = planNetwork(vniHex(vni), desiredNetwork(vni, { type: 'vxlan' }, host, underlay), { strays: [] }, ownershipOf(hostname!, vni));
+  const desired = desiredNetwork(vni, { type: 'vxlan' }, host, underlay, { identity, incarnation: 1 });
+  const plan = planNetwork(vniHex(vni), desired, { strays: [] }, ownershipOf(hostname!, vni, identity));
   await applyPlan(kernel, plan.ops, quiet);
 }
 

@@ -22,6 +22,7 @@ import { DataCentre, type AgentHandle } from '../native-tests/harness/datacentre
 import { AgentProcess } from '../native-tests/harness/agent.js';
 import type { TrackedProcess } from '../native-tests/harness/processes.js';
 import { parseSamples, sumSamples } from '../native-tests/harness/observe.js';
+import { parseOwnerAlias } from '../src/model/identity.js';
 import { sleep } from '../native-tests/harness/wait.js';
 import { deterministicMac, formatMac } from '../src/model/mac.js';
 import { groupFor, parseGroupBase, reservedGroupReason } from '../src/model/group.js';
@@ -161,13 +162,13 @@ export function missingNetworks(all: IpLink[], nets: BenchNetwork[], mtu = OVERL
   return nets.filter((net) => {
     const br = byName.get(net.bridge);
     const vx = byName.get(net.vxlan);
-    const alias = `vxnetd:${net.hex}`;
     return !(
       br && vx &&
       br.flags.includes('UP') && vx.flags.includes('UP') &&
       vx.master === net.bridge &&
       br.mtu === mtu && vx.mtu === mtu &&
-      br.ifalias === alias && vx.ifalias === alias
+      // The ip baselines set vxnetd 0.1's alias, vxnetd its own with identity and incarnation.
+      parseOwnerAlias(br.ifalias)?.hex === net.hex && parseOwnerAlias(vx.ifalias)?.hex === net.hex
     );
   });
 }

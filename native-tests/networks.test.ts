@@ -53,12 +53,12 @@ describe('vxnetd on two hosts', () => {
         expect(vxlan.master).toBe(`br${hex}`);
         expect(vxlan.mtu).toBe(mtu);
         expect(vxlan.flags).toEqual(expect.arrayContaining(['UP', 'LOWER_UP']));
-        expect(vxlan.ifalias).toBe(`vxnetd:${hex}`);
+        expect(vxlan.ifalias).toMatch(new RegExp(`^vxnetd:${hex} host=${host} etcd=[0-9a-f]{16} prefix=/v1 net=[0-9]+$`));
         expect(vxlan.address).toBe(formatMac(deterministicMac(host, 'vxlan', vni)));
         expect(bridge.linkinfo.info_kind).toBe('bridge');
         expect(bridge.mtu).toBe(mtu);
         expect(bridge.flags).toContain('UP');
-        expect(bridge.ifalias).toBe(`vxnetd:${hex}`);
+        expect(bridge.ifalias).toBe(vxlan.ifalias);
         expect(bridge.address).toBe(formatMac(deterministicMac(host, 'bridge', vni)));
         // No IPv6 link-local: the host sends no DAD, MLD or router solicitation into the tenant segment.
         expect(vxlan.inet6_addr_gen_mode).toBe('none');

@@ -2,17 +2,17 @@
 import { describe, expect, it } from 'vitest';
 import { Agent, type NetworkStatus } from '../src/agent/agent.js';
 import type { Snapshot, StoredValue } from '../src/store/source.js';
-import { ownershipOf } from '../src/plan/plan.js';
 import { FakeKernel } from './support/fake-kernel.js';
 import { FakeTimers } from './support/fake-timers.js';
-import { HOST } from './support/fixtures.js';
+import { aliasOf, ETCD_CLUSTER, HOST, ownership } from './support/fixtures.js';
 
 const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
-const value = (json: string, modRevision = 1): StoredValue => ({ value: Buffer.from(json), modRevision });
+const value = (json: string, modRevision = 1, createRevision = 1): StoredValue => ({ value: Buffer.from(json), modRevision, createRevision });
 
 function snapshot(networks: Record<string, string>, attachments: string[] = []): Snapshot {
   return {
     revision: 1,
+    etcdCluster: ETCD_CLUSTER,
     networks: new Map(Object.entries(networks).map(([k, v]) => [k, value(v)])),
     attachments: new Map(attachments.map((hex) => [hex, value('{}')])),
     statuses: new Map(),
@@ -25,7 +25,7 @@ function setup(kernel = new FakeKernel(), scope: 'all' | 'attached' = 'all', tim
   const specErrors: string[] = [];
   const bulk: boolean[] = [];
   let readyCalls = 0;
-  const agent = new Agent(kernel, quiet, { underlay: 'u0', scope, host: HOST, resyncIntervalMs: 60_000, ...(timers ? { timers } : {}) }, {
+  const agent = new Agent(kernel, quiet, { underlay: 'u0', prefix: '/v1', scope, host: HOST, resyncIntervalMs: 60_000, ...(timers ? { timers } : {}) }, {
     status: (hex, status) => statuses.set(hex, status),
     countSpecError: (reason) => specErrors.push(reason),
     bulkApply: (active) => bulk.push(active),
@@ -38,7 +38,7 @@ describe('Agent', () => {
   it('converges a snapshot, and a second agent over the result issues no mutating request', async () => {
     const first = setup();
     await first.agent.applySnapshot(snapshot({ '64': '{}', ff01: '{"mtu":1400}' }));
-    expect(first.kernel.byName('vxlanff01')).toMatchObject({ mtu: 1400, alias: 'vxnetd:ff01' });
+    expect(first.kernel.byName('vxlanff01')).toMatchObject({ mtu: 1400, alias: aliasOf(0xff01) });
     expect(first.statuses.get('64')).toMatchObject({ state: 'ready', mtu: 1430 });
     expect(first.agent.ready).toBe(true);
 
@@ -189,8 +189,8 @@ describe('Agent', () => {
     await agent.applySnapshot(snapshot({}));
     // Added behind the agent's back: the fake kernel sends no event for addLink.
     kernel.addLink({ name: 'vxlan64', kind: 'dummy', flags: 1, mtu: 1500, alias: 'someone-else' });
-    const ours = { ...ownershipOf(HOST.hostname, 0x65) };
-    const ourBridge = kernel.addLink({ name: 'br65', kind: 'bridge', flags: 1, mtu: 1430, alias: ours.alias, mac: ours.bridgeMac });
+    const ours = { ...ownership(0x65) };
+    const ourBridge = kernel.addLink({ name: 'br65', kind: 'bridge', flags: 1, mtu: 1430, alias: aliasOf(0x65), mac: ours.bridgeMac });
     kernel.requests.length = 0;
     agent.applyChange({ collection: 'networks', name: '64', revision: 2, value: value('{}', 2) });
     agent.applyChange({ collection: 'networks', name: '65', revision: 3, value: value('{}', 3) });
@@ -221,9 +221,9 @@ describe('Agent', () => {
     agent.start();
     await agent.applySnapshot(snapshot({}));
     // Created behind the agent's back (no event), e.g. by an agent that crashed before the dump.
-    const ours = ownershipOf(HOST.hostname, 0x64);
-    const bridge = kernel.addLink({ name: 'br64', kind: 'bridge', flags: 1, mtu: 1430, alias: ours.alias, mac: ours.bridgeMac });
-    kernel.addLink({ name: 'vxlan64', kind: 'vxlan', flags: 1, mtu: 1430, alias: ours.alias, mac: ours.vxlanMac, master: bridge.index });
+    const ours = ownership(0x64);
+    const bridge = kernel.addLink({ name: 'br64', kind: 'bridge', flags: 1, mtu: 1430, alias: aliasOf(0x64), mac: ours.bridgeMac });
+    kernel.addLink({ name: 'vxlan64', kind: 'vxlan', flags: 1, mtu: 1430, alias: aliasOf(0x64), mac: ours.vxlanMac, master: bridge.index });
     agent.applyChange({ collection: 'networks', name: '64', revision: 5 });
     await agent.idle();
     expect(kernel.byName('vxlan64')).toBeUndefined();
@@ -246,7 +246,7 @@ describe('Agent', () => {
 
     const noIpv6 = setup(Object.assign(new FakeKernel(), { ipv6: false }));
     await noIpv6.agent.applySnapshot(snapshot({ '64': '{}' }));
-    expect(noIpv6.kernel.byName('vxlan64')).toMatchObject({ flags: 1, alias: 'vxnetd:64' });
+    expect(noIpv6.kernel.byName('vxlan64')).toMatchObject({ flags: 1, alias: aliasOf(0x64) });
     expect(noIpv6.kernel.mutatingRequests()).toHaveLength(4);
     expect(noIpv6.statuses.get('64')).toMatchObject({ state: 'ready' });
   });

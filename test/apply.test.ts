@@ -4,7 +4,7 @@ import { IFF_UP, IN6_ADDR_GEN_MODE_NONE } from '../src/kernel/codec.js';
 import { KernelError } from '../src/kernel/errors.js';
 import { planNetwork } from '../src/plan/plan.js';
 import { FakeKernel } from './support/fake-kernel.js';
-import { desired, ownership } from './support/fixtures.js';
+import { aliasOf, desired, ownership } from './support/fixtures.js';
 
 const silent = { info: () => undefined, warn: () => undefined };
 const plan = () => planNetwork('ff01', desired(0xff01), { strays: [] }, ownership(0xff01)).ops;
@@ -15,8 +15,8 @@ describe('applyPlan', () => {
     await applyPlan(kernel, plan(), silent);
     const br = kernel.byName('brff01')!;
     const vx = kernel.byName('vxlanff01')!;
-    expect(br).toMatchObject({ kind: 'bridge', mtu: 1430, alias: 'vxnetd:ff01', flags: IFF_UP, addrGenMode: IN6_ADDR_GEN_MODE_NONE });
-    expect(vx).toMatchObject({ kind: 'vxlan', mtu: 1430, alias: 'vxnetd:ff01', master: br.index, flags: IFF_UP, addrGenMode: IN6_ADDR_GEN_MODE_NONE });
+    expect(br).toMatchObject({ kind: 'bridge', mtu: 1430, alias: aliasOf(0xff01), flags: IFF_UP, addrGenMode: IN6_ADDR_GEN_MODE_NONE });
+    expect(vx).toMatchObject({ kind: 'vxlan', mtu: 1430, alias: aliasOf(0xff01), master: br.index, flags: IFF_UP, addrGenMode: IN6_ADDR_GEN_MODE_NONE });
     expect(br.linkLocal).toBeUndefined();
     expect(vx.linkLocal).toBeUndefined();
     expect(vx.vxlan).toMatchObject({ id: 0xff01, ttl: 5, port: 4789, link: 2, learning: true });
@@ -35,8 +35,8 @@ describe('applyPlan', () => {
     for (const [kernel, mtu] of [[Object.assign(new FakeKernel(), { ipv6: false }), undefined], [new FakeKernel(), 1200]] as const) {
       const want = desired(0xff01, mtu, { ipv6: kernel.ipv6 });
       await applyPlan(kernel, planNetwork('ff01', want, { strays: [] }, ownership(0xff01)).ops, silent);
-      expect(kernel.byName('brff01')).toMatchObject({ flags: IFF_UP, alias: 'vxnetd:ff01' });
-      expect(kernel.byName('vxlanff01')).toMatchObject({ flags: IFF_UP, alias: 'vxnetd:ff01' });
+      expect(kernel.byName('brff01')).toMatchObject({ flags: IFF_UP, alias: aliasOf(0xff01) });
+      expect(kernel.byName('vxlanff01')).toMatchObject({ flags: IFF_UP, alias: aliasOf(0xff01) });
       expect(kernel.mutatingRequests()).toHaveLength(4);
     }
   });

@@ -33,11 +33,11 @@ describe('vxnetd configuration', () => {
       VXNETD_ETCD_ENDPOINTS: 'http://[fd00::1]:2379, https://etcd2:2379',
       VXNETD_TTL: '9',
       VXNETD_SCOPE: 'attached',
-      VXNETD_RESYNC_INTERVAL: '500ms',
+      VXNETD_RESYNC_INTERVAL: '1500ms',
       VXNETD_ETCD_USER: 'agent',
       VXNETD_ETCD_PASSWORD: 'secret',
     });
-    expect(config).toMatchObject({ underlay: 'u0', hostname: 'hv9', ttl: 7, scope: 'attached', resyncIntervalMs: 500 });
+    expect(config).toMatchObject({ underlay: 'u0', hostname: 'hv9', ttl: 7, scope: 'attached', resyncIntervalMs: 1500 });
     expect(config.etcd).toEqual({ endpoints: ['http://[fd00::1]:2379', 'https://etcd2:2379'], user: 'agent', password: 'secret' });
     const logged = JSON.stringify(loggableConfig(config));
     expect(logged).not.toContain('secret');
@@ -65,6 +65,9 @@ describe('vxnetd configuration', () => {
     [['--underlay', 'u0', '--prefix', 'v1/'], /--prefix must start with \//],
     [['--underlay', 'u0', '--bogus'], /unknown flag --bogus/],
     [['--underlay', 'u0', '--resync-interval', 'soon'], /duration/],
+    [['--underlay', 'u0', '--resync-interval', '1000h'], /--resync-interval must be between 1s and 24h, got "1000h"/],
+    [['--underlay', 'u0', '--resync-interval', '1ms'], /--resync-interval must be between 1s and 24h, got "1ms"/],
+    [['--underlay', 'u0', '--take-over', 'hv1'], /--take-over "hv1" is not an identity/],
     [['--underlay', 'a/b'], /not a valid interface name/],
     [['--underlay', 'u0', '--hostname', 'a/b'], /no slashes/],
   ])('%j is refused with a clear message', (argv, message) => {

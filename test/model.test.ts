@@ -4,8 +4,11 @@ import { formatAddress, groupFor, parseGroupBase, reservedGroupReason } from '..
 import { deterministicMac, formatMac } from '../src/model/mac.js';
 import { desiredNetwork } from '../src/model/network.js';
 import { parseNetworkSpec, SpecError } from '../src/model/spec.js';
-import { bridgeName, hexFromOwnerAlias, parseVniHex, vniHex, vxlanName } from '../src/model/vni.js';
-import { HOST, UNDERLAY } from './support/fixtures.js';
+import { bridgeName, parseVniHex, vniHex, vxlanName } from '../src/model/vni.js';
+import { etcdClusterHex, hexFromOwnerAlias, identityText, MAX_ALIAS_BYTES, ownerAlias, parseOwnerAlias } from '../src/model/identity.js';
+import { HOST, IDENTITY, UNDERLAY } from './support/fixtures.js';
+
+const OWNER = { identity: IDENTITY, incarnation: 1 };
 
 const base6 = parseGroupBase('ff05::');
 
@@ -35,9 +38,31 @@ describe('VNI names and groups', () => {
 
   it('recognises only canonical owner aliases', () => {
     expect(hexFromOwnerAlias('vxnetd:ff01')).toBe('ff01');
+    expect(hexFromOwnerAlias('vxnetd:ff01 host=hv1 etcd=cdf818194e3a8c32 prefix=/v1 net=17')).toBe('ff01');
     expect(hexFromOwnerAlias('vxnetd:FF01')).toBeUndefined();
+    expect(hexFromOwnerAlias('vxnetd:ff01 host=hv1')).toBeUndefined();
+    expect(hexFromOwnerAlias('vxnetd:ff01 net=17')).toBeUndefined();
     expect(hexFromOwnerAlias('something')).toBeUndefined();
     expect(hexFromOwnerAlias(undefined)).toBeUndefined();
+  });
+
+  it('an alias records the identity (host, etcd cluster, prefix) and the incarnation, and reads back', () => {
+    const identity = identityText({ host: 'hv042', etcdCluster: etcdClusterHex('14841639068965178418'), prefix: '/v1' });
+    expect(identity).toBe('host=hv042 etcd=cdf818194e3a8c32 prefix=/v1');
+    const alias = ownerAlias('ff01', identity, 17);
+    expect(alias).toBe('vxnetd:ff01 host=hv042 etcd=cdf818194e3a8c32 prefix=/v1 net=17');
+    expect(parseOwnerAlias(alias)).toEqual({ hex: 'ff01', identity, incarnation: 17 });
+    expect(parseOwnerAlias('vxnetd:ff01')).toEqual({ hex: 'ff01' });
+  });
+
+  it('a prefix an alias cannot show plainly is hashed, and a too long identity wholly; every alias fits IFALIASZ', () => {
+    expect(identityText({ host: 'h', etcdCluster: '0000000000000001', prefix: '/my cloud' })).toMatch(/^host=h etcd=0000000000000001 prefix=#[0-9a-f]{16}$/);
+    expect(identityText({ host: 'h', etcdCluster: '0000000000000001', prefix: '/"q"' })).toMatch(/prefix=#[0-9a-f]{16}$/);
+    const long = identityText({ host: 'a'.repeat(63) + '.' + 'b'.repeat(63) + '.' + 'c'.repeat(63), etcdCluster: 'ffffffffffffffff', prefix: '/' + 'p'.repeat(63) });
+    expect(long).toMatch(/^id=[0-9a-f]{16}$/);
+    const longest = ownerAlias('ffffff', identityText({ host: 'a'.repeat(150), etcdCluster: 'ffffffffffffffff', prefix: '/' + 'p'.repeat(63) }), 2 ** 63);
+    expect(Buffer.byteLength(longest)).toBeLessThanOrEqual(MAX_ALIAS_BYTES);
+    expect(parseOwnerAlias(longest)?.hex).toBe('ffffff');
   });
 
   it.each([
@@ -120,18 +145,18 @@ describe('spec validation', () => {
   });
 
   it('mtu above the underlay limit names the underlay and its limit', () => {
-    expect(() => desiredNetwork(100, { type: 'vxlan', mtu: 9000 }, HOST, UNDERLAY)).toThrow('mtu 9000 exceeds underlay u0 limit 1430');
-    expect(desiredNetwork(100, { type: 'vxlan', mtu: 1430 }, HOST, UNDERLAY).bridge.mtu).toBe(1430);
+    expect(() => desiredNetwork(100, { type: 'vxlan', mtu: 9000 }, HOST, UNDERLAY, OWNER)).toThrow('mtu 9000 exceeds underlay u0 limit 1430');
+    expect(desiredNetwork(100, { type: 'vxlan', mtu: 1430 }, HOST, UNDERLAY, OWNER).bridge.mtu).toBe(1430);
   });
 
   it('mtu defaults to the underlay MTU minus 70 over IPv6, 50 over IPv4', () => {
-    expect(desiredNetwork(100, { type: 'vxlan' }, HOST, UNDERLAY).vxlan.mtu).toBe(1430);
+    expect(desiredNetwork(100, { type: 'vxlan' }, HOST, UNDERLAY, OWNER).vxlan.mtu).toBe(1430);
     const v4 = { ...HOST, groupBase: parseGroupBase('239.0.0.0') };
-    expect(desiredNetwork(100, { type: 'vxlan' }, v4, UNDERLAY).vxlan.mtu).toBe(1450);
+    expect(desiredNetwork(100, { type: 'vxlan' }, v4, UNDERLAY, OWNER).vxlan.mtu).toBe(1450);
   });
 
   it('a reserved group is a spec error with the group named', () => {
-    expect(() => desiredNetwork(0xfb, { type: 'vxlan' }, HOST, UNDERLAY)).toThrow(/VNI fb maps to multicast group ff05::fb, which is reserved \(mDNSv6\)/);
+    expect(() => desiredNetwork(0xfb, { type: 'vxlan' }, HOST, UNDERLAY, OWNER)).toThrow(/VNI fb maps to multicast group ff05::fb, which is reserved \(mDNSv6\)/);
   });
 });
 

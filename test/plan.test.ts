@@ -3,14 +3,17 @@ import { IFF_UP, type Link } from '../src/kernel/codec.js';
 import { describe as describeOp, type Operation } from '../src/plan/operations.js';
 import { groupLinksByNetwork } from '../src/plan/actual.js';
 import { deviceMatches, planNetwork, type ActualNetwork } from '../src/plan/plan.js';
-import { desired, ownership } from './support/fixtures.js';
+import { aliasOf, desired, IDENTITY, ownership } from './support/fixtures.js';
+import { identityText } from '../src/model/identity.js';
 
 const VNI = 0xff01;
 const HEX = 'ff01';
 const want = desired(VNI);
+const ALIAS = aliasOf(VNI);
+const OTHER = identityText({ host: 'hv9', etcdCluster: 'cdf818194e3a8c32', prefix: '/v1' });
 
 function bridge(overrides: Partial<Link> = {}): Link {
-  return { index: 10, name: 'brff01', kind: 'bridge', flags: IFF_UP, mtu: 1430, alias: 'vxnetd:ff01', mac: want.bridge.mac, ...overrides };
+  return { index: 10, name: 'brff01', kind: 'bridge', flags: IFF_UP, mtu: 1430, alias: ALIAS, mac: want.bridge.mac, ...overrides };
 }
 
 function vxlan(overrides: Partial<Link> = {}, data: Partial<NonNullable<Link['vxlan']>> = {}): Link {
@@ -21,7 +24,7 @@ function vxlan(overrides: Partial<Link> = {}, data: Partial<NonNullable<Link['vx
     flags: IFF_UP,
     mtu: 1430,
     master: 10,
-    alias: 'vxnetd:ff01',
+    alias: ALIAS,
     mac: want.vxlan.mac,
     vxlan: { id: VNI, group: want.vxlan.group.bytes, link: 2, ttl: 5, learning: true, port: 4789, ...data },
     ...overrides,
@@ -85,7 +88,49 @@ describe('planNetwork', () => {
       name: 'created but alias never set (crash in between): adopted by MAC',
       desired: want,
       actual: { bridge: bridge({ alias: undefined }), vxlan: vxlan({ alias: undefined }), strays: [] },
-      ops: ['update brff01: alias vxnetd:ff01', 'update vxlanff01: alias vxnetd:ff01'],
+      ops: [`update brff01: alias ${ALIAS}`, `update vxlanff01: alias ${ALIAS}`],
+    },
+    {
+      name: 'made by vxnetd 0.1 (alias vxnetd:<hex>): adopted in place, the alias its only change',
+      desired: want,
+      actual: { bridge: bridge({ alias: 'vxnetd:ff01' }), vxlan: vxlan({ alias: 'vxnetd:ff01' }), strays: [] },
+      ops: [`update brff01: alias ${ALIAS}`, `update vxlanff01: alias ${ALIAS}`],
+    },
+    {
+      name: 'of another identity (host renamed, other prefix or etcd cluster): conflict, nothing touched',
+      desired: want,
+      actual: { bridge: bridge({ alias: `vxnetd:ff01 ${OTHER} net=1` }), vxlan: vxlan({ alias: `vxnetd:ff01 ${OTHER} net=1` }), strays: [] },
+      ops: [],
+      conflicts: 2,
+    },
+    {
+      name: 'of an earlier network with the same VNI: both re-created, so its ports do not join the new network',
+      desired: desired(VNI, undefined, {}, 7),
+      actual: { bridge: bridge(), vxlan: vxlan(), strays: [] },
+      ops: [
+        'delete vxlanff01 (belongs to an earlier network ff01 (incarnation 1, now 7))',
+        'delete brff01 (belongs to an earlier network ff01 (incarnation 1, now 7): re-created, so that its ports do not join the new network)',
+        'create bridge brff01 (mtu 1430, multicast snooping off)',
+        'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01)',
+      ],
+    },
+    {
+      name: 'network removed: devices of another identity are left alone',
+      desired: undefined,
+      actual: { bridge: bridge({ alias: `vxnetd:ff01 ${OTHER} net=1` }), vxlan: vxlan({ alias: `vxnetd:ff01 ${OTHER} net=1` }), strays: [] },
+      ops: [],
+    },
+    {
+      name: 'network removed: devices of vxnetd 0.1 are left alone (they could be any prefix\'s)',
+      desired: undefined,
+      actual: { bridge: bridge({ alias: 'vxnetd:ff01' }), vxlan: vxlan({ alias: 'vxnetd:ff01' }), strays: [] },
+      ops: [],
+    },
+    {
+      name: 'network removed: devices of an earlier incarnation of ours are deleted',
+      desired: undefined,
+      actual: { bridge: bridge({ alias: aliasOf(VNI, 3) }), vxlan: vxlan({ alias: aliasOf(VNI, 3) }), strays: [] },
+      ops: ['delete vxlanff01 (network removed)', 'delete brff01 (network removed)'],
     },
     {
       name: 'foreign bridge with our name: conflict, nothing touched',
@@ -118,7 +163,7 @@ describe('planNetwork', () => {
       desired: want,
       actual: { bridge: bridge(), strays: [vxlan({ name: 'renamed0' })] },
       ops: [
-        'delete renamed0 (carries vxnetd:ff01 under another name)',
+        "delete renamed0 (carries this network's alias under another name)",
         'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01)',
       ],
     },
@@ -138,6 +183,19 @@ describe('planNetwork', () => {
     });
   }
 
+  it('devices of another identity are reported, with the take-over that would adopt them', () => {
+    const other = { bridge: bridge({ alias: `vxnetd:ff01 ${OTHER} net=1` }), strays: [] };
+    expect(planNetwork(HEX, want, other, ownership(VNI)).conflicts[0]).toBe(
+      `device brff01 belongs to vxnetd of another identity (${OTHER}): left alone; if this host was renamed or moved to another etcd cluster, take its devices over with --take-over "${OTHER}"`,
+    );
+    expect(planNetwork(HEX, undefined, other, ownership(VNI)).leftAlone).toHaveLength(1);
+    // Taken over: adopted in place.
+    const adopted = planNetwork(HEX, want, other, ownership(VNI, OTHER));
+    expect(adopted.conflicts).toEqual([]);
+    expect(summary(adopted.ops)).toEqual([`update brff01: alias ${ALIAS}`, expect.stringMatching(/^create vxlan vxlanff01/)]);
+    expect(IDENTITY).not.toBe(OTHER);
+  });
+
   it('conflict reason names the device and what to do', () => {
     const plan = planNetwork(HEX, want, { bridge: bridge({ alias: 'ops-test', mac: Buffer.alloc(6) }), strays: [] }, ownership(VNI));
     expect(plan.conflicts[0]).toMatch(/brff01 exists and is not managed by vxnetd .*"ops-test".*remove or rename/);
@@ -151,7 +209,7 @@ describe('groupLinksByNetwork', () => {
       vxlan(),
       { index: 3, name: 'eth0', flags: 0, mtu: 1500 },
       { index: 4, name: 'brFF01', flags: 0, mtu: 1500 },
-      { index: 5, name: 'renamed', flags: 0, mtu: 1500, alias: 'vxnetd:64' },
+      { index: 5, name: 'renamed', flags: 0, mtu: 1500, alias: aliasOf(0x64) },
       { index: 6, name: 'br0ff', flags: 0, mtu: 1500 },
     ]);
     expect([...grouped.keys()].sort()).toEqual(['64', 'ff01']);
@@ -169,6 +227,8 @@ describe('deviceMatches (is a link notification already the desired state?)', ()
     ['bridge down', bridge({ flags: 0 }), false],
     ['bridge with another mtu', bridge({ mtu: 1400 }), false],
     ['bridge without its alias yet (just created)', bridge({ alias: undefined }), false],
+    ['bridge of an earlier incarnation', bridge({ alias: aliasOf(VNI, 3) }), false],
+    ['bridge of vxnetd 0.1', bridge({ alias: 'vxnetd:ff01' }), false],
     ['vxlan detached', vxlan({ master: undefined }), false],
     ['vxlan on another bridge', vxlan({ master: 99 }), false],
     ['vxlan ttl changed by hand', vxlan({}, { ttl: 9 }), false],

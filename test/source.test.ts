@@ -31,7 +31,7 @@ function fakeClientFactory(state: FakeEtcdState) {
           }
           const kvs = [...state.kv]
             .filter(([key]) => key.startsWith(prefix))
-            .map(([key, value]) => ({ key: Buffer.from(key), value: Buffer.from(value), mod_revision: String(state.revision) }));
+            .map(([key, value]) => ({ key: Buffer.from(key), value: Buffer.from(value), mod_revision: String(state.revision), create_revision: String(state.revision) }));
           return { header: { revision: String(state.revision) }, kvs };
         },
       };
@@ -136,8 +136,8 @@ describe('DesiredStateSource', () => {
     source.start();
     for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
 
-    state.watchers[0]!.emit('put', { key: Buffer.from('/v1/networks/ff01'), value: Buffer.from('{"mtu":1400}'), mod_revision: '11' });
-    expect(changes).toEqual([{ collection: 'networks', name: 'ff01', revision: 11, value: { value: Buffer.from('{"mtu":1400}'), modRevision: 11 } }]);
+    state.watchers[0]!.emit('put', { key: Buffer.from('/v1/networks/ff01'), value: Buffer.from('{"mtu":1400}'), mod_revision: '11', create_revision: '11' });
+    expect(changes).toEqual([{ collection: 'networks', name: 'ff01', revision: 11, value: { value: Buffer.from('{"mtu":1400}'), modRevision: 11, createRevision: 11 } }]);
     expect(source.watchRevision).toBe(11);
 
     // Compaction or any other watch failure: the network deleted meanwhile must show up in a fresh list.

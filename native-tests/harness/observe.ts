@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Etcd3 } from 'etcd3';
+import { parseOwnerAlias } from '../../src/model/identity.js';
 import type { AgentHandle, DataCentre } from './datacentre.js';
 import { sleep, waitFor } from './wait.js';
 
@@ -78,6 +79,12 @@ export async function ifindexes(dc: DataCentre, ns: string): Promise<Map<string,
   return new Map([...links].map(([name, l]) => [name, l.ifindex as number]));
 }
 
+/** An alias vxnetd gives the devices of network `hex`: with its identity and the network's incarnation (src/model/identity.ts), optionally of `host`. */
+export function isAgentAlias(alias: unknown, hex: string, host?: string): boolean {
+  const owner = typeof alias === 'string' ? parseOwnerAlias(alias) : undefined;
+  return owner?.hex === hex && owner.identity !== undefined && (host === undefined || owner.identity.startsWith(`host=${host} `));
+}
+
 /** True when a pair looks converged: both present, up, vxlan enslaved to the bridge, alias, MTU and addrgenmode none as expected. */
 export function pairConverged(links: Map<string, any>, hex: string, mtu: number): boolean {
   const vxlan = links.get(`vxlan${hex}`);
@@ -90,8 +97,8 @@ export function pairConverged(links: Map<string, any>, hex: string, mtu: number)
     vxlan.master === `br${hex}` &&
     vxlan.mtu === mtu &&
     bridge.mtu === mtu &&
-    vxlan.ifalias === `vxnetd:${hex}` &&
-    bridge.ifalias === `vxnetd:${hex}` &&
+    isAgentAlias(vxlan.ifalias, hex) &&
+    isAgentAlias(bridge.ifalias, hex) &&
     // Only a device with IPv6 state (MTU 1280 or more) has a mode to show.
     (mtu < 1280 || (vxlan.inet6_addr_gen_mode === 'none' && bridge.inet6_addr_gen_mode === 'none'))
   );

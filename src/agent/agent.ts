@@ -5,6 +5,7 @@
  * ReconcileLoop.schedule() → DevicePairs.reconcile() → planNetwork() → applyPlan() → Kernel.
  */
 import type { Kernel, LinkEvent } from '../kernel/rtnl.js';
+import { etcdClusterHex, identityText } from '../model/identity.js';
 import type { HostSettings } from '../model/network.js';
 import { isValidVni, vniHex, vxlanName } from '../model/vni.js';
 import { ReconcileLoop } from '../reconcile/loop.js';
@@ -44,6 +45,10 @@ export interface AgentHooks {
 
 export interface AgentOptions {
   underlay: string;
+  /** The etcd key prefix: part of the identity every device records. */
+  prefix: string;
+  /** An identity (as aliases spell it) whose devices this agent adopts: an operator's explicit take-over. */
+  takeOver?: string;
   scope: 'all' | 'attached';
   host: HostSettings;
   resyncIntervalMs: number;
@@ -71,7 +76,7 @@ export class Agent {
   constructor(
     private readonly kernel: Kernel,
     private readonly log: Logger,
-    options: AgentOptions,
+    private readonly options: AgentOptions,
     private readonly hooks: AgentHooks,
   ) {
     const timers = options.timers ?? systemTimers;
@@ -94,6 +99,7 @@ export class Agent {
     this.devicePairs = new DevicePairs(kernel, this.desired, this.facts, this.statuses, bulk, log, {
       hostname: options.host.hostname,
       underlay: options.underlay,
+      ...(options.takeOver !== undefined ? { takeOver: options.takeOver } : {}),
     });
     this.loop.register(this.devicePairs);
   }
@@ -114,8 +120,8 @@ export class Agent {
     return this.isReady;
   }
 
-  counts(): { desired: number; ready: number; error: number } {
-    return { desired: this.desired.wantedCount(), ...this.statuses.counts() };
+  counts(): { desired: number; ready: number; error: number; leftAlone: number } {
+    return { desired: this.desired.wantedCount(), ...this.statuses.counts(), leftAlone: this.devicePairs.leftAloneCount() };
   }
 
   statusOf(hex: string): NetworkStatus | undefined {
@@ -135,7 +141,11 @@ export class Agent {
   /** A complete list from etcd: replaces the desired state, then one full round converges everything. */
   async applySnapshot(snapshot: Snapshot): Promise<void> {
     // Networks known before, and statuses left by an earlier agent, may have to go now.
-    this.devicePairs.visitInNextFullRound(this.desired.replace(snapshot));
+    const identity = identityText({ host: this.options.host.hostname, etcdCluster: etcdClusterHex(snapshot.etcdCluster), prefix: this.options.prefix });
+    if (this.desired.identity !== undefined && this.desired.identity !== identity) {
+      this.log.warn({ op: 'identity', identity, was: this.desired.identity }, `this agent's identity changed to ${identity}: devices made under the old one are left alone`);
+    }
+    this.devicePairs.visitInNextFullRound(this.desired.replace(snapshot, identity));
     this.readyFromRound = Math.min(this.readyFromRound, this.loop.nextRound);
     await this.loop.fullRound('etcd list', { retryFailedNow: true });
   }

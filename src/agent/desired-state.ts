@@ -13,9 +13,10 @@ export interface DesiredLog {
 
 interface NetworkEntry {
   modRevision: number;
+  createRevision: number;
   spec: SpecResult;
-  /** desiredNetwork() for one underlay, kept because every full round asks again (sha256 MACs, group). */
-  desired?: { underlay: Underlay; result: DesiredNetwork | SpecError };
+  /** desiredNetwork() for one underlay and identity, kept because every full round asks again (sha256 MACs, group). */
+  desired?: { underlay: Underlay; identity: string; result: DesiredNetwork | SpecError };
 }
 
 /** One network as this host should have it, or why it cannot. */
@@ -30,6 +31,8 @@ export class DesiredState {
   private readonly countedErrors = new Set<string>();
   /** Deletions need an authoritative list: missing data is not an empty desired state. */
   private listed = false;
+  /** This agent's identity as device aliases spell it; known from the first list on (it names the etcd cluster). */
+  private ownIdentity?: string;
 
   constructor(
     private readonly scope: 'all' | 'attached',
@@ -43,8 +46,13 @@ export class DesiredState {
     return this.listed;
   }
 
+  get identity(): string | undefined {
+    return this.ownIdentity;
+  }
+
   /** Replaces everything with a fresh list; returns the names known before, which may need deleting now. */
-  replace(snapshot: Snapshot): Set<string> {
+  replace(snapshot: Snapshot, identity: string): Set<string> {
+    this.ownIdentity = identity;
     const before = new Set([...this.networks.keys(), ...this.attachments.keys(), ...snapshot.statuses.keys()]);
     this.networks.clear();
     this.attachments.clear();
@@ -84,9 +92,9 @@ export class DesiredState {
 
   /** What `hex` should be on this underlay; a spec error is counted and logged once per revision. */
   wanted(hex: string, underlay: Underlay): Wanted {
-    const entry = this.isWanted(hex) ? this.networks.get(hex) : undefined;
+    const entry = this.isWanted(hex) && this.ownIdentity !== undefined ? this.networks.get(hex) : undefined;
     if (!entry) return { wanted: false, attachedToMissing: this.scope === 'attached' && this.attachments.has(hex) && !this.networks.has(hex) };
-    const result = this.desiredFor(parseVniHex(hex)!, entry, underlay);
+    const result = this.desiredFor(parseVniHex(hex)!, entry, underlay, this.ownIdentity!);
     if (result instanceof SpecError) {
       this.countOnce(`${hex}@${entry.modRevision}`, result.code, () =>
         this.log.warn({ vni: hex, key: hex, reason: result.code, op: 'validate' }, `network ${hex}: ${result.message}`),
@@ -111,20 +119,20 @@ export class DesiredState {
       );
       return;
     }
-    this.networks.set(name, { modRevision: stored.modRevision, spec: parseNetworkSpec(stored.value) });
+    this.networks.set(name, { modRevision: stored.modRevision, createRevision: stored.createRevision, spec: parseNetworkSpec(stored.value) });
   }
 
-  private desiredFor(vni: number, entry: NetworkEntry, underlay: Underlay): DesiredNetwork | SpecError {
+  private desiredFor(vni: number, entry: NetworkEntry, underlay: Underlay, identity: string): DesiredNetwork | SpecError {
     if (!entry.spec.ok) return entry.spec.error;
-    if (entry.desired?.underlay !== underlay) {
+    if (entry.desired?.underlay !== underlay || entry.desired.identity !== identity) {
       let result: DesiredNetwork | SpecError;
       try {
-        result = desiredNetwork(vni, entry.spec.spec, this.host, underlay);
+        result = desiredNetwork(vni, entry.spec.spec, this.host, underlay, { identity, incarnation: entry.createRevision });
       } catch (error) {
         if (!(error instanceof SpecError)) throw error;
         result = error;
       }
-      entry.desired = { underlay, result };
+      entry.desired = { underlay, identity, result };
     }
     return entry.desired.result;
   }

@@ -6,7 +6,8 @@
 import { KernelError } from '../kernel/errors.js';
 import type { Kernel } from '../kernel/rtnl.js';
 import type { DesiredNetwork } from '../model/network.js';
-import { bridgeName, hexFromOwnerAlias, parseVniHex, vxlanName } from '../model/vni.js';
+import { hexFromOwnerAlias } from '../model/identity.js';
+import { bridgeName, parseVniHex, vxlanName } from '../model/vni.js';
 import { emptyActual, hexFromDeviceName } from '../plan/actual.js';
 import { deviceMatches, ownershipOf, planNetwork, type ActualNetwork, type Ownership } from '../plan/plan.js';
 import type { ObjectKind, Outcome } from '../reconcile/loop.js';
@@ -28,8 +29,11 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
   readonly name = DEVICE_PAIRS;
   /** Pure functions of host and VNI; sha256 is a full round's main JavaScript cost at thousands of networks. */
   private readonly ownerships = new Map<string, Ownership>();
+  private ownershipsFor?: string;
   /** Names to visit in the next full round although nothing else mentions them (networks gone while we were away). */
   private readonly alsoVisit = new Set<string>();
+  /** Per network, the devices with its VNI that are not this agent's to touch (reported, never changed). */
+  private readonly leftAlone = new Map<string, string[]>();
 
   constructor(
     private readonly kernel: Kernel,
@@ -38,8 +42,15 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
     private readonly statuses: NetworkStatuses,
     private readonly bulk: BulkApplyGuard,
     private readonly log: DevicePairLog,
-    private readonly settings: { hostname: string; underlay: string },
+    private readonly settings: { hostname: string; underlay: string; takeOver?: string },
   ) {}
+
+  /** Devices left alone because they are of another identity or of an earlier vxnetd and not wanted here. */
+  leftAloneCount(): number {
+    let count = 0;
+    for (const devices of this.leftAlone.values()) count += devices.length;
+    return count;
+  }
 
   visitInNextFullRound(names: Iterable<string>): void {
     for (const name of names) this.alsoVisit.add(name);
@@ -85,6 +96,7 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
     const assumedAbsent = !given && network !== undefined && !this.facts.mayHaveDevices(hex);
     const actual = given ?? (assumedAbsent ? emptyActual() : await this.readActual(hex));
     const plan = planNetwork(hex, network, actual, this.ownership(hex));
+    this.reportLeftAlone(hex, plan.leftAlone);
     const holder = network && this.vniHeldElsewhere(network);
     if (holder) plan.conflicts.push(`device ${holder.name} already uses VNI ${network.vni} (${hex}) on port ${network.vxlan.port}, so the kernel refuses ${network.vxlan.name}; remove that device or use another VNI`);
     if (plan.conflicts.length) {
@@ -162,10 +174,23 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
     return { strays: [], ...(vxlan ? { vxlan } : {}), ...(bridge ? { bridge } : {}) };
   }
 
+  /** Logged when a network's list of such devices changes, so at start and on every change, not at every round. */
+  private reportLeftAlone(hex: string, devices: string[]): void {
+    const before = this.leftAlone.get(hex) ?? [];
+    if (devices.length === 0) this.leftAlone.delete(hex);
+    else this.leftAlone.set(hex, devices);
+    for (const device of devices) if (!before.includes(device)) this.log.warn({ vni: hex, op: 'identity' }, device);
+  }
+
   private ownership(hex: string): Ownership {
+    const identity = this.desired.identity ?? '';
+    if (this.ownershipsFor !== identity) {
+      this.ownerships.clear();
+      this.ownershipsFor = identity;
+    }
     let known = this.ownerships.get(hex);
     if (!known) {
-      known = ownershipOf(this.settings.hostname, parseVniHex(hex)!);
+      known = ownershipOf(this.settings.hostname, parseVniHex(hex)!, identity, this.settings.takeOver);
       this.ownerships.set(hex, known);
     }
     return known;

@@ -5,7 +5,7 @@
  */
 import type { Link } from '../model/link.js';
 import type { Underlay } from '../model/network.js';
-import { hexFromOwnerAlias, ownerAlias } from '../model/vni.js';
+import { hexFromOwnerAlias } from '../model/identity.js';
 import { groupLinksByNetwork, hexFromDeviceName, underlayOf } from '../plan/actual.js';
 import type { ActualNetwork } from '../plan/plan.js';
 
@@ -122,13 +122,13 @@ export class KernelFacts {
     this.devicesSeen?.add(hex);
   }
 
-  /** Our bridge of this network as last seen (only a bridge carrying our alias counts). */
+  /** This network's bridge as last seen (only one carrying a vxnetd alias of this network counts). */
   bridgeIndex(hex: string): number | undefined {
     return this.bridges.get(hex);
   }
 
   noteBridge(hex: string, bridge: Pick<Link, 'index' | 'alias'>): void {
-    if (bridge.alias === ownerAlias(hex)) this.bridges.set(hex, bridge.index);
+    if (hexFromOwnerAlias(bridge.alias) === hex) this.bridges.set(hex, bridge.index);
   }
 
   noteCreatedBridge(hex: string, index: number): void {

@@ -16,6 +16,10 @@ export const VXNETD_FLAGS: readonly FlagSpec[] = [
   { name: 'ttl', help: 'TTL of VXLAN packets', default: '5' },
   { name: 'dstport', help: 'VXLAN UDP destination port', default: '4789' },
   { name: 'local', help: 'source address of VXLAN packets (same family as the group base)' },
+  {
+    name: 'take-over',
+    help: 'adopt the devices of this other vxnetd identity as it appears in their alias (e.g. "host=old etcd=cdf818194e3a8c32 prefix=/v1"), after renaming a host or moving to another etcd cluster',
+  },
   { name: 'help', help: 'show this help', boolean: true, commandLineOnly: true },
   { name: 'version', help: 'print the version', boolean: true, commandLineOnly: true },
 ];
@@ -31,6 +35,8 @@ export interface AgentConfig {
   metricsListen: string;
   logLevel: string;
   resyncIntervalMs: number;
+  /** Another identity whose devices this agent adopts. */
+  takeOver?: string;
   groupBase: GroupBase;
   ttl: number;
   dstport: number;
@@ -53,6 +59,8 @@ export function loggableConfig(config: AgentConfig): Record<string, unknown> {
 export type ConfigResult = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: AgentConfig };
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
+/** A full resync less often than daily is no safety net; more often than every second, a busy loop at scale. */
+const RESYNC_BOUNDS = { minMs: 1000, maxMs: 24 * 3_600_000 };
 const IFNAME = /^[^\s/:]{1,15}$/;
 
 export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ConfigResult {
@@ -80,6 +88,10 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   } catch (error) {
     throw new UsageError(`--group-base: ${(error as Error).message}`);
   }
+  const takeOver = flags.get('take-over')?.trim();
+  if (takeOver !== undefined && takeOver !== '' && !/^(host=\S+ etcd=[0-9a-f]{16} prefix=\S+|id=[0-9a-f]{16})$/.test(takeOver)) {
+    throw new UsageError(`--take-over ${JSON.stringify(takeOver)} is not an identity as device aliases show it ("host=NAME etcd=CLUSTER prefix=PREFIX", or "id=HASH")`);
+  }
   const localText = flags.get('local');
   const local = localText ? parseLocal(localText, groupBase) : undefined;
 
@@ -93,7 +105,8 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
       scope,
       metricsListen: flags.get('metrics-listen')!,
       logLevel,
-      resyncIntervalMs: parseDurationMs('resync-interval', flags.get('resync-interval')!),
+      resyncIntervalMs: parseDurationMs('resync-interval', flags.get('resync-interval')!, RESYNC_BOUNDS),
+      ...(takeOver ? { takeOver } : {}),
       groupBase,
       ttl: parseInteger('ttl', flags.get('ttl')!, 1, 255),
       dstport: parseInteger('dstport', flags.get('dstport')!, 1, 65535),

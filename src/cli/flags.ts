@@ -85,13 +85,23 @@ export function parseInteger(name: string, text: string, min: number, max: numbe
 }
 
 /** Durations such as 60s, 500ms, 5m, or a bare number of seconds. */
-export function parseDurationMs(name: string, text: string): number {
+/** A duration within [minMs, maxMs]: Node turns a timer over 2^31-1 ms into 1 ms, and a tiny one is a busy loop. */
+export function parseDurationMs(name: string, text: string, bounds: { minMs: number; maxMs: number } = { minMs: 1, maxMs: 2 ** 31 - 1 }): number {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
   if (!match) throw new UsageError(`--${name} must be a duration such as 60s, 500ms or 5m, got ${JSON.stringify(text)}`);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(match[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
   const value = Number(match[1]) * unit;
-  if (value <= 0) throw new UsageError(`--${name} must be positive`);
+  if (!(value >= bounds.minMs && value <= bounds.maxMs)) {
+    throw new UsageError(`--${name} must be between ${formatDuration(bounds.minMs)} and ${formatDuration(bounds.maxMs)}, got ${JSON.stringify(text)}`);
+  }
   return value;
+}
+
+function formatDuration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
 }
 
 export const ETCD_FLAGS: readonly FlagSpec[] = [

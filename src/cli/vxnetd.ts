@@ -62,6 +62,8 @@ async function run(config: AgentConfig): Promise<void> {
     log,
     {
       underlay: config.underlay,
+      prefix: config.prefix,
+      ...(config.takeOver ? { takeOver: config.takeOver } : {}),
       scope: config.scope,
       resyncIntervalMs: config.resyncIntervalMs,
       host: {
@@ -107,6 +109,7 @@ async function run(config: AgentConfig): Promise<void> {
       networksDesired: () => agent.counts().desired,
       networksReady: () => agent.counts().ready,
       networksError: () => agent.counts().error,
+      devicesLeftAlone: () => agent.counts().leftAlone,
       etcdConnected: () => source?.isConnected ?? false,
       watchRevision: () => source?.watchRevision ?? 0,
     },

@@ -25,6 +25,8 @@ export interface AgentGauges {
   networksDesired(): number;
   networksReady(): number;
   networksError(): number;
+  /** Devices with a vxnetd alias this agent must not touch (another identity, or vxnetd 0.1's and not wanted here). */
+  devicesLeftAlone?(): number;
   etcdConnected(): boolean;
   watchRevision(): number;
 }
@@ -111,6 +113,11 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     'vxnetd_networks_error',
     'Networks in status "error" (spec error, name conflict with a foreign device, kernel refusal), at scrape time.',
     () => gauges.networksError(),
+  );
+  agentGauge(
+    'vxnetd_devices_left_alone',
+    'Devices carrying a vxnetd alias of another identity (host name, prefix or etcd cluster), or of vxnetd 0.1 for a network this agent does not want: never changed, see the log for each.',
+    () => gauges.devicesLeftAlone?.() ?? 0,
   );
   agentGauge(
     'vxnetd_etcd_connected',

@@ -8,7 +8,7 @@
  * and escaped once (bench/RESULTS.md, bench/metrics-scrape.ts).
  */
 import { IFF_LOWER_UP, IFF_UP, type Link, type LinkStats } from '../model/link.js';
-import { hexFromOwnerAlias } from '../model/vni.js';
+import { hexFromOwnerAlias } from '../model/identity.js';
 
 export type ManagedKind = 'vxlan' | 'bridge';
 
@@ -124,7 +124,7 @@ const FAMILIES: readonly Family[] = [
 
 const INFO_HELP =
   'Always 1, one series per vxnetd-managed device: master is the name of the device it is enslaved to ' +
-  '("" if none), ifalias its interface alias (vxnetd:<vni-hex>); read from the kernel at scrape time.';
+  '("" if none), ifalias its interface alias (vxnetd:<vni-hex>, then the identity that made it); read from the kernel at scrape time.';
 
 /** The names of every per-interface family, e.g. to check an exposition for completeness. */
 export const NETDEV_FAMILY_NAMES: readonly string[] = [...FAMILIES.map((f) => f.name), 'vxnetd_network_info'];

@@ -2,7 +2,8 @@
 import { encapsulationOverhead, groupFor, reservedGroupReason, type GroupBase, type MulticastGroup } from './group.js';
 import { deterministicMac } from './mac.js';
 import { SpecError, type NetworkSpec } from './spec.js';
-import { bridgeName, ownerAlias, vniHex, vxlanName } from './vni.js';
+import { ownerAlias } from './identity.js';
+import { bridgeName, vniHex, vxlanName } from './vni.js';
 
 export interface HostSettings {
   hostname: string;
@@ -53,9 +54,17 @@ export interface DesiredVxlan {
   local?: Buffer;
 }
 
+/** Whose the network's devices are: the agent's identity as the alias spells it, and the network's incarnation. */
+export interface NetworkOwner {
+  identity: string;
+  /** The create revision of the network's etcd key: a network deleted and created again is another incarnation. */
+  incarnation: number;
+}
+
 export interface DesiredNetwork {
   vni: number;
   hex: string;
+  owner: NetworkOwner;
   /**
    * No IPv6 link-local address on either device (addrgenmode none): the host stays off the
    * tenant's segment (no DAD, MLD reports or router solicitations flooded over the overlay, not
@@ -72,7 +81,7 @@ export function overlayMtuLimit(underlay: Underlay, host: HostSettings): number 
   return underlay.mtu - encapsulationOverhead(host.groupBase.family);
 }
 
-export function desiredNetwork(vni: number, spec: NetworkSpec, host: HostSettings, underlay: Underlay): DesiredNetwork {
+export function desiredNetwork(vni: number, spec: NetworkSpec, host: HostSettings, underlay: Underlay, owner: NetworkOwner): DesiredNetwork {
   const hex = vniHex(vni);
   const group = groupFor(host.groupBase, vni);
   const reserved = reservedGroupReason(group);
@@ -84,10 +93,11 @@ export function desiredNetwork(vni: number, spec: NetworkSpec, host: HostSetting
     throw new SpecError('mtu_above_underlay', `mtu ${spec.mtu} exceeds underlay ${underlay.name} limit ${limit}`);
   }
   const mtu = spec.mtu ?? limit;
-  const alias = ownerAlias(hex);
+  const alias = ownerAlias(hex, owner.identity, owner.incarnation);
   return {
     vni,
     hex,
+    owner,
     quietIpv6: underlay.ipv6 && mtu >= IPV6_MIN_MTU,
     bridge: { name: bridgeName(hex), alias, mac: deterministicMac(host.hostname, 'bridge', vni), mtu, multicastSnooping: false },
     vxlan: {

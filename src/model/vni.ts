@@ -31,17 +31,3 @@ export function vxlanName(hex: string): string {
 export function bridgeName(hex: string): string {
   return `br${hex}`;
 }
-
-const ALIAS_PREFIX = 'vxnetd:';
-
-/** The interface alias that marks a device as owned by vxnetd. */
-export function ownerAlias(hex: string): string {
-  return `${ALIAS_PREFIX}${hex}`;
-}
-
-/** The VNI hex an alias claims, or undefined for devices vxnetd does not own. */
-export function hexFromOwnerAlias(alias: string | undefined): string | undefined {
-  if (!alias?.startsWith(ALIAS_PREFIX)) return undefined;
-  const hex = alias.slice(ALIAS_PREFIX.length);
-  return parseVniHex(hex) === undefined ? undefined : hex;
-}

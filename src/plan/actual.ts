@@ -1,7 +1,8 @@
 /** Groups kernel links by the network they belong to, by name and by owner alias. */
 import type { Link } from '../model/link.js';
 import type { Underlay } from '../model/network.js';
-import { hexFromOwnerAlias, parseVniHex } from '../model/vni.js';
+import { hexFromOwnerAlias } from '../model/identity.js';
+import { parseVniHex } from '../model/vni.js';
 import type { ActualNetwork } from './plan.js';
 
 const MANAGED_NAME = /^(vxlan|br)([0-9a-f]{1,6})$/;

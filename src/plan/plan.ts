@@ -5,26 +5,36 @@
 import { IFF_UP, IN6_ADDR_GEN_MODE_NONE, type Link } from '../model/link.js';
 import { deterministicMac } from '../model/mac.js';
 import type { DesiredNetwork } from '../model/network.js';
-import { ownerAlias, vniHex } from '../model/vni.js';
+import { legacyAlias, parseOwnerAlias } from '../model/identity.js';
+import { vniHex } from '../model/vni.js';
 import type { CreateVxlan, LinkChanges, Operation } from './operations.js';
 
 /** How to recognise this network's devices. */
 export interface Ownership {
-  alias: string;
+  hex: string;
+  /** This agent's identity, as aliases spell it (model/identity.ts). */
+  identity: string;
+  /** Devices of this identity are adopted in place: the operator's explicit take-over (a renamed host, a new etcd cluster). */
+  takeOver?: string;
   bridgeMac: Buffer;
   vxlanMac: Buffer;
 }
 
-/** The kernel links that concern one network: the ones holding its names and any others it owns. */
-/** Ownership of network `vni` on `hostname`: its alias and the MACs vxnetd derives for its devices. */
-export function ownershipOf(hostname: string, vni: number): Ownership {
-  return { alias: ownerAlias(vniHex(vni)), bridgeMac: deterministicMac(hostname, 'bridge', vni), vxlanMac: deterministicMac(hostname, 'vxlan', vni) };
+/** Ownership of network `vni` on `hostname`: the identity its devices carry and the MACs vxnetd derives for them. */
+export function ownershipOf(hostname: string, vni: number, identity: string, takeOver?: string): Ownership {
+  return {
+    hex: vniHex(vni),
+    identity,
+    ...(takeOver !== undefined ? { takeOver } : {}),
+    bridgeMac: deterministicMac(hostname, 'bridge', vni),
+    vxlanMac: deterministicMac(hostname, 'vxlan', vni),
+  };
 }
 
 export interface ActualNetwork {
   bridge?: Link;
   vxlan?: Link;
-  /** Owned links (by alias) under other names, e.g. renamed by hand. */
+  /** Links whose alias names this network, under other names (e.g. renamed by hand). */
   strays: Link[];
 }
 
@@ -32,45 +42,94 @@ export interface NetworkPlan {
   ops: Operation[];
   /** Foreign devices in the way; when present, nothing is done for this network. */
   conflicts: string[];
+  /** Devices of this network's VNI that are not this agent's to touch, left as they are: to report. */
+  leftAlone: string[];
 }
 
 /**
- * A device is ours if it carries our alias, or if it has no alias at all but
- * the MAC we derive for it: the state a crash between create and set-alias
- * would leave behind.
+ * Whose a device is, as far as this network is concerned:
+ * - `ours`: our identity and, when one is given, this incarnation of the network; or no alias at
+ *   all but exactly our MAC (a crash between create and set-alias leaves that);
+ * - `adoptable`: made by vxnetd 0.1 (alias `vxnetd:<hex>`, no identity) or of the identity the
+ *   operator takes over: ours once its alias is rewritten, in place;
+ * - `earlier`: ours, but of an earlier network with the same VNI (deleted and created again while
+ *   this agent was away);
+ * - `other-identity`: made by vxnetd under another host name, prefix or etcd cluster;
+ * - `foreign`: anything else.
  */
-export function isOwned(link: Link, owner: Ownership): boolean {
-  if (link.alias !== undefined && link.alias !== '') return link.alias === owner.alias;
-  const mac = link.kind === 'vxlan' ? owner.vxlanMac : owner.bridgeMac;
-  return link.mac !== undefined && link.mac.equals(mac);
+export type Claim = 'ours' | 'adoptable' | 'earlier' | 'other-identity' | 'foreign';
+
+export function claimOf(link: Link, owner: Ownership, incarnation?: number): Claim {
+  if (link.alias === undefined || link.alias === '') {
+    const mac = link.kind === 'vxlan' ? owner.vxlanMac : owner.bridgeMac;
+    return link.mac !== undefined && link.mac.equals(mac) ? 'ours' : 'foreign';
+  }
+  const alias = parseOwnerAlias(link.alias);
+  if (!alias || alias.hex !== owner.hex) return 'foreign';
+  if (alias.identity === undefined || alias.identity === owner.takeOver) return 'adoptable';
+  if (alias.identity !== owner.identity) return 'other-identity';
+  return incarnation !== undefined && alias.incarnation !== incarnation ? 'earlier' : 'ours';
+}
+
+/** A device is ours to change: our identity and incarnation (or our MAC and no alias). */
+export function isOwned(link: Link, owner: Ownership, incarnation?: number): boolean {
+  return claimOf(link, owner, incarnation) === 'ours';
 }
 
 export function planNetwork(hex: string, desired: DesiredNetwork | undefined, actual: ActualNetwork, owner: Ownership): NetworkPlan {
   const ops: Operation[] = [];
   const conflicts: string[] = [];
-  const deleteOwned = (link: Link, why: string) => ops.push({ op: 'deleteLink', hex, name: link.name, index: link.index, why });
+  const leftAlone: string[] = [];
+  const deleteLink = (link: Link, why: string) => ops.push({ op: 'deleteLink', hex, name: link.name, index: link.index, why });
 
   if (!desired) {
     // Ports (vxlan) first, so the bridge never loses them one by one.
     for (const link of [actual.vxlan, ...actual.strays, actual.bridge]) {
-      if (link && isOwned(link, owner)) deleteOwned(link, 'network removed');
+      if (!link) continue;
+      const claim = claimOf(link, owner);
+      if (claim === 'ours' || claim === 'earlier' || (claim === 'adoptable' && link.alias !== legacyAlias(hex))) deleteLink(link, 'network removed');
+      // A device of vxnetd 0.1 could be any prefix's or cluster's: only a network this agent wants adopts it.
+      else if (claim === 'adoptable') leftAlone.push(`${link.name} (alias ${JSON.stringify(link.alias)}) was made by an earlier vxnetd and is not wanted here: left alone`);
+      else if (claim === 'other-identity') leftAlone.push(otherIdentity(link));
     }
-    return { ops, conflicts };
+    return { ops, conflicts, leftAlone };
   }
 
+  const incarnation = desired.owner.incarnation;
   for (const link of [actual.bridge, actual.vxlan]) {
-    if (link && !isOwned(link, owner)) {
-      conflicts.push(`device ${link.name} exists and is not managed by vxnetd (alias ${JSON.stringify(link.alias ?? '')}); remove or rename it`);
-    }
+    if (!link) continue;
+    const claim = claimOf(link, owner, incarnation);
+    if (claim === 'foreign') conflicts.push(`device ${link.name} exists and is not managed by vxnetd (alias ${JSON.stringify(link.alias ?? '')}); remove or rename it`);
+    if (claim === 'other-identity') conflicts.push(otherIdentity(link));
   }
-  if (conflicts.length) return { ops, conflicts };
+  if (conflicts.length) return { ops, conflicts, leftAlone };
 
-  for (const stray of actual.strays) deleteOwned(stray, `carries ${owner.alias} under another name`);
+  for (const stray of actual.strays) {
+    const claim = claimOf(stray, owner, incarnation);
+    if (claim === 'other-identity') leftAlone.push(otherIdentity(stray));
+    else if (claim !== 'foreign') deleteLink(stray, `carries this network's alias under another name`);
+  }
 
-  const bridgeOps = planBridge(hex, desired, actual.bridge);
+  // The ports of an earlier network with this VNI must not join this one: its bridge is re-created.
+  const earlier = (link: Link | undefined) => link !== undefined && claimOf(link, owner, incarnation) === 'earlier';
+  const bridge = earlier(actual.bridge) ? undefined : actual.bridge;
+  const vxlan = earlier(actual.vxlan) ? undefined : actual.vxlan;
+  if (actual.vxlan && !vxlan) deleteLink(actual.vxlan, `belongs to an earlier network ${hex} (${describeIncarnation(actual.vxlan)}, now ${incarnation})`);
+  if (actual.bridge && !bridge) deleteLink(actual.bridge, `belongs to an earlier network ${hex} (${describeIncarnation(actual.bridge)}, now ${incarnation}): re-created, so that its ports do not join the new network`);
+
+  const bridgeOps = planBridge(hex, desired, bridge);
   ops.push(...bridgeOps.ops);
-  ops.push(...planVxlan(hex, desired, actual.vxlan, bridgeOps.recreated ? undefined : actual.bridge?.index));
-  return { ops, conflicts };
+  ops.push(...planVxlan(hex, desired, vxlan, bridgeOps.recreated ? undefined : bridge?.index));
+  return { ops, conflicts, leftAlone };
+}
+
+function otherIdentity(link: Link): string {
+  const identity = parseOwnerAlias(link.alias)?.identity ?? '';
+  return `device ${link.name} belongs to vxnetd of another identity (${identity}): left alone; if this host was renamed or moved to another etcd cluster, take its devices over with --take-over ${JSON.stringify(identity)}`;
+}
+
+function describeIncarnation(link: Link): string {
+  return `incarnation ${parseOwnerAlias(link.alias)?.incarnation ?? 'unknown'}`;
 }
 
 /**
@@ -80,7 +139,7 @@ export function planNetwork(hex: string, desired: DesiredNetwork | undefined, ac
  * as last seen.
  */
 export function deviceMatches(desired: DesiredNetwork, link: Link, owner: Ownership, bridgeIndex: number | undefined): boolean {
-  if (!isOwned(link, owner)) return false;
+  if (!isOwned(link, owner, desired.owner.incarnation)) return false;
   if (link.name === desired.bridge.name) return planBridge(desired.hex, desired, link).ops.length === 0;
   if (link.name === desired.vxlan.name) return bridgeIndex !== undefined && planVxlan(desired.hex, desired, link, bridgeIndex).length === 0;
   return false;

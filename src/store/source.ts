@@ -13,10 +13,14 @@ import { createEtcdClient, type EtcdOptions } from './client.js';
 export interface StoredValue {
   value: Buffer;
   modRevision: number;
+  /** The revision the key was created at: a key deleted and created again has another. */
+  createRevision: number;
 }
 
 export interface Snapshot {
   revision: number;
+  /** The etcd cluster's id (decimal, as etcd reports it): part of the agent's identity. */
+  etcdCluster: string;
   /** Key suffix after `<prefix>/networks/` → value. */
   networks: Map<string, StoredValue>;
   /** Key suffix after `<prefix>/hosts/<host>/networks/` → value. */
@@ -155,9 +159,12 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       client.getAll().prefix(keys.statuses).revision(revision).exec(),
     ]);
     const bySuffix = (kvs: IKeyValue[], prefix: string) =>
-      new Map(kvs.map((kv) => [kv.key.toString('utf8').slice(prefix.length), { value: kv.value, modRevision: Number(kv.mod_revision) }]));
+      new Map(
+        kvs.map((kv) => [kv.key.toString('utf8').slice(prefix.length), { value: kv.value, modRevision: Number(kv.mod_revision), createRevision: Number(kv.create_revision) }]),
+      );
     const snapshot: Snapshot = {
       revision,
+      etcdCluster: String(networks.header.cluster_id),
       networks: bySuffix(networks.kvs, keys.networks),
       attachments: bySuffix(attachments.kvs, keys.attachments),
       statuses: new Map(statuses.kvs.map((kv) => [kv.key.toString('utf8').slice(keys.statuses.length), kv.value.toString('utf8')])),
@@ -213,7 +220,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       collection,
       name,
       revision,
-      ...(isPut ? { value: { value: kv.value, modRevision: revision } } : {}),
+      ...(isPut ? { value: { value: kv.value, modRevision: revision, createRevision: Number(kv.create_revision) } } : {}),
     });
   }
 
