@@ -138,4 +138,30 @@ describe('device identity', () => {
     expect(await readStatus(etcd, 'h1', 'a1')).toMatchObject({ state: 'ready' });
     await stopH1();
   });
+
+  it('a labelled veth and a renamed bridge with ports carry our alias but are never deleted or changed: reported', async () => {
+    // Whatever the tests above left, start from a converged a1 on h1.
+    await startH1();
+    await waitFor(async () => pairConverged(await managedLinks(dc, ns()), 'a1', MTU) || undefined, 'a1 on h1', 10_000);
+    const alias = (await managedLinks(dc, ns())).get('bra1').ifalias;
+    await stopH1();
+    const ip = async (...args: string[]) => expect((await dc.exec(ns(), ['ip', ...args])).code, args.join(' ')).toBe(0);
+    await ip('link', 'add', 'name', 'lab0', 'type', 'veth', 'peer', 'name', 'lab1');
+    await ip('link', 'set', 'dev', 'lab0', 'alias', alias);
+    await ip('link', 'set', 'dev', 'bra1', 'name', 'oldbr');
+    await ip('link', 'set', 'dev', 'vm-vma', 'master', 'oldbr');
+    const before = await dc.links(ns());
+    const indexOf = (links: any[], name: string) => links.find((l) => l.ifname === name)?.ifindex;
+    const agent = await startH1();
+    await waitFor(async () => pairConverged(await managedLinks(dc, ns()), 'a1', MTU) || undefined, 'a1 converged again', 10_000);
+    await sleep(1500);
+    const after = await dc.links(ns());
+    for (const name of ['lab0', 'oldbr']) expect(indexOf(after, name), name).toBe(indexOf(before, name));
+    expect(after.find((l) => l.ifname === 'lab0').ifalias).toBe(alias);
+    expect(after.find((l) => l.ifname === 'vm-vma').master).toBe('oldbr');
+    expect(sumSamples(await scrape(agent), 'vxnetd_devices_left_alone')).toBe(2);
+    const reported = agent.logs().filter((line) => line.op === 'identity').map((line) => String(line.msg));
+    expect(reported).toEqual(expect.arrayContaining([expect.stringMatching(/^device lab0 carries vxnetd's alias .* but is a veth under another name: left alone/), expect.stringMatching(/^device oldbr carries vxnetd's alias .* but is a bridge under another name: left alone/)]));
+    await stopH1();
+  });
 });

@@ -168,10 +168,32 @@ describe('planNetwork', () => {
       ],
     },
     {
-      name: 'bridge of the wrong kind but ours: replaced, vxlan re-enslaved',
+      name: 'a veth someone labelled with our alias under the bridge name: a conflict, never deleted or changed',
       desired: want,
       actual: { bridge: bridge({ kind: 'veth' }), vxlan: vxlan(), strays: [] },
-      ops: ['delete brff01 (is a veth of unknown kind, not a bridge)', 'create bridge brff01 (mtu 1430, multicast snooping off)', 'update vxlanff01: master brff01'],
+      ops: [],
+      conflicts: 1,
+    },
+    {
+      name: 'a renamed bridge of ours (it may have ports) and a labelled tap: left alone; a renamed vxlan of ours is deleted (it holds the VNI)',
+      desired: want,
+      actual: { bridge: bridge(), strays: [bridge({ index: 20, name: 'oldbr' }), bridge({ index: 21, name: 'tap0', kind: 'tun' }), vxlan({ index: 22, name: 'oldvx' })] },
+      ops: ["delete oldvx (carries this network's alias under another name)", 'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01)'],
+    },
+    {
+      name: 'network removed: a labelled tap with our alias is left alone',
+      desired: undefined,
+      actual: { bridge: bridge(), vxlan: vxlan(), strays: [bridge({ index: 21, name: 'tap0', kind: 'tun' })] },
+      ops: ['delete vxlanff01 (network removed)', 'delete brff01 (network removed)'],
+    },
+    {
+      name: 'group base moved from IPv6 to IPv4: the vxlan is replaced (the kernel cannot change the family in place), the bridge stays',
+      desired: want,
+      actual: { bridge: bridge(), vxlan: vxlan({}, { group: Buffer.from([239, 0, 255, 1]) }), strays: [] },
+      ops: [
+        'delete vxlanff01 (group 239.0.255.1 must become ff05::ff01, another address family, which the kernel cannot change in place)',
+        'create vxlan vxlanff01 (id 65281, group ff05::ff01, port 4789, ttl 5, mtu 1430, master brff01)',
+      ],
     },
   ];
 
@@ -182,6 +204,13 @@ describe('planNetwork', () => {
       expect(plan.conflicts).toHaveLength(c.conflicts ?? 0);
     });
   }
+
+  it('a device of the wrong kind is named in the report with what it is', () => {
+    const plan = planNetwork(HEX, want, { bridge: bridge({ kind: 'veth' }), strays: [] }, ownership(VNI));
+    expect(plan.conflicts[0]).toBe(`device brff01 carries vxnetd's alias (${JSON.stringify(ALIAS)}) but is a veth, not a bridge: left alone; remove or rename it`);
+    const removed = planNetwork(HEX, undefined, { strays: [bridge({ index: 21, name: 'tap0', kind: 'tun' })] }, ownership(VNI));
+    expect(removed.leftAlone).toEqual([`device tap0 carries vxnetd's alias (${JSON.stringify(ALIAS)}) but is a tun under another name: left alone; remove or rename it`]);
+  });
 
   it('devices of another identity are reported, with the take-over that would adopt them', () => {
     const other = { bridge: bridge({ alias: `vxnetd:ff01 ${OTHER} net=1` }), strays: [] };

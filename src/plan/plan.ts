@@ -3,6 +3,7 @@
  * Mirrors felix: the plan is data; the executor in agent/ carries it out.
  */
 import { IFF_UP, IN6_ADDR_GEN_MODE_NONE, type Link } from '../model/link.js';
+import { formatAddress } from '../model/group.js';
 import { deterministicMac } from '../model/mac.js';
 import type { DesiredNetwork } from '../model/network.js';
 import { legacyAlias, parseOwnerAlias } from '../model/identity.js';
@@ -84,10 +85,11 @@ export function planNetwork(hex: string, desired: DesiredNetwork | undefined, ac
 
   if (!desired) {
     // Ports (vxlan) first, so the bridge never loses them one by one.
-    for (const link of [actual.vxlan, ...actual.strays, actual.bridge]) {
+    for (const [link, kind] of [[actual.vxlan, 'vxlan'], ...actual.strays.map((stray) => [stray, 'vxlan'] as const), [actual.bridge, 'bridge']] as const) {
       if (!link) continue;
       const claim = claimOf(link, owner);
-      if (claim === 'ours' || claim === 'earlier' || (claim === 'adoptable' && link.alias !== legacyAlias(hex))) deleteLink(link, 'network removed');
+      if (claim !== 'foreign' && claim !== 'other-identity' && link.kind !== kind) leftAlone.push(wrongKind(link, kind));
+      else if (claim === 'ours' || claim === 'earlier' || (claim === 'adoptable' && link.alias !== legacyAlias(hex))) deleteLink(link, 'network removed');
       // A device of vxnetd 0.1 could be any prefix's or cluster's: only a network this agent wants adopts it.
       else if (claim === 'adoptable') leftAlone.push(`${link.name} (alias ${JSON.stringify(link.alias)}) was made by an earlier vxnetd and is not wanted here: left alone`);
       else if (claim === 'other-identity') leftAlone.push(otherIdentity(link));
@@ -96,18 +98,22 @@ export function planNetwork(hex: string, desired: DesiredNetwork | undefined, ac
   }
 
   const incarnation = desired.owner.incarnation;
-  for (const link of [actual.bridge, actual.vxlan]) {
+  for (const [link, kind] of [[actual.bridge, 'bridge'], [actual.vxlan, 'vxlan']] as const) {
     if (!link) continue;
     const claim = claimOf(link, owner, incarnation);
     if (claim === 'foreign') conflicts.push(`device ${link.name} exists and is not managed by vxnetd (alias ${JSON.stringify(link.alias ?? '')}); remove or rename it`);
-    if (claim === 'other-identity') conflicts.push(otherIdentity(link));
+    else if (claim === 'other-identity') conflicts.push(otherIdentity(link));
+    else if (link.kind !== kind) conflicts.push(wrongKind(link, kind));
   }
   if (conflicts.length) return { ops, conflicts, leftAlone };
 
   for (const stray of actual.strays) {
     const claim = claimOf(stray, owner, incarnation);
     if (claim === 'other-identity') leftAlone.push(otherIdentity(stray));
-    else if (claim !== 'foreign') deleteLink(stray, `carries this network's alias under another name`);
+    // A renamed vxlan of ours would hold the VNI the real one needs; anything else (a renamed
+    // bridge with ports, a tap someone labelled) is not ours to delete.
+    else if (claim !== 'foreign' && stray.kind === 'vxlan') deleteLink(stray, `carries this network's alias under another name`);
+    else if (claim !== 'foreign') leftAlone.push(wrongKind(stray, 'vxlan'));
   }
 
   // The ports of an earlier network with this VNI must not join this one: its bridge is re-created.
@@ -121,6 +127,10 @@ export function planNetwork(hex: string, desired: DesiredNetwork | undefined, ac
   ops.push(...bridgeOps.ops);
   ops.push(...planVxlan(hex, desired, vxlan, bridgeOps.recreated ? undefined : bridge?.index));
   return { ops, conflicts, leftAlone };
+}
+
+function wrongKind(link: Link, kind: 'bridge' | 'vxlan'): string {
+  return `device ${link.name} carries vxnetd's alias (${JSON.stringify(link.alias ?? '')}) but is ${link.kind ? `a ${link.kind}` : 'of unknown kind'}${link.name.startsWith(kind === 'bridge' ? 'br' : 'vxlan') ? `, not a ${kind}` : ' under another name'}: left alone; remove or rename it`;
 }
 
 function otherIdentity(link: Link): string {
@@ -149,9 +159,6 @@ function planBridge(hex: string, desired: DesiredNetwork, bridge: Link | undefin
   const want = desired.bridge;
   const create: Operation = { op: 'createBridge', hex, name: want.name, mac: want.mac, alias: want.alias, mtu: want.mtu, quietIpv6: desired.quietIpv6, multicastSnooping: want.multicastSnooping };
   if (!bridge) return { ops: [create], recreated: true };
-  if (bridge.kind !== 'bridge') {
-    return { ops: [{ op: 'deleteLink', hex, name: bridge.name, index: bridge.index, why: `is a ${bridge.kind ?? 'device'} of unknown kind, not a bridge` }, create], recreated: true };
-  }
   const changes: LinkChanges = {};
   if (bridge.mtu !== want.mtu) changes.mtu = want.mtu;
   if (!(bridge.flags & IFF_UP)) changes.up = true;
@@ -185,15 +192,19 @@ function planVxlan(hex: string, desired: DesiredNetwork, vxlan: Link | undefined
 
   const have = vxlan.vxlan;
   const replaceWhy =
-    vxlan.kind !== 'vxlan' || !have
-      ? `is a ${vxlan.kind ?? 'device'} of unknown kind, not a vxlan`
+    !have
+      ? 'the kernel reports no vxlan attributes for it'
       : have.id !== want.id
         ? `id ${have.id} must be ${want.id}, which the kernel cannot change`
         : have.port !== want.port
           ? `dstport ${have.port} must be ${want.port}, which the kernel cannot change`
           : have.local && !want.local
             ? 'local address must be removed'
-            : undefined;
+            : have.group && have.group.length !== want.group.bytes.length
+              ? `group ${formatAddress(have.group)} must become ${want.group.text}, another address family, which the kernel cannot change in place`
+              : have.local && want.local && have.local.length !== want.local.length
+                ? `local ${formatAddress(have.local)} must become ${formatAddress(want.local)}, another address family, which the kernel cannot change in place`
+                : undefined;
   if (replaceWhy) return [{ op: 'deleteLink', hex, name: vxlan.name, index: vxlan.index, why: replaceWhy }, create];
 
   const ops: Operation[] = [];
