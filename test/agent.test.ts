@@ -401,4 +401,19 @@ describe('Agent', () => {
     expect(kernel.byName('vxlan500')).toMatchObject({ vxlan: { id: 0x500 } });
     agent.stop();
   });
+
+  it('a status reason quotes a bad value briefly, marked as cut; a huge key name is logged cut', async () => {
+    const warnings: string[] = [];
+    const kernel = new FakeKernel();
+    kernel.addLink({ name: 'u0', kind: 'veth', flags: 1, mtu: 1500, addrGenMode: 0 });
+    const statuses = new Map<string, NetworkStatus | null>();
+    const log = { ...quiet, warn: (_fields: Record<string, unknown>, msg: string) => warnings.push(msg) };
+    const agent = new Agent(kernel, log, { underlay: 'u0', prefix: '/v1', scope: 'all', host: HOST, resyncIntervalMs: 60_000 }, { status: (hex, status) => statuses.set(hex, status) });
+    await agent.applySnapshot(snapshot({ '64': JSON.stringify({ type: 'x'.repeat(60_000) }), ['k'.repeat(100_000)]: '{}' }));
+    const reason = statuses.get('64')!.reason!;
+    expect(reason.length).toBeLessThan(200);
+    expect(reason).toMatch(/^type "x{39}… \(60002 characters, cut\) is not supported/);
+    const keyWarning = warnings.find((w) => w.startsWith('ignoring network key'))!;
+    expect(keyWarning.length).toBeLessThan(300);
+  });
 });

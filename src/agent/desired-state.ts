@@ -3,7 +3,7 @@
  * listed and watched. The only owner of that state; pure apart from counting spec errors once.
  */
 import { desiredNetwork, type DesiredNetwork, type HostSettings, type Underlay } from '../model/network.js';
-import { parseNetworkSpec, SpecError, type SpecResult } from '../model/spec.js';
+import { parseNetworkSpec, quoteBrief, SpecError, type SpecResult } from '../model/spec.js';
 import { parseVniHex } from '../model/vni.js';
 import type { Change, Snapshot, StoredValue } from '../store/source.js';
 
@@ -24,6 +24,9 @@ export type Wanted =
   | { wanted: false; attachedToMissing: boolean }
   | { wanted: true; specRevision: number; network: DesiredNetwork }
   | { wanted: true; specRevision: number; error: SpecError };
+
+/** Spec errors remembered as counted: a key's name is up to ~1.5 MiB, and bad keys may keep coming. */
+const MAX_COUNTED_ERRORS = 10_000;
 
 export class DesiredState {
   private readonly networks = new Map<string, NetworkEntry>();
@@ -111,10 +114,10 @@ export class DesiredState {
 
   private setNetwork(name: string, stored: StoredValue): void {
     if (parseVniHex(name) === undefined) {
-      this.countOnce(`${name}@${stored.modRevision}`, 'invalid_key', () =>
+      this.countOnce(`${name.slice(0, 64)}@${stored.modRevision}`, 'invalid_key', () =>
         this.log.warn(
-          { key: name, op: 'validate' },
-          `ignoring network key ${JSON.stringify(name)}: not a canonical VNI (lowercase hex 1…ffffff without leading zeros, no slashes)`,
+          { key: quoteBrief(name, 64), op: 'validate' },
+          `ignoring network key ${quoteBrief(name, 64)}: not a canonical VNI (lowercase hex 1…ffffff without leading zeros, no slashes)`,
         ),
       );
       return;
@@ -137,8 +140,10 @@ export class DesiredState {
     return entry.desired.result;
   }
 
+  /** Once per key and revision; the memory of what was counted is bounded (past it, a repeat may be counted again). */
   private countOnce(id: string, reason: string, report: () => void): void {
     if (this.countedErrors.has(id)) return;
+    if (this.countedErrors.size >= MAX_COUNTED_ERRORS) this.countedErrors.delete(this.countedErrors.values().next().value!);
     this.countedErrors.add(id);
     this.countSpecError(reason);
     report();

@@ -19,6 +19,17 @@ export interface StatusLog {
 /** null: the network is gone from this host, remove its status. */
 export type StatusWriter = (hex: string, status: NetworkStatus | null) => void;
 
+/**
+ * Statuses of a host go to etcd in transactions bounded by etcd's request size: a reason that
+ * quoted a 60 KB value would hold back every status of the host. Reasons quote values briefly
+ * (model/spec.ts quoteBrief); this is the bound behind that.
+ */
+export const MAX_REASON_CHARS = 400;
+
+export function boundedReason(reason: string): string {
+  return reason.length <= MAX_REASON_CHARS ? reason : `${reason.slice(0, MAX_REASON_CHARS)}… (${reason.length} characters, cut)`;
+}
+
 export class NetworkStatuses {
   private readonly statuses = new Map<string, NetworkStatus>();
 
@@ -48,7 +59,7 @@ export class NetworkStatuses {
   }
 
   error(hex: string, reason: string, specRevision?: number): void {
-    this.set(hex, 'error', reason, specRevision);
+    this.set(hex, 'error', boundedReason(reason), specRevision);
   }
 
   clear(hex: string): void {

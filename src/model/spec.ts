@@ -66,7 +66,7 @@ function parseOrThrow(value: Uint8Array): NetworkSpec {
   if (fields.type !== undefined) {
     if (typeof fields.type !== 'string') throw wrongType('type', 'a string', fields.type);
     if (fields.type !== 'vxlan') {
-      throw new SpecError('unknown_type', `type ${JSON.stringify(fields.type)} is not supported (only "vxlan")`);
+      throw new SpecError('unknown_type', `type ${quoteBrief(fields.type)} is not supported (only "vxlan")`);
     }
   }
   if (fields.mtu !== undefined) {
@@ -89,7 +89,11 @@ function parseOrThrow(value: Uint8Array): NetworkSpec {
 }
 
 function wrongType(field: string, expected: string, got: unknown): SpecError {
-  const shown = JSON.stringify(got);
-  const brief = shown && shown.length > 40 ? `${shown.slice(0, 40)}…` : shown;
-  return new SpecError('wrong_type', `${field} must be ${expected}, got ${brief}`);
+  return new SpecError('wrong_type', `${field} must be ${expected}, got ${quoteBrief(got)}`);
+}
+
+/** A value as JSON, cut to a length a status or a log line can carry, and marked as cut. */
+export function quoteBrief(value: unknown, max = 40): string {
+  const shown = JSON.stringify(value) ?? String(value);
+  return shown.length > max ? `${shown.slice(0, max)}… (${shown.length} characters, cut)` : shown;
 }
