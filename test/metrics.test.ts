@@ -275,6 +275,8 @@ describe('scrapes and the netlink dump', () => {
     const results = await Promise.all(scrapes);
     expect(kernel.calls).toBe(1);
     for (const r of results) expect(r.body).toContain('device="vxlan64"');
+    // One render for all of them, not one each.
+    expect(new Set(results).size).toBe(1);
     // Once settled, the next scrape reads the kernel again.
     kernel.gate = undefined;
     await metrics.render();

@@ -14,9 +14,24 @@ export function parseListen(text: string): { host: string; port: number } {
   return { host: match[1] ?? (match[2] || '::'), port };
 }
 
-export function startHttpServer(listen: string, handlers: HttpHandlers): Promise<Server> {
+/**
+ * The server faces whatever network --metrics-listen is on: slow or idle clients are cut off and
+ * connections are capped, so that no client can hold the agent's sockets or memory.
+ */
+export const HTTP_LIMITS = {
+  maxConnections: 32,
+  /** A request's headers must arrive within this. */
+  headersTimeoutMs: 5_000,
+  /** A whole request (GET, no body) within this. */
+  requestTimeoutMs: 10_000,
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveTimeoutMs: 5_000,
+};
+
+export function startHttpServer(listen: string, handlers: HttpHandlers, limits = HTTP_LIMITS): Promise<Server> {
   const { host, port } = parseListen(listen);
-  const server = createServer((req, res) => {
+  // Node checks the header and request timeouts only every connectionsCheckingInterval (30 s by default).
+  const server = createServer({ connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs) }, (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const send = (status: number, body: string, contentType = 'text/plain; charset=utf-8') => {
       res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store' });
@@ -37,6 +52,10 @@ export function startHttpServer(listen: string, handlers: HttpHandlers): Promise
     }
     send(404, 'not found: try /metrics, /healthz or /readyz\n');
   });
+  server.maxConnections = limits.maxConnections;
+  server.headersTimeout = limits.headersTimeoutMs;
+  server.requestTimeout = limits.requestTimeoutMs;
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host, port, ipv6Only: false }, () => {

@@ -195,6 +195,8 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     }
   };
 
+  let renderInFlight: Promise<RenderResult> | undefined;
+
   // One counter child per (op, result): inc() with a label object hashes the labels on every
   // call, and a bulk apply counts ~6 requests per network.
   const requestCounters = new Map<string, { inc(): void }>();
@@ -213,12 +215,13 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     observeReconcile: (seconds) => reconcile.observe(seconds),
     countNetlinkRequest,
     countSpecError: (reason) => specErrors.inc({ reason }),
-    render: async () => {
-      try {
-        return await render();
-      } catch (error) {
-        return { status: 503, contentType: ERROR_CONTENT_TYPE, body: `scrape failed: ${oneLine(error)}\n` };
-      }
+    // Scrapes that arrive while one renders get its result: however many scrapers there are, at
+    // most one dump and one render run at a time, so they cannot crowd out drift repair.
+    render: () => {
+      renderInFlight ??= render()
+        .catch((error: unknown): RenderResult => ({ status: 503, contentType: ERROR_CONTENT_TYPE, body: `scrape failed: ${oneLine(error)}\n` }))
+        .finally(() => (renderInFlight = undefined));
+      return renderInFlight;
     },
   };
 }
