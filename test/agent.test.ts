@@ -416,4 +416,17 @@ describe('Agent', () => {
     const keyWarning = warnings.find((w) => w.startsWith('ignoring network key'))!;
     expect(keyWarning.length).toBeLessThan(300);
   });
+
+  it('attached scope: an attachment that is not a JSON object is an error for that network only; its devices are kept', async () => {
+    const { kernel, agent, statuses, specErrors } = setup(new FakeKernel(), 'attached');
+    const snap = snapshot({ '64': '{}', '65': '{}' }, ['64', '65']);
+    await agent.applySnapshot(snap);
+    expect(kernel.byName('vxlan64')).toBeDefined();
+    agent.applyChange({ collection: 'attachments', name: '64', revision: 5, value: value('[1, 2]', 5) });
+    await agent.idle();
+    expect(statuses.get('64')).toMatchObject({ state: 'error', reason: 'attachment must be a JSON object, got an array' });
+    expect(kernel.byName('vxlan64')).toBeDefined();
+    expect(statuses.get('65')).toMatchObject({ state: 'ready' });
+    expect(specErrors).toEqual(['not_object']);
+  });
 });

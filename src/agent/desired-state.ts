@@ -3,7 +3,7 @@
  * listed and watched. The only owner of that state; pure apart from counting spec errors once.
  */
 import { desiredNetwork, type DesiredNetwork, type HostSettings, type Underlay } from '../model/network.js';
-import { parseNetworkSpec, quoteBrief, SpecError, type SpecResult } from '../model/spec.js';
+import { parseAttachment, parseNetworkSpec, quoteBrief, SpecError, type SpecResult } from '../model/spec.js';
 import { parseVniHex } from '../model/vni.js';
 import type { Change, Snapshot, StoredValue } from '../store/source.js';
 
@@ -30,7 +30,8 @@ const MAX_COUNTED_ERRORS = 10_000;
 
 export class DesiredState {
   private readonly networks = new Map<string, NetworkEntry>();
-  private readonly attachments = new Map<string, StoredValue>();
+  /** Attachments, each checked once when it arrives. */
+  private readonly attachments = new Map<string, { modRevision: number; error?: SpecError }>();
   private readonly countedErrors = new Set<string>();
   /** Deletions need an authoritative list: missing data is not an empty desired state. */
   private listed = false;
@@ -60,7 +61,7 @@ export class DesiredState {
     this.networks.clear();
     this.attachments.clear();
     for (const [name, stored] of snapshot.networks) this.setNetwork(name, stored);
-    for (const [name, stored] of snapshot.attachments) this.attachments.set(name, stored);
+    for (const [name, stored] of snapshot.attachments) this.setAttachment(name, stored);
     this.listed = true;
     return before;
   }
@@ -68,7 +69,7 @@ export class DesiredState {
   /** Applies one watched change; returns the network it concerns, if its name is a VNI. */
   apply(change: Change): string | undefined {
     if (change.collection === 'attachments') {
-      if (change.value) this.attachments.set(change.name, change.value);
+      if (change.value) this.setAttachment(change.name, change.value);
       else this.attachments.delete(change.name);
     } else if (change.value) {
       this.setNetwork(change.name, change.value);
@@ -97,9 +98,12 @@ export class DesiredState {
   wanted(hex: string, underlay: Underlay): Wanted {
     const entry = this.isWanted(hex) && this.ownIdentity !== undefined ? this.networks.get(hex) : undefined;
     if (!entry) return { wanted: false, attachedToMissing: this.scope === 'attached' && this.attachments.has(hex) && !this.networks.has(hex) };
-    const result = this.desiredFor(parseVniHex(hex)!, entry, underlay, this.ownIdentity!);
+    const attachment = this.scope === 'attached' ? this.attachments.get(hex) : undefined;
+    const attachmentError = attachment?.error;
+    const result = attachmentError ?? this.desiredFor(parseVniHex(hex)!, entry, underlay, this.ownIdentity!);
+    const revision = attachmentError ? attachment!.modRevision : entry.modRevision;
     if (result instanceof SpecError) {
-      this.countOnce(`${hex}@${entry.modRevision}`, result.code, () =>
+      this.countOnce(`${attachmentError ? 'attachment ' : ''}${hex}@${revision}`, result.code, () =>
         this.log.warn({ vni: hex, key: hex, reason: result.code, op: 'validate' }, `network ${hex}: ${result.message}`),
       );
       return { wanted: true, specRevision: entry.modRevision, error: result };
@@ -110,6 +114,11 @@ export class DesiredState {
   /** The spec revision of a wanted network, whatever the underlay. */
   specRevision(hex: string): number | undefined {
     return this.isWanted(hex) ? this.networks.get(hex)?.modRevision : undefined;
+  }
+
+  private setAttachment(name: string, stored: StoredValue): void {
+    const error = parseAttachment(stored.value);
+    this.attachments.set(name, { modRevision: stored.modRevision, ...(error ? { error } : {}) });
   }
 
   private setNetwork(name: string, stored: StoredValue): void {

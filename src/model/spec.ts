@@ -46,21 +46,36 @@ export function parseNetworkSpec(value: Uint8Array): SpecResult {
   }
 }
 
-function parseOrThrow(value: Uint8Array): NetworkSpec {
+/** An attachment (DESIGN.md §1: any JSON object, `{}` is fine) is held to the same bounds as a spec. */
+export function parseAttachment(value: Uint8Array): SpecError | undefined {
+  try {
+    parseObject(value, 'attachment');
+    return undefined;
+  } catch (error) {
+    if (error instanceof SpecError) return error;
+    throw error;
+  }
+}
+
+function parseObject(value: Uint8Array, what: 'spec' | 'attachment'): Record<string, unknown> {
   if (value.length > MAX_SPEC_BYTES) {
-    throw new SpecError('too_large', `spec is ${value.length} bytes, the limit is ${MAX_SPEC_BYTES}`);
+    throw new SpecError('too_large', `${what} is ${value.length} bytes, the limit is ${MAX_SPEC_BYTES}`);
   }
   let parsed: unknown;
   try {
     parsed = JSON.parse(Buffer.from(value).toString('utf8'));
   } catch (error) {
-    throw new SpecError('invalid_json', `spec is not valid JSON: ${(error as Error).message}`);
+    throw new SpecError('invalid_json', `${what} is not valid JSON: ${(error as Error).message}`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    const what = parsed === null ? 'null' : Array.isArray(parsed) ? 'an array' : `a ${typeof parsed}`;
-    throw new SpecError('not_object', `spec must be a JSON object, got ${what}`);
+    const shown = parsed === null ? 'null' : Array.isArray(parsed) ? 'an array' : `a ${typeof parsed}`;
+    throw new SpecError('not_object', `${what} must be a JSON object, got ${shown}`);
   }
-  const fields = parsed as Record<string, unknown>;
+  return parsed as Record<string, unknown>;
+}
+
+function parseOrThrow(value: Uint8Array): NetworkSpec {
+  const fields = parseObject(value, 'spec');
   const spec: NetworkSpec = { type: 'vxlan' };
 
   if (fields.type !== undefined) {
