@@ -43,6 +43,10 @@ async function run(config: AgentConfig): Promise<void> {
     logStream,
   );
   log.info({ version: VERSION, config: loggableConfig(config) }, 'vxnetd starting');
+  const plainEndpoints = config.etcd.endpoints.filter((endpoint) => endpoint.startsWith('http://'));
+  if (config.etcd.password && plainEndpoints.length) {
+    log.warn({ op: 'etcd', endpoints: plainEndpoints }, `the etcd password travels unencrypted to ${plainEndpoints.join(', ')}: use https:// endpoints`);
+  }
 
   let metrics: ReturnType<typeof createMetrics> | undefined;
   const kernel = new NetlinkKernel({ request: (op, result) => metrics?.countNetlinkRequest(op, result) });
