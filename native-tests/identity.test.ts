@@ -164,4 +164,19 @@ describe('device identity', () => {
     expect(reported).toEqual(expect.arrayContaining([expect.stringMatching(/^device lab0 carries vxnetd's alias .* but is a veth under another name: left alone/), expect.stringMatching(/^device oldbr carries vxnetd's alias .* but is a bridge under another name: left alone/)]));
     await stopH1();
   });
+
+  it('an agent pointed at another, empty etcd cluster touches nothing: the devices name the old cluster', async () => {
+    expect((await dc.exec(ns(), ['ip', 'link', 'set', 'dev', 'vm-vma', 'master', 'bra1'])).code).toBe(0);
+    expect(await pings(vma, vmb)).toBe(true);
+    const before = await ifindexes(dc, ns());
+    await dc.restartEtcd({ empty: true });
+    const agent = await startH1();
+    expect(await settledIndexes()).toEqual(before);
+    expect(await pings(vma, vmb)).toBe(true);
+    const samples = await scrape(agent);
+    expect(sumSamples(samples, 'vxnetd_netlink_requests_total', { op: 'delete' })).toBe(0);
+    expect(sumSamples(samples, 'vxnetd_devices_left_alone')).toBeGreaterThanOrEqual(2);
+    expect(agent.logs().some((line) => line.op === 'identity' && /^device bra1 belongs to vxnetd of another identity/.test(String(line.msg)))).toBe(true);
+    await stopH1();
+  });
 });

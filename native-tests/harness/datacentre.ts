@@ -281,12 +281,17 @@ export class DataCentre {
     this.etcdServer?.signal(sig);
   }
 
-  /** Stops etcd if it still runs (even if frozen), starts it again on the same data dir, waits until healthy. */
-  async restartEtcd(): Promise<void> {
+  /**
+   * Stops etcd if it still runs (even if frozen), starts it again on the same data dir, waits until
+   * healthy. `empty`: on a new data dir instead, which makes it another, empty cluster (a new cluster id).
+   */
+  async restartEtcd(opts: { empty?: boolean } = {}): Promise<void> {
     this.assertAlive();
     if (!this.etcdServer) throw new Error('etcd was never started');
     await this.etcdServer.stop();
+    this.currentEtcdClient?.close();
     this.currentEtcdClient = undefined;
+    if (opts.empty) rmSync(join(this.tmpDir!, 'etcd-data'), { recursive: true, force: true });
     await this.etcdServer.start();
   }
 
