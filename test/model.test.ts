@@ -5,7 +5,7 @@ import { deterministicMac, formatMac } from '../src/model/mac.js';
 import { desiredNetwork } from '../src/model/network.js';
 import { parseNetworkSpec, SpecError } from '../src/model/spec.js';
 import { bridgeName, parseVniHex, vniHex, vxlanName } from '../src/model/vni.js';
-import { etcdClusterHex, hexFromOwnerAlias, identityText, MAX_ALIAS_BYTES, ownerAlias, parseOwnerAlias } from '../src/model/identity.js';
+import { hexFromOwnerAlias, identityText, MAX_ALIAS_BYTES, ownerAlias, parseOwnerAlias } from '../src/model/identity.js';
 import { HOST, IDENTITY, UNDERLAY } from './support/fixtures.js';
 
 const OWNER = { identity: IDENTITY, incarnation: 1 };
@@ -47,7 +47,7 @@ describe('VNI names and groups', () => {
   });
 
   it('an alias records the identity (host, etcd cluster, prefix) and the incarnation, and reads back', () => {
-    const identity = identityText({ host: 'hv042', etcdCluster: etcdClusterHex('14841639068965178418'), prefix: '/v1' });
+    const identity = identityText({ host: 'hv042', etcdCluster: 'cdf818194e3a8c32', prefix: '/v1' });
     expect(identity).toBe('host=hv042 etcd=cdf818194e3a8c32 prefix=/v1');
     const alias = ownerAlias('ff01', identity, 17);
     expect(alias).toBe('vxnetd:ff01 host=hv042 etcd=cdf818194e3a8c32 prefix=/v1 net=17');

@@ -5,7 +5,7 @@
  * ReconcileLoop.schedule() → DevicePairs.reconcile() → planNetwork() → applyPlan() → Kernel.
  */
 import type { Kernel, LinkEvent } from '../kernel/rtnl.js';
-import { etcdClusterHex, identityText } from '../model/identity.js';
+import { identityText } from '../model/identity.js';
 import type { HostSettings } from '../model/network.js';
 import { isValidVni, vniHex, vxlanName } from '../model/vni.js';
 import { ReconcileLoop } from '../reconcile/loop.js';
@@ -141,7 +141,7 @@ export class Agent {
   /** A complete list from etcd: replaces the desired state, then one full round converges everything. */
   async applySnapshot(snapshot: Snapshot): Promise<void> {
     // Networks known before, and statuses left by an earlier agent, may have to go now.
-    const identity = identityText({ host: this.options.host.hostname, etcdCluster: etcdClusterHex(snapshot.etcdCluster), prefix: this.options.prefix });
+    const identity = identityText({ host: this.options.host.hostname, etcdCluster: snapshot.etcdCluster, prefix: this.options.prefix });
     if (this.desired.identity !== undefined && this.desired.identity !== identity) {
       this.log.warn({ op: 'identity', identity, was: this.desired.identity }, `this agent's identity changed to ${identity}: devices made under the old one are left alone`);
     }

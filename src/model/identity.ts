@@ -15,7 +15,11 @@ import { parseVniHex } from './vni.js';
 
 export interface AgentIdentity {
   host: string;
-  /** The etcd cluster's id, as 16 lowercase hex digits. */
+  /**
+   * The id of the etcd cluster's data, 16 lowercase hex digits: a random id kept in etcd under
+   * the prefix (store/schema.ts), made once by whoever finds it missing. Not etcd's own cluster
+   * id, which a fresh single-member etcd with the usual name and peer URL repeats exactly.
+   */
   etcdCluster: string;
   prefix: string;
 }
@@ -33,11 +37,6 @@ const ALIAS_PREFIX = 'vxnetd:';
 export const MAX_ALIAS_BYTES = 255;
 const SAFE_PREFIX = /^[\x21\x23-\x5b\x5d-\x7e]{1,64}$/;
 const ALIAS = /^vxnetd:([0-9a-f]{1,6})(?: (\S.*) net=(\d{1,20}))?$/;
-
-/** etcd reports the cluster id as a decimal uint64; the alias shows it in hex. */
-export function etcdClusterHex(clusterId: string | number | bigint): string {
-  return BigInt(clusterId).toString(16).padStart(16, '0');
-}
 
 /**
  * The identity as the alias spells it. A prefix with spaces or over 64 characters is shown by

@@ -19,7 +19,7 @@ export interface StoredValue {
 
 export interface Snapshot {
   revision: number;
-  /** The etcd cluster's id (decimal, as etcd reports it): part of the agent's identity. */
+  /** The id of this etcd's data (16 hex digits, see model/identity.ts): part of the agent's identity. */
   etcdCluster: string;
   /** Key suffix after `<prefix>/networks/` → value. */
   networks: Map<string, StoredValue>;
@@ -164,7 +164,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       );
     const snapshot: Snapshot = {
       revision,
-      etcdCluster: String(networks.header.cluster_id),
+      etcdCluster: BigInt(networks.header.cluster_id).toString(16).padStart(16, '0'),
       networks: bySuffix(networks.kvs, keys.networks),
       attachments: bySuffix(attachments.kvs, keys.attachments),
       statuses: new Map(statuses.kvs.map((kv) => [kv.key.toString('utf8').slice(keys.statuses.length), kv.value.toString('utf8')])),

@@ -5,9 +5,9 @@ import { ownershipOf, type Ownership } from '../../src/plan/plan.js';
 
 export const HOST: HostSettings = { hostname: 'hv1', groupBase: parseGroupBase('ff05::'), ttl: 5, dstport: 4789 };
 export const UNDERLAY: Underlay = { name: 'u0', index: 2, mtu: 1500, ipv6: true };
-/** The etcd cluster id of the unit tests' snapshots, decimal as etcd reports it, and as aliases show it. */
-export const ETCD_CLUSTER = '14841639068965178418';
-export const IDENTITY = identityText({ host: HOST.hostname, etcdCluster: 'cdf818194e3a8c32', prefix: '/v1' });
+/** The etcd data id of the unit tests' snapshots. */
+export const ETCD_CLUSTER = 'cdf818194e3a8c32';
+export const IDENTITY = identityText({ host: HOST.hostname, etcdCluster: ETCD_CLUSTER, prefix: '/v1' });
 /** Every fixture network was created at this revision. */
 export const INCARNATION = 1;
 
