@@ -240,14 +240,14 @@ describe('vxnetctl network create', () => {
     expect(listed.code).toBe(0);
     expect(listed.stdout).toBe('VNI  ID  MTU   OWNER  DESCRIPTION\n3    3   auto  -      -\n');
     expect(listed.stderr).toContain(`vxnetctl: warning: ignoring ${prefix}/networks/1: spec is not valid JSON`);
-    expect(listed.stderr).toContain(`vxnetctl: warning: ignoring ${prefix}/networks/FF01: "FF01" is not a canonical VNI`);
+    expect(listed.stderr).toContain(`vxnetctl: warning: ignoring ${prefix}/networks/FF01: "FF01" is not a canonical VNI: write it in lowercase hex without leading zeros, 1…ffffff; did you mean ff01?`);
   });
 });
 
 describe('vxnetctl exit codes', () => {
   it('exits 2 for a non-canonical VNI and for an unknown flag', async () => {
     const prefix = freshPrefix();
-    expectOneErrorLine(await vxnetctl(prefix, ['network', 'get', 'FF01']), 2, /"FF01" is not a VNI.*did you mean ff01\?/);
+    expectOneErrorLine(await vxnetctl(prefix, ['network', 'get', 'FF01']), 2, /"FF01" is not a canonical VNI.*did you mean ff01\?/);
     expectOneErrorLine(await vxnetctl(prefix, ['network', 'list', '--frobnicate']), 2, /unknown flag --frobnicate/);
   });
 
@@ -337,8 +337,12 @@ describe('vxnetctl hosts and status', () => {
     const status = { state: 'error', reason: 'mtu 9000 exceeds underlay u0 limit 1430', vxlan: 'vxlanff01', bridge: 'brff01', mtu: 1430, specRevision: 7, updatedAt: '2025-01-01T00:00:01Z' };
     await putRaw(`${prefix}/hosts/hv-1/agent`, JSON.stringify(agent));
     await putRaw(`${prefix}/hosts/hv-1/status/ff01`, JSON.stringify(status));
-    await putRaw(`${prefix}/hosts/hv-1/status/ff02`, '{"state":"ready","mtu":1430}');
+    const ff02 = { state: 'ready', vxlan: 'vxlanff02', bridge: 'brff02', mtu: 1430, updatedAt: '2025-01-01T00:00:02Z' };
+    await putRaw(`${prefix}/hosts/hv-1/status/ff02`, JSON.stringify(ff02));
     await putRaw(`${prefix}/hosts/hv-2/status/ff03`, 'garbage');
+    await putRaw(`${prefix}/hosts/hv-2/status/ff04`, '{"state":"ready","mtu":1430}');
+    // A key no agent can have: its host name is not one.
+    await putRaw(`${prefix}/hosts/a b/networks/ff01`, '{}');
 
     const table = await vxnetctl(prefix, ['status']);
     expect(table.code).toBe(0);
@@ -350,12 +354,17 @@ describe('vxnetctl hosts and status', () => {
         '',
         'HOST  VNI   ATTACHED  STATE    MTU   UPDATED               REASON',
         'hv-1  ff01  yes       error    1430  2025-01-01T00:00:01Z  mtu 9000 exceeds underlay u0 limit 1430',
-        'hv-1  ff02  no        ready    1430  -                     -',
+        'hv-1  ff02  no        ready    1430  2025-01-01T00:00:02Z  -',
         'hv-2  ff01  yes       pending  -     -                     -',
         '',
       ].join('\n'),
     );
-    expect(table.stderr).toMatch(/^vxnetctl: warning: ignoring \/test\d+\/hosts\/hv-2\/status\/ff03: value is not valid JSON[^\n]*\n$/);
+    expect(table.stderr.split('\n')).toEqual([
+      `vxnetctl: warning: ignoring ${prefix}/hosts/a b/networks/ff01: host name "a b" is not valid: use letters, digits and inner hyphens, in dot-separated labels of 1…63 characters, at most 253 in all`,
+      expect.stringMatching(new RegExp(`^vxnetctl: warning: ignoring ${prefix}/hosts/hv-2/status/ff03: value is not valid JSON`)),
+      `vxnetctl: warning: ignoring ${prefix}/hosts/hv-2/status/ff04: vxlan must be a string, got nothing`,
+      '',
+    ]);
 
     expect(await vxnetctlJson(prefix, ['status', 'hv-1', '--json'])).toEqual([
       {
@@ -363,7 +372,7 @@ describe('vxnetctl hosts and status', () => {
         agent,
         networks: [
           { vni: 'ff01', id: 0xff01, attached: true, status },
-          { vni: 'ff02', id: 0xff02, attached: false, status: { state: 'ready', mtu: 1430 } },
+          { vni: 'ff02', id: 0xff02, attached: false, status: ff02 },
         ],
       },
     ]);
