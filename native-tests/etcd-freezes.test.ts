@@ -74,7 +74,7 @@ describe('etcd frozen fifty times in a row', () => {
   };
 
   beforeAll(async () => {
-    // The probe pings every 250 ms to notice a freeze fast; etcd refuses pings more often than every 5 s by default.
+    // The probe pings every 500 ms to notice a freeze fast; etcd refuses pings more often than every 5 s by default.
     etcd = await startLoopbackEtcd(['--grpc-keepalive-min-time', '100ms']);
     probe = new TrackedProcess(spawn(process.execPath, ['--expose-gc', '--import', 'tsx', PROBE, etcd.url], { stdio: ['pipe', 'pipe', 'pipe'] }));
     probe.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));

@@ -3,7 +3,8 @@
  * freezes its etcd (argv[2]) again and again. Run with --expose-gc. One JSON line on stdout per
  * client the source builds, per 'connected' and per 'change' event (a network put is answered
  * with a ready status, as the agent would). Commands on stdin: "measure" reports the active
- * resources and the heap after a full GC; "stop" stops the source and exits.
+ * resources and the heap after a full GC, once connected; "stop" stops the source, after which
+ * the process must exit by itself.
  */
 import { createInterface } from 'node:readline';
 import { createEtcdClient } from '../../src/store/client.js';
@@ -17,8 +18,8 @@ if (!gc) throw new Error('run with --expose-gc');
 let clients = 0;
 const startedAt = new Date().toISOString();
 const source = new DesiredStateSource({
-  // Short keepalive and deadlines: a freeze is noticed within a second (etcd must permit the pings).
-  etcd: { endpoints: [endpoint], keepaliveMs: 250, callTimeoutMs: 2000 },
+  // Short keepalive and deadlines: a freeze is noticed within about a second (etcd must permit the pings).
+  etcd: { endpoints: [endpoint], keepaliveMs: 500, callTimeoutMs: 2000 },
   prefix: '/v1',
   hostname: 'probe',
   watchAttachments: true,
@@ -42,6 +43,8 @@ source.start();
 
 for await (const line of createInterface({ input: process.stdin })) {
   if (line === 'measure') {
+    // Measured while connected, not in the middle of a reconnect a busy machine's late ping may cause.
+    while (!source.isConnected) await new Promise((resolve) => setTimeout(resolve, 50));
     // Several rounds: what one round frees can make more garbage collectable.
     for (let round = 0; round < 4; round++) {
       gc();
