@@ -118,9 +118,9 @@ export class EtcdSchema {
   }
 
   parseKey(key: string): ParsedKey {
-    const vniKey = (hex: string | undefined) => {
-      const vni = hex === undefined ? undefined : parseVniHex(hex);
-      return vni === undefined ? undefined : { vni, hex: hex! };
+    const vniKey = (hex: string) => {
+      const vni = parseVniHex(hex);
+      return vni === undefined ? undefined : { vni, hex };
     };
     if (key.startsWith(this.networksDir)) {
       const hex = key.slice(this.networksDir.length);
