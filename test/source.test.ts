@@ -209,8 +209,11 @@ describe('DesiredStateSource', () => {
     expect(state.watchers.slice(0, 2).map((w) => w.cancelled)).toEqual([true, true]);
     expect(state.leases![1]!.released).toBe(true);
     expect(state.closed).toBe(2);
-    // An event from a retired watcher is not a change.
-    state.watchers[1]!.emit('put', { key: Buffer.from('/v1/hosts/hv1/networks/64'), value: Buffer.from('{}'), mod_revision: '6' });
+    // Retired watchers keep no listener of ours but one for 'error', which would throw without any.
+    for (const watcher of state.watchers.slice(0, 2)) {
+      expect(['put', 'delete', 'disconnected', 'end', 'error'].map((event) => watcher.listenerCount(event))).toEqual([0, 0, 0, 0, 1]);
+    }
+    expect(() => state.watchers[1]!.emit('error', new Error('late'))).not.toThrow();
     expect(changes).toEqual([]);
 
     // etcd cancelled one watch: etcd3 has dropped it (cancelling it again would wait for ever); the other is cancelled.

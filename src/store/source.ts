@@ -317,9 +317,13 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     this.emit('connected', connected);
   }
 
-  /** Cancels the pass's watchers, releases its lease and closes its client. */
+  /** Cancels the pass's watchers (without our listeners), releases its lease and closes its client. */
   private retire(client: Etcd3, watchers: Set<Watcher>): void {
-    for (const watcher of watchers) void watcher.cancel().catch(() => undefined);
+    for (const watcher of watchers) {
+      // Before cancel(), which waits for 'end' itself; 'error' keeps a listener so a late one cannot throw.
+      for (const event of ['put', 'delete', 'disconnected', 'end'] as const) watcher.removeAllListeners(event);
+      void watcher.cancel().catch(() => undefined);
+    }
     this.lease?.release();
     this.lease = undefined;
     try {
