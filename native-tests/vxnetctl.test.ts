@@ -4,21 +4,17 @@
  * Needs no root and no namespaces; the CLI is run as built (npx tsc -p .).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { NOT_STARTED_CODE, runCommand, TrackedProcess, type CommandResult } from './harness/processes.js';
-import { waitFor } from './harness/wait.js';
+import { freePort, startLoopbackEtcd, type LoopbackEtcd } from './harness/loopback-etcd.js';
+import { runCommand, type CommandResult, type TrackedProcess } from './harness/processes.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli/vxnetctl.js', import.meta.url));
 
 /** The lowest VNIs whose ff05:: group is not reserved: 2 (all-routers) and c (SSDP) are skipped. */
 const FIRST_SIXTEEN_VNIS = [0x1, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0x9, 0xa, 0xb, 0xd, 0xe, 0xf, 0x10, 0x11, 0x12];
 
-let workDir: string | undefined;
+let loopbackEtcd: LoopbackEtcd | undefined;
 let etcd: TrackedProcess | undefined;
 let etcdUrl: string;
 let prefixCount = 0;
@@ -26,58 +22,6 @@ let prefixCount = 0;
 /** A fresh key prefix, so every test sees an empty data model. */
 function freshPrefix(): string {
   return `/test${++prefixCount}`;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-async function startEtcd(dir: string): Promise<void> {
-  const probe = await runCommand(['etcd', '--version'], { timeoutMs: 10_000 });
-  if (probe.code === NOT_STARTED_CODE) throw new Error('etcd not found on PATH: install Debian package etcd-server');
-  const [clientPort, peerPort] = [await freePort(), await freePort()];
-  etcdUrl = `http://127.0.0.1:${clientPort}`;
-  const logFile = join(dir, 'etcd.log');
-  const log = openSync(logFile, 'a');
-  try {
-    etcd = new TrackedProcess(
-      spawn(
-        'etcd',
-        [
-          '--data-dir', join(dir, 'data'),
-          '--listen-client-urls', etcdUrl,
-          '--advertise-client-urls', etcdUrl,
-          '--listen-peer-urls', `http://127.0.0.1:${peerPort}`,
-          '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
-          '--initial-cluster', `default=http://127.0.0.1:${peerPort}`,
-        ],
-        // etcd reads ETCD_* variables as flags: keep the caller's out.
-        { stdio: ['ignore', log, log], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } },
-      ),
-    );
-  } finally {
-    closeSync(log);
-  }
-  const started = etcd;
-  try {
-    await waitFor(
-      async () => {
-        if (!started.running) throw new Error('etcd exited');
-        const response = await fetch(`${etcdUrl}/health`, { signal: AbortSignal.timeout(1_000) });
-        return ((await response.json()) as { health?: string }).health === 'true';
-      },
-      `etcd at ${etcdUrl} to report healthy`,
-      20_000,
-      100,
-    );
-  } catch (error) {
-    const tail = readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-20).join('\n');
-    throw new Error(`${(error as Error).message}; etcd log:\n${tail}`);
-  }
 }
 
 /** Writes a raw key through etcd's JSON gateway, as another tool (or an agent) would. */
@@ -133,13 +77,13 @@ function expectOneErrorLine(result: CommandResult, code: number, pattern: RegExp
 
 beforeAll(async () => {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first with npx tsc -p .`);
-  workDir = mkdtempSync(join(tmpdir(), 'vxnetctl-test-'));
-  await startEtcd(workDir);
+  loopbackEtcd = await startLoopbackEtcd();
+  etcd = loopbackEtcd.process;
+  etcdUrl = loopbackEtcd.url;
 });
 
 afterAll(async () => {
-  await etcd?.terminate('SIGTERM', 5_000);
-  if (workDir) rmSync(workDir, { recursive: true, force: true });
+  await loopbackEtcd?.destroy();
 });
 
 describe('vxnetctl network create', () => {
@@ -240,14 +184,14 @@ describe('vxnetctl network create', () => {
     expect(listed.code).toBe(0);
     expect(listed.stdout).toBe('VNI  ID  MTU   OWNER  DESCRIPTION\n3    3   auto  -      -\n');
     expect(listed.stderr).toContain(`vxnetctl: warning: ignoring ${prefix}/networks/1: spec is not valid JSON`);
-    expect(listed.stderr).toContain(`vxnetctl: warning: ignoring ${prefix}/networks/FF01: "FF01" is not a canonical VNI`);
+    expect(listed.stderr).toContain(`vxnetctl: warning: ignoring ${prefix}/networks/FF01: "FF01" is not a canonical VNI: write it in lowercase hex without leading zeros, 1…ffffff; did you mean ff01?`);
   });
 });
 
 describe('vxnetctl exit codes', () => {
   it('exits 2 for a non-canonical VNI and for an unknown flag', async () => {
     const prefix = freshPrefix();
-    expectOneErrorLine(await vxnetctl(prefix, ['network', 'get', 'FF01']), 2, /"FF01" is not a VNI.*did you mean ff01\?/);
+    expectOneErrorLine(await vxnetctl(prefix, ['network', 'get', 'FF01']), 2, /"FF01" is not a canonical VNI.*did you mean ff01\?/);
     expectOneErrorLine(await vxnetctl(prefix, ['network', 'list', '--frobnicate']), 2, /unknown flag --frobnicate/);
   });
 
@@ -337,8 +281,12 @@ describe('vxnetctl hosts and status', () => {
     const status = { state: 'error', reason: 'mtu 9000 exceeds underlay u0 limit 1430', vxlan: 'vxlanff01', bridge: 'brff01', mtu: 1430, specRevision: 7, updatedAt: '2025-01-01T00:00:01Z' };
     await putRaw(`${prefix}/hosts/hv-1/agent`, JSON.stringify(agent));
     await putRaw(`${prefix}/hosts/hv-1/status/ff01`, JSON.stringify(status));
-    await putRaw(`${prefix}/hosts/hv-1/status/ff02`, '{"state":"ready","mtu":1430}');
+    const ff02 = { state: 'ready', vxlan: 'vxlanff02', bridge: 'brff02', mtu: 1430, updatedAt: '2025-01-01T00:00:02Z' };
+    await putRaw(`${prefix}/hosts/hv-1/status/ff02`, JSON.stringify(ff02));
     await putRaw(`${prefix}/hosts/hv-2/status/ff03`, 'garbage');
+    await putRaw(`${prefix}/hosts/hv-2/status/ff04`, '{"state":"ready","mtu":1430}');
+    // A key no agent can have: its host name is not one.
+    await putRaw(`${prefix}/hosts/a b/networks/ff01`, '{}');
 
     const table = await vxnetctl(prefix, ['status']);
     expect(table.code).toBe(0);
@@ -350,12 +298,17 @@ describe('vxnetctl hosts and status', () => {
         '',
         'HOST  VNI   ATTACHED  STATE    MTU   UPDATED               REASON',
         'hv-1  ff01  yes       error    1430  2025-01-01T00:00:01Z  mtu 9000 exceeds underlay u0 limit 1430',
-        'hv-1  ff02  no        ready    1430  -                     -',
+        'hv-1  ff02  no        ready    1430  2025-01-01T00:00:02Z  -',
         'hv-2  ff01  yes       pending  -     -                     -',
         '',
       ].join('\n'),
     );
-    expect(table.stderr).toMatch(/^vxnetctl: warning: ignoring \/test\d+\/hosts\/hv-2\/status\/ff03: value is not valid JSON[^\n]*\n$/);
+    expect(table.stderr.split('\n')).toEqual([
+      `vxnetctl: warning: ignoring ${prefix}/hosts/a b/networks/ff01: host name "a b" is not valid: use letters, digits and inner hyphens, in dot-separated labels of 1…63 characters, at most 253 in all`,
+      expect.stringMatching(new RegExp(`^vxnetctl: warning: ignoring ${prefix}/hosts/hv-2/status/ff03: value is not valid JSON`)),
+      `vxnetctl: warning: ignoring ${prefix}/hosts/hv-2/status/ff04: vxlan must be a string, got nothing`,
+      '',
+    ]);
 
     expect(await vxnetctlJson(prefix, ['status', 'hv-1', '--json'])).toEqual([
       {
@@ -363,7 +316,7 @@ describe('vxnetctl hosts and status', () => {
         agent,
         networks: [
           { vni: 'ff01', id: 0xff01, attached: true, status },
-          { vni: 'ff02', id: 0xff02, attached: false, status: { state: 'ready', mtu: 1430 } },
+          { vni: 'ff02', id: 0xff02, attached: false, status: ff02 },
         ],
       },
     ]);

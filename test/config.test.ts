@@ -69,7 +69,8 @@ describe('vxnetd configuration', () => {
     [['--underlay', 'u0', '--resync-interval', '1ms'], /--resync-interval must be between 1s and 24h, got "1ms"/],
     [['--underlay', 'u0', '--take-over', 'hv1'], /--take-over "hv1" is not an identity/],
     [['--underlay', 'a/b'], /not a valid interface name/],
-    [['--underlay', 'u0', '--hostname', 'a/b'], /no slashes/],
+    [['--underlay', 'u0', '--hostname', 'a/b'], /^--hostname: host name "a\/b" is not valid: use letters, digits and inner hyphens/],
+    [['--underlay', 'u0', '--hostname', 'a b'], /^--hostname: host name "a b" is not valid/],
   ])('%j is refused with a clear message', (argv, message) => {
     expect(() => parseAgentConfig(argv as string[], {})).toThrow(UsageError);
     expect(() => parseAgentConfig(argv as string[], {})).toThrow(message as RegExp);

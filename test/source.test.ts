@@ -3,15 +3,25 @@ import { EventEmitter } from 'node:events';
 import type { Etcd3 } from 'etcd3';
 import { describe, expect, it } from 'vitest';
 import type { Clock } from '../src/store/backoff.js';
+import { serializeStatus, type NetworkStatus } from '../src/store/schema.js';
 import { DesiredStateSource, type Change, type Snapshot } from '../src/store/source.js';
+
+type FakeWatcher = EventEmitter & { cancelled: boolean };
+type FakeLease = EventEmitter & { released: boolean };
 
 interface FakeEtcdState {
   revision: number;
   kv: Map<string, string>;
+  noDataId?: boolean;
   /** Number of upcoming list calls that fail as if etcd were unreachable. */
   failLists: number;
-  watchers: EventEmitter[];
+  watchers: FakeWatcher[];
   clients: number;
+  /** Clients closed, leases made. */
+  closed?: number;
+  leases?: FakeLease[];
+  /** Number of upcoming liveness puts that fail. */
+  failLivenessPuts?: number;
   /** Keys of each status transaction ('put k' / 'delete k'). */
   txns?: string[][];
   /** Number of upcoming transactions that fail. */
@@ -39,20 +49,36 @@ function fakeClientFactory(state: FakeEtcdState) {
     };
     const client = {
       getAll: () => ({ prefix: range }),
+      // The data id: present unless a test removes it; made with a create-if-absent transaction otherwise.
+      get: (key: string) => ({ buffer: async () => (state.kv.has(key) ? Buffer.from(state.kv.get(key)!) : key === '/v1/data-id' && !state.noDataId ? Buffer.from('{"id":"00000000000000ab"}') : null) }),
+      put: (key: string) => ({ value: (value: string) => ({ key, value }) }),
+      if: (key: string) => ({ then: (put: { key: string; value: string }) => ({ commit: async () => void (state.kv.has(key) || state.kv.set(put.key, put.value)) }) }),
       lease: () => {
-        const lease = new EventEmitter() as EventEmitter & Record<string, unknown>;
-        lease.put = () => ({ value: () => ({ exec: async () => ({}) }) });
-        lease.release = () => undefined;
-        lease.revoke = async () => undefined;
+        const lease = Object.assign(new EventEmitter(), {
+          released: false,
+          put: () => ({
+            value: () => ({
+              exec: async () => {
+                if ((state.failLivenessPuts ?? 0) > 0) {
+                  state.failLivenessPuts!--;
+                  throw new Error('4 DEADLINE_EXCEEDED');
+                }
+                return {};
+              },
+            }),
+          }),
+          release: () => void (lease.released = true),
+          revoke: async () => void (lease.released = true),
+        });
+        (state.leases ??= []).push(lease);
         return lease;
       },
       watch: () => {
         const builder = {
           prefix: () => builder,
           startRevision: () => builder,
-          create: async () => {
-            const watcher = new EventEmitter() as EventEmitter & { cancel: () => Promise<void> };
-            watcher.cancel = async () => undefined;
+          watcher: () => {
+            const watcher = Object.assign(new EventEmitter(), { cancelled: false, cancel: async () => void (watcher.cancelled = true) });
             state.watchers.push(watcher);
             return watcher;
           },
@@ -77,7 +103,7 @@ function fakeClientFactory(state: FakeEtcdState) {
           return {};
         },
       },
-      close: () => undefined,
+      close: () => void (state.closed = (state.closed ?? 0) + 1),
     };
     return client as unknown as Etcd3;
   };
@@ -90,15 +116,21 @@ function recordingClock(): Clock & { sleeps: number[] } {
 }
 
 const quiet = { info: () => undefined, warn: () => undefined };
+
+/** A status as the agent writes it: ready unless a reason is given. */
+function status(hex: string, reason?: string, updatedAt = '2025-01-01T00:00:00.000Z'): NetworkStatus {
+  return { state: reason ? 'error' : 'ready', ...(reason ? { reason } : {}), vxlan: `vxlan${hex}`, bridge: `br${hex}`, updatedAt };
+}
+const stored = (hex: string, reason?: string, updatedAt?: string) => serializeStatus(status(hex, reason, updatedAt));
 const flush = () => new Promise((resolve) => setTimeout(resolve, 0));
 
-function makeSource(state: FakeEtcdState, clock: Clock) {
+function makeSource(state: FakeEtcdState, clock: Clock, watchAttachments = false) {
   return new DesiredStateSource({
     etcd: { endpoints: ['http://etcd:2379'] },
     prefix: '/v1',
     hostname: 'hv1',
-    watchAttachments: false,
-    liveness: () => ({}),
+    watchAttachments,
+    liveness: () => ({ version: '0', pid: 1, startedAt: 'then', underlay: 'u0', ready: false }),
     log: quiet,
     clock,
     createClient: fakeClientFactory(state),
@@ -120,6 +152,27 @@ describe('DesiredStateSource', () => {
     expect(snapshots[0]!.revision).toBe(7);
     expect([...snapshots[0]!.networks.keys()]).toEqual(['64']);
     expect(source.isConnected).toBe(true);
+    await source.stop();
+  });
+
+  it("lists with this etcd's data id, and makes one (create-if-absent) where there is none", async () => {
+    const state: FakeEtcdState = { revision: 3, kv: new Map(), failLists: 0, watchers: [], clients: 0 };
+    const snapshots: Snapshot[] = [];
+    let source = makeSource(state, recordingClock());
+    source.on('snapshot', (snapshot) => snapshots.push(snapshot));
+    source.start();
+    for (let i = 0; i < 20 && snapshots.length === 0; i++) await flush();
+    expect(snapshots[0]!.etcdCluster).toBe('00000000000000ab');
+    await source.stop();
+
+    const fresh: FakeEtcdState = { revision: 1, kv: new Map(), failLists: 0, watchers: [], clients: 0, noDataId: true };
+    source = makeSource(fresh, recordingClock());
+    source.on('snapshot', (snapshot) => snapshots.push(snapshot));
+    source.start();
+    for (let i = 0; i < 20 && snapshots.length === 1; i++) await flush();
+    expect(snapshots[1]!.etcdCluster).toMatch(/^[0-9a-f]{16}$/);
+    expect(snapshots[1]!.etcdCluster).not.toBe('00000000000000ab');
+    expect(JSON.parse(fresh.kv.get('/v1/data-id')!)).toEqual({ id: snapshots[1]!.etcdCluster });
     await source.stop();
   });
 
@@ -161,12 +214,53 @@ describe('DesiredStateSource', () => {
     await source.stop();
   });
 
+  it('retires every pass: its watchers cancelled (unless etcd3 dropped them itself), its lease released, its client closed', async () => {
+    const state: FakeEtcdState = { revision: 5, kv: new Map(), failLists: 0, watchers: [], clients: 0, failLivenessPuts: 1 };
+    const source = makeSource(state, recordingClock(), true);
+    const changes: Change[] = [];
+    source.on('change', (c) => changes.push(c));
+    const settle = async () => {
+      for (let i = 0; i < 20; i++) await flush();
+    };
+    source.start();
+    await settle();
+    // The first liveness put failed: that lease is released with its client, before any watch.
+    expect(state.leases![0]!.released).toBe(true);
+    expect(state.closed).toBe(1);
+    expect(state.watchers).toHaveLength(2);
+
+    // The stream dropped before etcd confirmed the watches: both are still cancelled.
+    state.watchers[0]!.emit('disconnected');
+    await settle();
+    expect(state.watchers.slice(0, 2).map((w) => w.cancelled)).toEqual([true, true]);
+    expect(state.leases![1]!.released).toBe(true);
+    expect(state.closed).toBe(2);
+    // Retired watchers keep no listener of ours but one for 'error', which would throw without any.
+    for (const watcher of state.watchers.slice(0, 2)) {
+      expect(['put', 'delete', 'disconnected', 'end', 'error'].map((event) => watcher.listenerCount(event))).toEqual([0, 0, 0, 0, 1]);
+    }
+    expect(() => state.watchers[1]!.emit('error', new Error('late'))).not.toThrow();
+    expect(changes).toEqual([]);
+
+    // etcd cancelled one watch: etcd3 has dropped it (cancelling it again would wait for ever); the other is cancelled.
+    state.watchers[3]!.emit('error', new Error('Watcher canceled: etcdserver: mvcc: required revision has been compacted'));
+    await settle();
+    expect(state.watchers.slice(2, 4).map((w) => w.cancelled)).toEqual([true, false]);
+    expect(state.closed).toBe(3);
+
+    await source.stop();
+    await settle();
+    expect(state.watchers.map((w) => w.cancelled)).toEqual([true, true, true, false, true, true]);
+    expect(state.leases!.map((l) => l.released)).toEqual([true, true, true, true]);
+    expect(state.closed).toBe(state.clients);
+  });
+
   it('writes statuses in transactions of at most 128 keys, skips rewrites that change only updatedAt, and retries after a reconnect', async () => {
     const state: FakeEtcdState = {
       revision: 3,
       kv: new Map([
-        ['/v1/hosts/hv1/status/64', '{"state":"ready","updatedAt":"then"}'],
-        ['/v1/hosts/hv1/status/65', '{"state":"ready"}'],
+        ['/v1/hosts/hv1/status/64', stored('64', undefined, 'then')],
+        ['/v1/hosts/hv1/status/65', stored('65')],
       ]),
       failLists: 0,
       watchers: [],
@@ -176,8 +270,8 @@ describe('DesiredStateSource', () => {
     source.start();
     for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
 
-    source.writeStatus('64', { state: 'ready', updatedAt: 'now' });
-    for (let vni = 0x100; vni < 0x100 + 300; vni++) source.writeStatus(vni.toString(16), { state: 'ready' });
+    source.writeStatus('64', status('64', undefined, 'now'));
+    for (let vni = 0x100; vni < 0x100 + 300; vni++) source.writeStatus(vni.toString(16), status(vni.toString(16)));
     source.writeStatus('65', null);
     source.writeStatus('66', null); // never written: nothing to delete
     for (let i = 0; i < 20; i++) await flush();
@@ -187,26 +281,28 @@ describe('DesiredStateSource', () => {
     expect(state.txns!.flat()).not.toContain('put /v1/hosts/hv1/status/64');
     expect(state.txns!.flat()).not.toContain('delete /v1/hosts/hv1/status/66');
     expect(state.kv.has('/v1/hosts/hv1/status/65')).toBe(false);
-    expect(state.kv.get('/v1/hosts/hv1/status/12b')).toBe('{"state":"ready"}');
+    expect(state.kv.get('/v1/hosts/hv1/status/12b')).toBe(stored('12b'));
 
     // A failed transaction keeps its statuses pending until etcd is back.
     state.failTxns = 1;
-    source.writeStatus('100', { state: 'error', reason: 'x' });
+    source.writeStatus('100', status('100', 'x'));
     for (let i = 0; i < 20; i++) await flush();
-    expect(state.kv.get('/v1/hosts/hv1/status/100')).toBe('{"state":"ready"}');
+    expect(state.kv.get('/v1/hosts/hv1/status/100')).toBe(stored('100'));
     state.watchers.at(-1)!.emit('disconnected');
-    for (let i = 0; i < 40 && state.kv.get('/v1/hosts/hv1/status/100') === '{"state":"ready"}'; i++) await flush();
-    expect(state.kv.get('/v1/hosts/hv1/status/100')).toBe('{"state":"error","reason":"x"}');
+    for (let i = 0; i < 40 && state.kv.get('/v1/hosts/hv1/status/100') === stored('100'); i++) await flush();
+    expect(state.kv.get('/v1/hosts/hv1/status/100')).toBe(stored('100', 'x'));
 
     // What was written is remembered without its time stamp: the same state, stamped later, is not rewritten.
     const transactions = state.txns!.length;
-    source.writeStatus('100', { state: 'error', reason: 'x', updatedAt: 'later' });
-    source.writeStatus('12b', { state: 'ready', updatedAt: 'later' });
+    source.writeStatus('100', status('100', 'x', 'later'));
+    source.writeStatus('12b', status('12b', undefined, 'later'));
     for (let i = 0; i < 20; i++) await flush();
     expect(state.txns!.length).toBe(transactions);
-    source.writeStatus('12b', { state: 'error', reason: 'y', updatedAt: 'later' });
+    source.writeStatus('12b', status('12b', 'y', 'later'));
     for (let i = 0; i < 20; i++) await flush();
-    expect(state.kv.get('/v1/hosts/hv1/status/12b')).toBe('{"state":"error","reason":"y","updatedAt":"later"}');
+    expect(state.kv.get('/v1/hosts/hv1/status/12b')).toBe(
+      '{"state":"error","reason":"y","vxlan":"vxlan12b","bridge":"br12b","updatedAt":"later"}',
+    );
     await source.stop();
   });
 
@@ -230,15 +326,15 @@ describe('DesiredStateSource', () => {
       for (let i = 0; i < 20; i++) await flush();
     };
 
-    source.writeStatus('64', { state: 'ready' });
+    source.writeStatus('64', status('64'));
     await settle();
     expect(state.txns!.map((ops) => ops.length)).toEqual([1]);
 
     now += 30;
-    source.writeStatus('65', { state: 'ready' });
+    source.writeStatus('65', status('65'));
     await settle();
     now += 40;
-    source.writeStatus('66', { state: 'ready' });
+    source.writeStatus('66', status('66'));
     await settle();
     expect(state.txns!.map((ops) => ops.length)).toEqual([1]);
     expect(sleeps.map((s) => s.ms)).toEqual([70]);
@@ -249,27 +345,27 @@ describe('DesiredStateSource', () => {
 
     // Quiet for longer than the window: the next status goes out at once.
     now += 500;
-    source.writeStatus('67', { state: 'ready' });
+    source.writeStatus('67', status('67'));
     await settle();
     expect(state.txns!.map((ops) => ops.length)).toEqual([1, 2, 1]);
 
     // A full transaction's worth does not wait for the window to end.
     now += 10;
-    for (let vni = 0x100; vni < 0x100 + 128; vni++) source.writeStatus(vni.toString(16), { state: 'ready' });
+    for (let vni = 0x100; vni < 0x100 + 128; vni++) source.writeStatus(vni.toString(16), status(vni.toString(16)));
     await settle();
     expect(state.txns!.map((ops) => ops.length)).toEqual([1, 2, 1, 128]);
     expect(sleeps.map((s) => s.ms)).toEqual([70, 90]);
 
     // Coalescing off: what waits goes at once, and so does the next status.
     now += 10;
-    source.writeStatus('68', { state: 'ready' });
+    source.writeStatus('68', status('68'));
     await settle();
     expect(state.txns!.map((ops) => ops.length)).toEqual([1, 2, 1, 128]);
     source.coalesceStatusWrites(false);
     await settle();
     expect(state.txns!.map((ops) => ops.length)).toEqual([1, 2, 1, 128, 1]);
     now += 10;
-    source.writeStatus('69', { state: 'ready' });
+    source.writeStatus('69', status('69'));
     await settle();
     expect(state.txns!.map((ops) => ops.length)).toEqual([1, 2, 1, 128, 1, 1]);
     expect(sleeps).toHaveLength(3);
@@ -291,9 +387,9 @@ describe('DesiredStateSource', () => {
     source.start();
     for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
     source.coalesceStatusWrites(true);
-    source.writeStatus('64', { state: 'ready' });
+    source.writeStatus('64', status('64'));
     for (let i = 0; i < 20; i++) await flush();
-    source.writeStatus('65', { state: 'ready' });
+    source.writeStatus('65', status('65'));
     for (let i = 0; i < 20; i++) await flush();
     expect(sleeps).toContain(100);
     await source.stop(0);

@@ -4,7 +4,7 @@
  */
 import { desiredNetwork, type DesiredNetwork, type HostSettings, type Underlay } from '../model/network.js';
 import { parseAttachment, parseNetworkSpec, quoteBrief, SpecError, type SpecResult } from '../model/spec.js';
-import { parseVniHex } from '../model/vni.js';
+import { nonCanonicalVniReason, parseVniHex } from '../model/vni.js';
 import type { Change, Snapshot, StoredValue } from '../store/source.js';
 
 export interface DesiredLog {
@@ -126,7 +126,7 @@ export class DesiredState {
       this.countOnce(`${name.slice(0, 64)}@${stored.modRevision}`, 'invalid_key', () =>
         this.log.warn(
           { key: quoteBrief(name, 64), op: 'validate' },
-          `ignoring network key ${quoteBrief(name, 64)}: not a canonical VNI (lowercase hex 1…ffffff without leading zeros, no slashes)`,
+          `ignoring network key: ${nonCanonicalVniReason(name.length > 64 ? `${name.slice(0, 64)}… (${name.length} characters, cut)` : name)}`,
         ),
       );
       return;

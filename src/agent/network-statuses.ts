@@ -1,15 +1,8 @@
 /** The status of every network on this host (DESIGN.md §1): the only owner, and what it hands to etcd. */
 import { bridgeName, vxlanName } from '../model/vni.js';
+import type { NetworkStatus } from '../store/schema.js';
 
-export interface NetworkStatus {
-  state: 'ready' | 'error';
-  reason?: string;
-  vxlan: string;
-  bridge: string;
-  mtu?: number;
-  specRevision?: number;
-  updatedAt: string;
-}
+export type { NetworkStatus } from '../store/schema.js';
 
 export interface StatusLog {
   info(fields: Record<string, unknown>, msg: string): void;

@@ -2,11 +2,12 @@
 import { hostname as osHostname } from 'node:os';
 import { formatAddress, parseAddress, parseGroupBase, type GroupBase } from '../model/group.js';
 import type { EtcdOptions } from '../store/client.js';
+import { hostnameProblem } from '../store/schema.js';
 import { ETCD_FLAGS, UsageError, etcdOptionsFrom, parseArgs, parseDurationMs, parseInteger, parsePrefix, type FlagSpec } from './flags.js';
 
 export const VXNETD_FLAGS: readonly FlagSpec[] = [
   ...ETCD_FLAGS,
-  { name: 'hostname', help: 'this host\'s name in etcd keys (/v1/hosts/<hostname>/…); default: the system host name' },
+  { name: 'hostname', help: 'this host\'s name in etcd keys (/v1/hosts/<hostname>/…): letters, digits, hyphens and dots (RFC 1123); default: the system host name' },
   { name: 'underlay', help: 'underlay interface the VXLAN devices send on (required)' },
   { name: 'scope', help: '"all": every network; "attached": only networks attached to this host', default: 'all' },
   { name: 'metrics-listen', help: 'address:port for /metrics, /healthz and /readyz', default: '[::]:9730' },
@@ -74,9 +75,8 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (!IFNAME.test(underlay)) throw new UsageError(`--underlay ${JSON.stringify(underlay)} is not a valid interface name`);
 
   const hostname = flags.get('hostname') || osHostname();
-  if (!hostname || hostname.includes('/') || /\s/.test(hostname)) {
-    throw new UsageError(`--hostname ${JSON.stringify(hostname)} cannot be used in etcd keys (no slashes or spaces)`);
-  }
+  const hostnameRefused = hostnameProblem(hostname);
+  if (hostnameRefused) throw new UsageError(`--hostname: ${hostnameRefused}`);
   const scope = flags.get('scope');
   if (scope !== 'all' && scope !== 'attached') throw new UsageError(`--scope must be "all" or "attached", got ${JSON.stringify(scope)}`);
   const logLevel = flags.get('log-level')!;

@@ -4,7 +4,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { groupFor, parseGroupBase, type GroupBase } from '../model/group.js';
 import { MTU_MAX, MTU_MIN } from '../model/spec.js';
-import { parseVniHex, vniHex } from '../model/vni.js';
+import { nonCanonicalVniReason, parseVniHex, vniHex } from '../model/vni.js';
 import { createEtcdClient, type EtcdOptions } from '../store/client.js';
 import {
   attachedHosts,
@@ -13,7 +13,6 @@ import {
   deleteNetwork,
   detachHost,
   getNetwork,
-  hostnameProblem,
   isEtcdTimeout,
   isEtcdUnreachable,
   listNetworks,
@@ -25,6 +24,7 @@ import {
   type InvalidEntry,
   type Network,
 } from '../store/networks.js';
+import { EtcdSchema, hostnameProblem } from '../store/schema.js';
 import { ETCD_FLAGS, etcdOptionsFrom, helpText, parseArgs, parseInteger, parsePrefix, UsageError, type FlagSpec } from './flags.js';
 
 export type Command =
@@ -192,11 +192,7 @@ function parseCreate(flags: Map<string, string>): Command {
 function parseVni(text: string, flag?: string): number {
   const vni = parseVniHex(text);
   if (vni !== undefined) return vni;
-  const canonical = text.trim().toLowerCase().replace(/^0+/, '');
-  const hint = parseVniHex(canonical) !== undefined ? `; did you mean ${canonical}?` : '';
-  throw new UsageError(
-    `${flag ? `${flag}: ` : ''}${JSON.stringify(text)} is not a VNI: write it in lowercase hex without leading zeros, 1…ffffff${hint}`,
-  );
+  throw new UsageError(`${flag ? `${flag}: ` : ''}${nonCanonicalVniReason(text)}`);
 }
 
 function parseHost(text: string): string {
@@ -267,22 +263,23 @@ function describeError(error: unknown, invocation: Invocation | undefined): stri
 
 async function run(client: ReturnType<typeof createEtcdClient>, invocation: Invocation, output: Output): Promise<void> {
   const { command, prefix, groupBase, json } = invocation;
+  const schema = new EtcdSchema(prefix);
   switch (command.name) {
     case 'network create': {
-      const { network, created } = await createNetwork(client, prefix, { ...command, groupBase });
+      const { network, created } = await createNetwork(client, schema, { ...command, groupBase });
       output.out(JSON.stringify({ ...networkJson(network), created }));
       return;
     }
     case 'network list': {
-      const { networks, invalid } = await listNetworks(client, prefix);
+      const { networks, invalid } = await listNetworks(client, schema);
       warnInvalid(output, invalid);
       if (json) output.out(JSON.stringify(networks.map(networkJson)));
       else output.out(networkTable(networks));
       return;
     }
     case 'network get': {
-      const network = await getNetwork(client, prefix, command.vni);
-      const hosts = await attachedHosts(client, prefix, command.vni);
+      const network = await getNetwork(client, schema, command.vni);
+      const hosts = await attachedHosts(client, schema, command.vni);
       const group = groupFor(groupBase, command.vni).text;
       if (json) {
         output.out(JSON.stringify({ ...networkJson(network), group, hosts }));
@@ -304,8 +301,8 @@ async function run(client: ReturnType<typeof createEtcdClient>, invocation: Invo
     }
     case 'network delete': {
       const hex = vniHex(command.vni);
-      const hosts = await attachedHosts(client, prefix, command.vni);
-      await deleteNetwork(client, prefix, command.vni);
+      const hosts = await attachedHosts(client, schema, command.vni);
+      await deleteNetwork(client, schema, command.vni);
       output.out(`deleted network ${hex}`);
       if (hosts.length > 0) {
         output.warn(
@@ -317,19 +314,19 @@ async function run(client: ReturnType<typeof createEtcdClient>, invocation: Invo
     }
     case 'host attach': {
       const hex = vniHex(command.vni);
-      const attached = await attachHost(client, prefix, command.host, command.vni);
+      const attached = await attachHost(client, schema, command.host, command.vni);
       output.out(attached ? `attached ${command.host} to network ${hex}` : `${command.host} was already attached to network ${hex}`);
       return;
     }
     case 'host detach':
-      await detachHost(client, prefix, command.host, command.vni);
+      await detachHost(client, schema, command.host, command.vni);
       output.out(`detached ${command.host} from network ${vniHex(command.vni)}`);
       return;
     case 'status': {
-      const { hosts, invalid } = await readStatus(client, prefix, command.host);
+      const { hosts, invalid } = await readStatus(client, schema, command.host);
       warnInvalid(output, invalid);
       if (command.host !== undefined && hosts.length === 0) {
-        throw new NotFoundError(`host ${command.host} has no agent, attachments or status under ${prefix}/hosts/${command.host}/`);
+        throw new NotFoundError(`host ${command.host} has no agent, attachments or status under ${schema.hostDir(command.host)}`);
       }
       output.out(json ? JSON.stringify(hosts.map(hostJson)) : statusTables(hosts));
       return;

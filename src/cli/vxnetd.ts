@@ -79,7 +79,7 @@ async function run(config: AgentConfig): Promise<void> {
       },
     },
     {
-      status: (hex, status) => source?.writeStatus(hex, status as Record<string, unknown> | null),
+      status: (hex, status) => source?.writeStatus(hex, status),
       observeReconcile: (seconds) => metrics?.observeReconcile(seconds),
       countSpecError: (reason) => metrics?.countSpecError(reason),
       bulkApply: (active) => source?.coalesceStatusWrites(active),

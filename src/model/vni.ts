@@ -15,6 +15,16 @@ export function parseVniHex(hex: string): number | undefined {
   return Number.parseInt(hex, 16);
 }
 
+/**
+ * Why `text` is not a VNI in its canonical form, with the canonical spelling when there is one:
+ * the one wording for etcd keys, command operands and flags alike.
+ */
+export function nonCanonicalVniReason(text: string): string {
+  const canonical = text.trim().toLowerCase().replace(/^0+/, '');
+  const hint = canonical !== text && parseVniHex(canonical) !== undefined ? `; did you mean ${canonical}?` : '';
+  return `${JSON.stringify(text)} is not a canonical VNI: write it in lowercase hex without leading zeros, 1…ffffff${hint}`;
+}
+
 export function isValidVni(vni: number): boolean {
   return Number.isInteger(vni) && vni >= VNI_MIN && vni <= VNI_MAX;
 }

@@ -16,17 +16,20 @@ export interface EtcdOptions {
   password?: string;
   /** Per-call deadline; etcd3 has none by default and a frozen server would hang us. */
   callTimeoutMs?: number;
+  /** gRPC keepalive ping interval and its answer's deadline (default 2 s each): how soon a frozen etcd is noticed. */
+  keepaliveMs?: number;
 }
 
 export function createEtcdClient(options: EtcdOptions): etcd3.Etcd3 {
+  const keepaliveMs = options.keepaliveMs ?? 2000;
   const config: etcd3.IOptions = {
     hosts: options.endpoints,
     // Without keepalive a frozen (SIGSTOPped) etcd is never noticed.
     grpcOptions: {
-      'grpc.keepalive_time_ms': 2000,
-      'grpc.keepalive_timeout_ms': 2000,
+      'grpc.keepalive_time_ms': keepaliveMs,
+      'grpc.keepalive_timeout_ms': keepaliveMs,
       'grpc.keepalive_permit_without_calls': 1,
-      'grpc.http2.min_time_between_pings_ms': 2000,
+      'grpc.http2.min_time_between_pings_ms': keepaliveMs,
       'grpc.http2.max_pings_without_data': 0,
     },
     defaultCallOptions: (context) =>

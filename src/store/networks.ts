@@ -1,26 +1,32 @@
 /**
  * Control-plane operations on the etcd data model (DESIGN.md §1), as used by
- * vxnetctl. Every function takes a client and the key prefix (e.g. `/v1`).
+ * vxnetctl. Every function takes a client and the schema of a key prefix
+ * (store/schema.ts, which also describes the owner index this module keeps).
  *
- * Besides the contract keys this module owns one key family of its own:
- *
- *   <prefix>/owners/<sha256(owner) in hex>  →  the VNI hex of that owner's network
- *
- * It is written only by vxnetctl, in the same transaction as the network key,
- * so that concurrent `network create --owner X` calls cannot both create a
- * network (the second one's Create==0 on the owner key fails). The owner is
- * hashed because it is free text (it may contain '/'). The index is only a
- * hint: the network's own `owner` field is the truth, and an index key that
- * points at a missing or re-owned network is treated as stale and replaced.
- * vxnetd never reads it.
+ * The owner index is only a hint: the network's own `owner` field is the
+ * truth, and an index key that points at a missing or re-owned network is
+ * treated as stale and replaced.
  */
-import { createHash } from 'node:crypto';
 import type * as etcd3 from 'etcd3';
 import type { Etcd3, IKeyValue } from 'etcd3';
 import { requireCommonJs } from '../commonjs.js';
 import { groupFor, reservedGroupReason, type GroupBase } from '../model/group.js';
-import { parseNetworkSpec, type NetworkSpec } from '../model/spec.js';
-import { parseVniHex, vniHex, VNI_MAX, VNI_MIN } from '../model/vni.js';
+import type { NetworkSpec } from '../model/spec.js';
+import { vniHex, VNI_MAX, VNI_MIN } from '../model/vni.js';
+import {
+  parseAttachment,
+  parseLiveness,
+  parseOwnerIndex,
+  parseSpec,
+  parseStatus,
+  serializeAttachment,
+  serializeOwnerIndex,
+  serializeSpec,
+  type AgentLiveness,
+  type EtcdSchema,
+  type NetworkStatus,
+  type Parsed,
+} from './schema.js';
 
 const { GRPCDeadlineExceededError, GRPCUnavailableError } = requireCommonJs('etcd3') as typeof etcd3;
 
@@ -77,31 +83,6 @@ export function isEtcdTimeout(error: unknown): boolean {
   return error instanceof GRPCDeadlineExceededError;
 }
 
-export function networkKey(prefix: string, vni: number): string {
-  return `${prefix}/networks/${vniHex(vni)}`;
-}
-
-export function attachmentKey(prefix: string, host: string, vni: number): string {
-  return `${prefix}/hosts/${checkedHostname(host)}/networks/${vniHex(vni)}`;
-}
-
-export function ownerIndexKey(prefix: string, owner: string): string {
-  return `${prefix}/owners/${createHash('sha256').update(owner, 'utf8').digest('hex')}`;
-}
-
-/** Why a host name cannot be used inside a key, or undefined if it can. */
-export function hostnameProblem(host: string): string | undefined {
-  if (host === '') return 'host name must not be empty';
-  if (host.includes('/')) return `host name ${JSON.stringify(host)} must not contain '/'`;
-  return undefined;
-}
-
-function checkedHostname(host: string): string {
-  const problem = hostnameProblem(host);
-  if (problem) throw new RangeError(problem);
-  return host;
-}
-
 /** Why a VNI must not be used with this group base, or undefined if it may. */
 export function reservedVniProblem(groupBase: GroupBase, vni: number): string | undefined {
   const group = groupFor(groupBase, vni);
@@ -118,21 +99,16 @@ export function specFor(request: Omit<CreateRequest, 'vni' | 'groupBase'>): Netw
     ...(request.owner !== undefined ? { owner: request.owner } : {}),
     ...(request.description !== undefined ? { description: request.description } : {}),
   };
-  const checked = parseNetworkSpec(encodeSpec(spec));
+  const checked = parseSpec(Buffer.from(serializeSpec(spec)));
   if (!checked.ok) throw new RangeError(checked.error.message);
   return spec;
 }
 
-function encodeSpec(spec: NetworkSpec): Buffer {
-  return Buffer.from(JSON.stringify(spec));
-}
-
-export async function listNetworks(client: Etcd3, prefix: string): Promise<NetworkListing> {
-  const directory = `${prefix}/networks/`;
-  const response = await client.getAll().prefix(directory).exec();
+export async function listNetworks(client: Etcd3, schema: EtcdSchema): Promise<NetworkListing> {
+  const response = await client.getAll().prefix(schema.networksDir).exec();
   const listing: NetworkListing = { networks: [], invalid: [] };
   for (const kv of response.kvs) {
-    const parsed = parseNetworkEntry(kv.key.toString(), directory, kv.value);
+    const parsed = parseNetworkEntry(schema, kv.key.toString(), kv.value);
     if ('spec' in parsed) listing.networks.push(parsed);
     else listing.invalid.push(parsed);
   }
@@ -140,22 +116,20 @@ export async function listNetworks(client: Etcd3, prefix: string): Promise<Netwo
   return listing;
 }
 
-function parseNetworkEntry(key: string, directory: string, value: Buffer): Network | InvalidEntry {
-  const hex = key.slice(directory.length);
-  const vni = parseVniHex(hex);
-  if (vni === undefined) {
-    return { key, reason: `${JSON.stringify(hex)} is not a canonical VNI (lowercase hex without leading zeros, 1…ffffff)` };
-  }
-  const parsed = parseNetworkSpec(value);
+function parseNetworkEntry(schema: EtcdSchema, key: string, value: Buffer): Network | InvalidEntry {
+  const parsedKey = schema.parseKey(key);
+  if (parsedKey.kind !== 'network') return { key, reason: parsedKey.kind === 'invalid' ? parsedKey.reason : 'not a network key' };
+  const { vni, hex } = parsedKey;
+  const parsed = parseSpec(value);
   if (!parsed.ok) return { key, vni, reason: parsed.error.message };
   return { vni, hex, spec: parsed.spec };
 }
 
-export async function getNetwork(client: Etcd3, prefix: string, vni: number): Promise<Network> {
-  const key = networkKey(prefix, vni);
+export async function getNetwork(client: Etcd3, schema: EtcdSchema, vni: number): Promise<Network> {
+  const key = schema.networkKey(vni);
   const value = await client.get(key).buffer();
   if (value === null) throw new NotFoundError(`network ${vniHex(vni)} does not exist (key ${key})`);
-  const parsed = parseNetworkEntry(key, `${prefix}/networks/`, value);
+  const parsed = parseNetworkEntry(schema, key, value);
   if ('spec' in parsed) return parsed;
   throw new ConflictError(`network ${vniHex(vni)} has an invalid spec: ${parsed.reason}; fix or delete key ${key}`);
 }
@@ -169,18 +143,18 @@ const MAX_CREATE_ATTEMPTS = 100;
  * multicast group is not reserved. With an owner, that owner's existing
  * network is returned instead (created: false), also under concurrency.
  */
-export async function createNetwork(client: Etcd3, prefix: string, request: CreateRequest): Promise<CreateResult> {
+export async function createNetwork(client: Etcd3, schema: EtcdSchema, request: CreateRequest): Promise<CreateResult> {
   const spec = specFor(request);
   if (request.vni !== undefined) {
     const problem = reservedVniProblem(request.groupBase, request.vni);
     if (problem) throw new RangeError(problem);
   }
-  const ownerIndex = request.owner === undefined ? undefined : { owner: request.owner, key: ownerIndexKey(prefix, request.owner) };
+  const ownerIndex = request.owner === undefined ? undefined : { owner: request.owner, key: schema.ownerKey(request.owner) };
   for (let attempt = 1; attempt <= MAX_CREATE_ATTEMPTS; attempt++) {
     // The owner index is read before the networks: a claim committed after
     // this read fails our comparison, one committed before it is in the listing.
     const indexed = ownerIndex && (await readKey(client, ownerIndex.key));
-    const listing = await listNetworks(client, prefix);
+    const listing = await listNetworks(client, schema);
     const owned = ownerIndex && findOwnedNetwork(ownerIndex, indexed, listing);
     if (owned && 'existing' in owned) return { network: sameVniOrThrow(owned.existing, request), created: false };
 
@@ -189,17 +163,16 @@ export async function createNetwork(client: Etcd3, prefix: string, request: Crea
       throw new ConflictError(`network ${vniHex(request.vni)} already exists; choose another --vni or omit it to allocate one`);
     }
     const vni = request.vni ?? lowestFreeVni(taken, request.groupBase);
-    const key = networkKey(prefix, vni);
-    const hex = vniHex(vni);
+    const key = schema.networkKey(vni);
     const transaction = client.if(key, 'Create', '==', 0);
-    const writes = [client.put(key).value(encodeSpec(spec))];
+    const writes = [client.put(key).value(serializeSpec(spec))];
     if (owned) {
       const { key: ownerKey, column, expected } = owned.claim;
       transaction.and(ownerKey, column, '==', expected);
-      writes.push(client.put(ownerKey).value(hex));
+      writes.push(client.put(ownerKey).value(serializeOwnerIndex(vni)));
     }
     const result = await transaction.then(...writes).commit();
-    if (result.succeeded) return { network: { vni, hex, spec }, created: true };
+    if (result.succeeded) return { network: { vni, hex: vniHex(vni), spec }, created: true };
     // Lost a race for the VNI or the owner: the next attempt's fresh reads see the winner.
   }
   throw new ConflictError(
@@ -219,7 +192,7 @@ function findOwnedNetwork(
   indexed: IKeyValue | undefined,
   listing: NetworkListing,
 ): { existing: Network } | { claim: OwnerClaim } {
-  const indexedVni = indexed ? parseVniHex(indexed.value.toString()) : undefined;
+  const indexedVni = indexed ? parseOwnerIndex(indexed.value) : undefined;
   const indexedNetwork = listing.networks.find((network) => network.vni === indexedVni);
   if (indexedNetwork?.spec.owner === owner) return { existing: indexedNetwork };
   const broken = listing.invalid.find((entry) => entry.vni !== undefined && entry.vni === indexedVni);
@@ -256,21 +229,21 @@ export function lowestFreeVni(taken: ReadonlySet<number>, groupBase: GroupBase):
 }
 
 /** Deletes a network and, in the same transaction, the owner index key that points at it. */
-export async function deleteNetwork(client: Etcd3, prefix: string, vni: number): Promise<void> {
-  const key = networkKey(prefix, vni);
+export async function deleteNetwork(client: Etcd3, schema: EtcdSchema, vni: number): Promise<void> {
+  const key = schema.networkKey(vni);
   const hex = vniHex(vni);
   const stored = await readKey(client, key);
   if (!stored) throw new NotFoundError(`network ${hex} does not exist (key ${key})`);
-  const parsed = parseNetworkSpec(stored.value);
+  const parsed = parseSpec(stored.value);
   const owner = parsed.ok ? parsed.spec.owner : undefined;
   const deleteNetworkKey = client.delete().key(key);
   let deleted: string;
   if (owner === undefined) {
     deleted = (await deleteNetworkKey.exec()).deleted;
   } else {
-    const ownerKey = ownerIndexKey(prefix, owner);
+    const ownerKey = schema.ownerKey(owner);
     const result = await client
-      .if(ownerKey, 'Value', '==', hex)
+      .if(ownerKey, 'Value', '==', serializeOwnerIndex(vni))
       .then(deleteNetworkKey, client.delete().key(ownerKey))
       .else(deleteNetworkKey)
       .commit();
@@ -280,13 +253,13 @@ export async function deleteNetwork(client: Etcd3, prefix: string, vni: number):
 }
 
 /** Attaches a host to an existing network; false if it was already attached (its value is kept). */
-export async function attachHost(client: Etcd3, prefix: string, host: string, vni: number): Promise<boolean> {
-  const network = networkKey(prefix, vni);
-  const attachment = attachmentKey(prefix, host, vni);
+export async function attachHost(client: Etcd3, schema: EtcdSchema, host: string, vni: number): Promise<boolean> {
+  const network = schema.networkKey(vni);
+  const attachment = schema.attachmentKey(host, vni);
   const result = await client
     .if(network, 'Create', '>', 0)
     .and(attachment, 'Create', '==', 0)
-    .then(client.put(attachment).value('{}'))
+    .then(client.put(attachment).value(serializeAttachment()))
     .else(client.get(network))
     .commit();
   if (result.succeeded) return true;
@@ -296,17 +269,16 @@ export async function attachHost(client: Etcd3, prefix: string, host: string, vn
   return false;
 }
 
-export async function detachHost(client: Etcd3, prefix: string, host: string, vni: number): Promise<void> {
-  const { deleted } = await client.delete().key(attachmentKey(prefix, host, vni)).exec();
+export async function detachHost(client: Etcd3, schema: EtcdSchema, host: string, vni: number): Promise<void> {
+  const { deleted } = await client.delete().key(schema.attachmentKey(host, vni)).exec();
   if (deleted === '0') throw new NotFoundError(`host ${host} is not attached to network ${vniHex(vni)}`);
 }
 
 /** Hosts that have an attachment for this network, sorted. */
-export async function attachedHosts(client: Etcd3, prefix: string, vni: number): Promise<string[]> {
-  const { hostKeys } = await readHostKeys(client, prefix);
-  const hex = vniHex(vni);
+export async function attachedHosts(client: Etcd3, schema: EtcdSchema, vni: number): Promise<string[]> {
+  const { hostKeys } = await readHostKeys(client, schema);
   return hostKeys
-    .filter((entry) => entry.kind === 'networks' && entry.hex === hex)
+    .filter((entry) => entry.kind === 'attachment' && entry.vni === vni)
     .map((entry) => entry.host)
     .sort();
 }
@@ -315,14 +287,14 @@ export interface HostNetworkStatus {
   vni: number;
   hex: string;
   attached: boolean;
-  /** The agent's status value (DESIGN.md §1), undefined until the agent has written one. */
-  status?: Record<string, unknown>;
+  /** The agent's status value, undefined until the agent has written one. */
+  status?: NetworkStatus;
 }
 
 export interface HostStatus {
   host: string;
   /** The agent's liveness value; undefined when its lease has expired or it never ran. */
-  agent?: Record<string, unknown>;
+  agent?: AgentLiveness;
   networks: HostNetworkStatus[];
 }
 
@@ -332,8 +304,8 @@ export interface StatusReport {
 }
 
 /** Agent liveness, attachments and per-network status of every host, or of one host. */
-export async function readStatus(client: Etcd3, prefix: string, host?: string): Promise<StatusReport> {
-  const { hostKeys, invalid } = await readHostKeys(client, prefix, host);
+export async function readStatus(client: Etcd3, schema: EtcdSchema, host?: string): Promise<StatusReport> {
+  const { hostKeys, invalid } = await readHostKeys(client, schema, host);
   const hosts = new Map<string, HostStatus>();
   const hostStatus = (name: string) => {
     let entry = hosts.get(name);
@@ -346,17 +318,22 @@ export async function readStatus(client: Etcd3, prefix: string, host?: string): 
     if (!entry) networks.push((entry = { vni, hex, attached: false }));
     return entry;
   };
+  const valid = <T>(entry: HostKey, parsed: Parsed<T>): T | undefined => {
+    if (parsed.ok) return parsed.value;
+    invalid.push({ key: entry.kv.key.toString(), ...('vni' in entry ? { vni: entry.vni } : {}), reason: parsed.reason });
+    return undefined;
+  };
   for (const entry of hostKeys) {
     if (entry.kind === 'agent') {
-      const value = parseJsonObject(entry.kv.value);
-      if (typeof value === 'string') invalid.push({ key: entry.kv.key.toString(), reason: value });
-      else hostStatus(entry.host).agent = value;
-    } else if (entry.kind === 'networks') {
+      const agent = valid(entry, parseLiveness(entry.kv.value));
+      if (agent) hostStatus(entry.host).agent = agent;
+    } else if (entry.kind === 'attachment') {
+      // The attachment exists whatever its value; a value that is not a JSON object is still reported.
+      valid(entry, parseAttachment(entry.kv.value));
       networkStatus(entry.host, entry.vni, entry.hex).attached = true;
     } else {
-      const value = parseJsonObject(entry.kv.value);
-      if (typeof value === 'string') invalid.push({ key: entry.kv.key.toString(), vni: entry.vni, reason: value });
-      else networkStatus(entry.host, entry.vni, entry.hex).status = value;
+      const status = valid(entry, parseStatus(entry.kv.value));
+      if (status) networkStatus(entry.host, entry.vni, entry.hex).status = status;
     }
   }
   const sorted = [...hosts.values()].sort((a, b) => (a.host < b.host ? -1 : a.host > b.host ? 1 : 0));
@@ -366,47 +343,22 @@ export async function readStatus(client: Etcd3, prefix: string, host?: string): 
 
 type HostKey =
   | { kind: 'agent'; host: string; kv: IKeyValue }
-  | { kind: 'networks' | 'status'; host: string; vni: number; hex: string; kv: IKeyValue };
+  | { kind: 'attachment' | 'status'; host: string; vni: number; hex: string; kv: IKeyValue };
 
-async function readHostKeys(
-  client: Etcd3,
-  prefix: string,
-  host?: string,
-): Promise<{ hostKeys: HostKey[]; invalid: InvalidEntry[] }> {
-  const directory = `${prefix}/hosts/`;
+async function readHostKeys(client: Etcd3, schema: EtcdSchema, host?: string): Promise<{ hostKeys: HostKey[]; invalid: InvalidEntry[] }> {
   const response = await client
     .getAll()
-    .prefix(host === undefined ? directory : `${directory}${checkedHostname(host)}/`)
+    .prefix(host === undefined ? schema.hostsDir : schema.hostDir(host))
     .exec();
   const hostKeys: HostKey[] = [];
   const invalid: InvalidEntry[] = [];
   for (const kv of response.kvs) {
     const key = kv.key.toString();
-    const [name = '', kind, hex, ...rest] = key.slice(directory.length).split('/');
-    if (kind === 'agent' && hex === undefined) {
-      hostKeys.push({ kind, host: name, kv });
-      continue;
-    }
-    const vni = hex === undefined ? undefined : parseVniHex(hex);
-    if ((kind === 'networks' || kind === 'status') && vni !== undefined && rest.length === 0) {
-      hostKeys.push({ kind, host: name, vni, hex: hex!, kv });
-    } else {
-      invalid.push({ key, reason: 'not a key of the data model (expected agent, networks/<vni-hex> or status/<vni-hex>)' });
-    }
+    const parsed = schema.parseKey(key);
+    if (parsed.kind === 'agent' || parsed.kind === 'attachment' || parsed.kind === 'status') hostKeys.push({ ...parsed, kv });
+    else invalid.push({ key, reason: parsed.kind === 'invalid' ? parsed.reason : `not a host key` });
   }
   return { hostKeys, invalid };
-}
-
-/** The JSON object, or why the value is not one. */
-function parseJsonObject(value: Buffer): Record<string, unknown> | string {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(value.toString('utf8'));
-  } catch (error) {
-    return `value is not valid JSON: ${(error as Error).message}`;
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return 'value is not a JSON object';
-  return parsed as Record<string, unknown>;
 }
 
 async function readKey(client: Etcd3, key: string): Promise<IKeyValue | undefined> {

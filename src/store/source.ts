@@ -6,9 +6,11 @@
  * we were cut off are applied and nothing is ever deleted for lack of data.
  */
 import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
 import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
 import { Backoff, systemClock, type Clock } from './backoff.js';
 import { createEtcdClient, type EtcdOptions } from './client.js';
+import { EtcdSchema, newDataId, parseDataId, parseStatus, serializeDataId, serializeLiveness, serializeStatus, type AgentLiveness, type NetworkStatus } from './schema.js';
 
 export interface StoredValue {
   value: Buffer;
@@ -50,10 +52,13 @@ export interface SourceOptions {
   hostname: string;
   watchAttachments: boolean;
   /** The liveness value; called at each (re)connect and on refreshLiveness(). */
-  liveness: () => Record<string, unknown>;
+  liveness: () => AgentLiveness;
   log: SourceLog;
   clock?: Clock;
+  /** TTL of the liveness lease (default 15 s). */
   leaseTtlSeconds?: number;
+  /** Delay before reconnecting: first and largest (default 200 ms, doubling up to 10 s). */
+  backoff?: { initialMs: number; maxMs: number };
   /** Builds clients; tests may pass their own. */
   createClient?: (options: EtcdOptions) => Etcd3;
 }
@@ -79,13 +84,17 @@ const STATUS_COALESCE_MS = 100;
 
 export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private readonly clock: Clock;
-  private readonly backoff = new Backoff();
+  private readonly backoff: Backoff;
   private readonly stopping = new AbortController();
+  private readonly schema: EtcdSchema;
+  private readonly dirs: { networks: string; attachments: string; statuses: string };
+  private readonly agentKey: string;
   private client?: Etcd3;
   private lease?: Lease;
   private connected = false;
   private revision = 0;
   private loop?: Promise<void>;
+  private stopTimeoutMs = 2000;
   /** Status writes not yet acknowledged: suffix → JSON and its content without the time stamp, or null to delete. */
   private readonly pendingStatus = new Map<string, { json: string; content: string } | null>();
   private readonly writtenStatus = new Map<string, string>();
@@ -98,6 +107,14 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   constructor(private readonly options: SourceOptions) {
     super();
     this.clock = options.clock ?? systemClock;
+    this.backoff = new Backoff(options.backoff?.initialMs, options.backoff?.maxMs);
+    this.schema = new EtcdSchema(options.prefix);
+    this.dirs = {
+      networks: this.schema.networksDir,
+      attachments: this.schema.attachmentsDir(options.hostname),
+      statuses: this.schema.statusesDir(options.hostname),
+    };
+    this.agentKey = this.schema.agentKey(options.hostname);
   }
 
   get isConnected(): boolean {
@@ -108,142 +125,164 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     return this.revision;
   }
 
-  private get keys() {
-    const { prefix, hostname } = this.options;
-    return {
-      networks: `${prefix}/networks/`,
-      attachments: `${prefix}/hosts/${hostname}/networks/`,
-      statuses: `${prefix}/hosts/${hostname}/status/`,
-      agent: `${prefix}/hosts/${hostname}/agent`,
-    };
-  }
-
   start(): void {
     this.loop ??= this.run();
   }
 
+  /**
+   * One client per pass. Whatever a pass made — the client, its lease, its watchers — is retired
+   * before the next pass: etcd3 keeps retrying a watcher that nobody cancelled, and a lease that
+   * nobody released, on the closed client's pool for ever.
+   */
   private async run(): Promise<void> {
     while (!this.stopping.signal.aborted) {
       const client = (this.options.createClient ?? createEtcdClient)(this.options.etcd);
       this.client = client;
+      const watchers = new Set<Watcher>();
       try {
         const snapshot = await this.list(client);
-        if (this.stopping.signal.aborted) break;
-        await this.grantLiveness(client);
+        if (this.stopping.signal.aborted) continue;
+        const lease = await this.grantLiveness(client);
         this.revision = snapshot.revision;
         this.setConnected(true);
         this.backoff.reset();
         this.emit('snapshot', snapshot);
         void this.flushStatus();
-        const reason = await this.watchUntilBroken(client, snapshot.revision + 1);
-        if (!this.stopping.signal.aborted) this.options.log.warn({ reason }, 'etcd watch broken; listing again');
+        const reason = await this.watchUntilBroken(client, lease, snapshot.revision + 1, watchers);
+        if (this.stopping.signal.aborted) await this.revokeLiveness(lease);
+        else this.options.log.warn({ reason }, 'etcd watch broken; listing again');
       } catch (error) {
         if (!this.stopping.signal.aborted) {
           this.options.log.warn({ err: (error as Error).message, endpoints: this.options.etcd.endpoints }, 'etcd unavailable; retrying');
         }
+      } finally {
+        this.setConnected(false);
+        this.retire(client, watchers);
       }
-      this.setConnected(false);
       if (this.stopping.signal.aborted) break;
-      this.discardClient(client);
       await this.clock.sleep(this.backoff.next(), this.stopping.signal);
     }
   }
 
   private async list(client: Etcd3): Promise<Snapshot> {
-    const keys = this.keys;
-    const networks = await client.getAll().prefix(keys.networks).exec();
+    const { dirs, schema } = this;
+    const dataId = await this.dataId(client);
+    const networks = await client.getAll().prefix(dirs.networks).exec();
     const revision = Number(networks.header.revision);
     // Attachments and statuses at the same revision, so the three agree.
     const [attachments, statuses] = await Promise.all([
-      client.getAll().prefix(keys.attachments).revision(revision).exec(),
-      client.getAll().prefix(keys.statuses).revision(revision).exec(),
+      client.getAll().prefix(dirs.attachments).revision(revision).exec(),
+      client.getAll().prefix(dirs.statuses).revision(revision).exec(),
     ]);
-    const bySuffix = (kvs: IKeyValue[], prefix: string) =>
+    const byName = (kvs: IKeyValue[], dir: string) =>
       new Map(
-        kvs.map((kv) => [kv.key.toString('utf8').slice(prefix.length), { value: kv.value, modRevision: Number(kv.mod_revision), createRevision: Number(kv.create_revision) }]),
+        kvs.map((kv) => [
+          schema.nameIn(dir, kv.key.toString('utf8')),
+          { value: kv.value, modRevision: Number(kv.mod_revision), createRevision: Number(kv.create_revision) },
+        ]),
       );
     const snapshot: Snapshot = {
       revision,
-      etcdCluster: BigInt(networks.header.cluster_id).toString(16).padStart(16, '0'),
-      networks: bySuffix(networks.kvs, keys.networks),
-      attachments: bySuffix(attachments.kvs, keys.attachments),
-      statuses: new Map(statuses.kvs.map((kv) => [kv.key.toString('utf8').slice(keys.statuses.length), kv.value.toString('utf8')])),
+      etcdCluster: dataId,
+      networks: byName(networks.kvs, dirs.networks),
+      attachments: byName(attachments.kvs, dirs.attachments),
+      statuses: new Map(statuses.kvs.map((kv) => [schema.nameIn(dirs.statuses, kv.key.toString('utf8')), kv.value.toString('utf8')])),
     };
     this.writtenStatus.clear();
     for (const [name, value] of snapshot.statuses) this.writtenStatus.set(name, contentOfJson(value));
     return snapshot;
   }
 
-  /** Resolves with a reason when the watch can no longer be trusted. */
-  private async watchUntilBroken(client: Etcd3, fromRevision: number): Promise<string> {
-    const keys = this.keys;
-    const collections: Array<[Collection, string]> = [['networks', keys.networks]];
-    if (this.options.watchAttachments) collections.push(['attachments', keys.attachments]);
-    const watchers: Watcher[] = [];
+  /** This etcd's data id (schema.dataIdKey), made here if nobody has yet: create-if-absent, so concurrent agents agree. */
+  private async dataId(client: Etcd3): Promise<string> {
+    const key = this.schema.dataIdKey;
+    const existing = await client.get(key).buffer();
+    if (existing === null) {
+      await client.if(key, 'Create', '==', 0).then(client.put(key).value(serializeDataId(newDataId(randomBytes)))).commit();
+    }
+    const value = existing ?? (await client.get(key).buffer());
+    const parsed = value === null ? undefined : parseDataId(value);
+    if (!parsed?.ok) throw new Error(`${key}: ${parsed?.reason ?? 'missing after it was written'}; fix or delete the key`);
+    return parsed.value;
+  }
+
+  /**
+   * Resolves with a reason when the watch can no longer be trusted. Every watcher made is added to
+   * `watchers` at once, so that it is cancelled however the watch ends.
+   */
+  private watchUntilBroken(client: Etcd3, lease: Lease, fromRevision: number, watchers: Set<Watcher>): Promise<string> {
+    const collections: Array<[Collection, string]> = [['networks', this.dirs.networks]];
+    if (this.options.watchAttachments) collections.push(['attachments', this.dirs.attachments]);
     return new Promise<string>((resolve) => {
       let settled = false;
       const broken = (reason: string) => {
         if (settled) return;
         settled = true;
         this.stopping.signal.removeEventListener('abort', onStop);
-        for (const watcher of watchers) watcher.removeAllListeners();
+        lease.off('lost', onLost);
         resolve(reason);
       };
       const onStop = () => broken('stopping');
+      const onLost = (error: Error) => broken(`liveness lease lost: ${error.message}`);
+      if (this.stopping.signal.aborted) return onStop();
       this.stopping.signal.addEventListener('abort', onStop, { once: true });
-      this.lease?.once('lost', (error) => broken(`liveness lease lost: ${error.message}`));
-      for (const [collection, prefix] of collections) {
-        client
-          .watch()
-          .prefix(prefix)
-          .startRevision(String(fromRevision))
-          .create()
-          .then((watcher) => {
-            watchers.push(watcher);
-            if (settled) return void watcher.cancel().catch(() => undefined);
-            watcher.on('error', (error) => broken(`watch error: ${error.message}`));
-            watcher.on('disconnected', () => broken('disconnected from etcd'));
-            watcher.on('end', () => broken('watch ended'));
-            watcher.on('put', (kv) => this.onEvent(collection, prefix, kv, true));
-            watcher.on('delete', (kv) => this.onEvent(collection, prefix, kv, false));
-          })
-          .catch((error: Error) => broken(`cannot watch ${prefix}: ${error.message}`));
+      lease.on('lost', onLost);
+      for (const [collection, dir] of collections) {
+        // watcher(), not create(): create() never settles when the stream drops before etcd
+        // confirms the watch, and a watcher we never got could never be cancelled.
+        const watcher = client.watch().prefix(dir).startRevision(String(fromRevision)).watcher();
+        watchers.add(watcher);
+        // After 'error' and 'end' etcd3 has dropped the watcher itself: cancelling it again would wait for ever.
+        const gone = (reason: string) => {
+          watchers.delete(watcher);
+          broken(reason);
+        };
+        watcher.on('error', (error: Error) => gone(`watch error: ${error.message}`));
+        watcher.on('end', () => gone('watch ended'));
+        watcher.on('disconnected', () => broken('disconnected from etcd'));
+        watcher.on('put', (kv: IKeyValue) => settled || this.onEvent(collection, dir, kv, true));
+        watcher.on('delete', (kv: IKeyValue) => settled || this.onEvent(collection, dir, kv, false));
       }
     });
   }
 
-  private onEvent(collection: Collection, prefix: string, kv: IKeyValue, isPut: boolean): void {
+  private onEvent(collection: Collection, dir: string, kv: IKeyValue, isPut: boolean): void {
     const revision = Number(kv.mod_revision);
     if (revision > this.revision) this.revision = revision;
-    const name = kv.key.toString('utf8').slice(prefix.length);
     this.emit('change', {
       collection,
-      name,
+      name: this.schema.nameIn(dir, kv.key.toString('utf8')),
       revision,
       ...(isPut ? { value: { value: kv.value, modRevision: revision, createRevision: Number(kv.create_revision) } } : {}),
     });
   }
 
-  private async grantLiveness(client: Etcd3): Promise<void> {
+  private async grantLiveness(client: Etcd3): Promise<Lease> {
     const lease = client.lease(this.options.leaseTtlSeconds ?? 15, { autoKeepAlive: true });
-    lease.on('lost', () => undefined);
-    await lease.put(this.keys.agent).value(JSON.stringify(this.options.liveness())).exec();
+    // Held before the put, so that a failed put still releases it.
     this.lease = lease;
+    lease.on('lost', () => undefined);
+    await lease.put(this.agentKey).value(serializeLiveness(this.options.liveness())).exec();
+    return lease;
+  }
+
+  private async revokeLiveness(lease: Lease): Promise<void> {
+    await Promise.race([lease.revoke().catch(() => undefined), this.clock.sleep(this.stopTimeoutMs)]);
   }
 
   /** Rewrites the liveness value (e.g. when readiness changes), if connected. */
   async refreshLiveness(): Promise<void> {
     if (!this.connected || !this.lease) return;
     try {
-      await this.lease.put(this.keys.agent).value(JSON.stringify(this.options.liveness())).exec();
+      await this.lease.put(this.agentKey).value(serializeLiveness(this.options.liveness())).exec();
     } catch (error) {
       this.options.log.warn({ err: (error as Error).message }, 'cannot update liveness key');
     }
   }
 
   /** Queues a status write; identical content (ignoring updatedAt) is not written twice. */
-  writeStatus(name: string, status: Record<string, unknown> | null): void {
-    const pending = status === null ? null : { json: JSON.stringify(status), content: contentOf(status) };
+  writeStatus(name: string, status: NetworkStatus | null): void {
+    const pending = status === null ? null : { json: serializeStatus(status), content: contentOf(status) };
     const written = this.writtenStatus.get(name);
     if (pending === null ? written === undefined : written === pending.content) {
       this.pendingStatus.delete(name);
@@ -279,7 +318,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       }
       const batch = [...this.pendingStatus].slice(0, STATUS_TXN_OPS);
       const success = batch.map(([name, pending]) => {
-        const key = Buffer.from(this.keys.statuses + name);
+        const key = Buffer.from(this.schema.statusKey(this.options.hostname, name));
         return pending === null ? { request_delete_range: { key } } : { request_put: { key, value: Buffer.from(pending.json) } };
       });
       this.lastStatusTxnAt = this.clock.now();
@@ -303,7 +342,13 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     this.emit('connected', connected);
   }
 
-  private discardClient(client: Etcd3): void {
+  /** Cancels the pass's watchers (without our listeners), releases its lease and closes its client. */
+  private retire(client: Etcd3, watchers: Set<Watcher>): void {
+    for (const watcher of watchers) {
+      // Before cancel(), which waits for 'end' itself; 'error' keeps a listener so a late one cannot throw.
+      for (const event of ['put', 'delete', 'disconnected', 'end'] as const) watcher.removeAllListeners(event);
+      void watcher.cancel().catch(() => undefined);
+    }
     this.lease?.release();
     this.lease = undefined;
     try {
@@ -315,27 +360,18 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
 
   /** Stops watching and revokes the liveness lease (devices are left alone). */
   async stop(timeoutMs = 2000): Promise<void> {
+    this.stopTimeoutMs = timeoutMs;
     this.stopping.abort();
-    const lease = this.lease;
-    if (lease && this.connected) {
-      await Promise.race([lease.revoke().catch(() => undefined), this.clock.sleep(timeoutMs)]);
-    }
-    this.lease = undefined;
-    this.client?.close();
     await Promise.race([this.loop, this.clock.sleep(timeoutMs)]);
   }
 }
 
 /** A status without its time stamp, to tell a real change from a rewrite. */
-function contentOf(status: Record<string, unknown>): string {
-  // JSON.stringify leaves out undefined members; the others keep their order.
-  return JSON.stringify({ ...status, updatedAt: undefined });
+function contentOf(status: NetworkStatus): string {
+  return serializeStatus({ ...status, updatedAt: '' });
 }
 
 function contentOfJson(json: string): string {
-  try {
-    return contentOf(JSON.parse(json) as Record<string, unknown>);
-  } catch {
-    return json;
-  }
+  const parsed = parseStatus(Buffer.from(json));
+  return parsed.ok ? contentOf(parsed.value) : json;
 }

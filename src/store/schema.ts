@@ -1,0 +1,316 @@
+/**
+ * The etcd data model (DESIGN.md §1) as code: every key vxnetd and vxnetctl read or write is built
+ * and parsed here and nowhere else, and every value under them has a type, a serializer and a
+ * parser. Pure: no etcd client, no I/O.
+ *
+ *   <prefix>/networks/<hex>                  network spec (parsed by model/spec.ts)
+ *   <prefix>/hosts/<host>/networks/<hex>     attachment: any JSON object
+ *   <prefix>/hosts/<host>/status/<hex>       NetworkStatus, written by the agent on <host>
+ *   <prefix>/hosts/<host>/agent              AgentLiveness, bound to the agent's lease
+ *   <prefix>/owners/<sha256(owner) in hex>   vxnetctl's owner index: the VNI hex of that owner's network
+ *
+ * The owner index is vxnetctl's own (vxnetd never reads it): written in the same transaction as
+ * the network key, so that concurrent `network create --owner X` cannot both create a network.
+ * The owner is hashed because it is free text (it may contain '/').
+ */
+import { createHash } from 'node:crypto';
+import { parseNetworkSpec, type NetworkSpec, type SpecResult } from '../model/spec.js';
+import { nonCanonicalVniReason, parseVniHex, vniHex } from '../model/vni.js';
+
+// ---- host names ----
+
+export const HOSTNAME_MAX = 253;
+const HOSTNAME_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+/**
+ * Why `host` cannot be a host name in a key, or undefined if it can. The rule is RFC 1123's
+ * (what os.hostname() returns on a systemd host, and any DNS name): exactly one key segment, and
+ * nothing a shell, a table or a log line could mistake. Case is kept, never folded: the key must
+ * be the one the scheduler writes.
+ */
+export function hostnameProblem(host: string): string | undefined {
+  if (host.length <= HOSTNAME_MAX && host.split('.').every((label) => HOSTNAME_LABEL.test(label))) return undefined;
+  return (
+    `host name ${JSON.stringify(host)} is not valid: use letters, digits and inner hyphens, ` +
+    `in dot-separated labels of 1…63 characters, at most ${HOSTNAME_MAX} in all`
+  );
+}
+
+function checkedHostname(host: string): string {
+  const problem = hostnameProblem(host);
+  if (problem) throw new RangeError(problem);
+  return host;
+}
+
+/** A VNI, or its hex form as it appears in keys (which must then be canonical). */
+export type VniRef = number | string;
+
+function hexOf(vni: VniRef): string {
+  if (typeof vni === 'number') return vniHex(vni);
+  if (parseVniHex(vni) === undefined) throw new RangeError(nonCanonicalVniReason(vni));
+  return vni;
+}
+
+// ---- keys ----
+
+export type ParsedKey =
+  | { kind: 'network'; vni: number; hex: string }
+  | { kind: 'attachment' | 'status'; host: string; vni: number; hex: string }
+  | { kind: 'agent'; host: string }
+  | { kind: 'owner'; digest: string }
+  | { kind: 'data-id' }
+  /** Not a key of the data model, and why. */
+  | { kind: 'invalid'; reason: string };
+
+const OWNER_DIGEST = /^[0-9a-f]{64}$/;
+
+/** The keys under one prefix (e.g. `/v1`, as checked by the --prefix flag). */
+export class EtcdSchema {
+  readonly networksDir: string;
+  readonly hostsDir: string;
+  readonly ownersDir: string;
+
+  constructor(readonly prefix: string) {
+    this.networksDir = `${prefix}/networks/`;
+    this.hostsDir = `${prefix}/hosts/`;
+    this.ownersDir = `${prefix}/owners/`;
+  }
+
+  networkKey(vni: VniRef): string {
+    return this.networksDir + hexOf(vni);
+  }
+
+  /** Every key of one host: its liveness, attachments and statuses. */
+  hostDir(host: string): string {
+    return `${this.hostsDir}${checkedHostname(host)}/`;
+  }
+
+  attachmentsDir(host: string): string {
+    return `${this.hostDir(host)}networks/`;
+  }
+
+  attachmentKey(host: string, vni: VniRef): string {
+    return this.attachmentsDir(host) + hexOf(vni);
+  }
+
+  statusesDir(host: string): string {
+    return `${this.hostDir(host)}status/`;
+  }
+
+  statusKey(host: string, vni: VniRef): string {
+    return this.statusesDir(host) + hexOf(vni);
+  }
+
+  agentKey(host: string): string {
+    return `${this.hostDir(host)}agent`;
+  }
+
+  /**
+   * The id of this etcd's data under the prefix (`{"id":"<16 hex digits>"}`), made once, at random,
+   * by the first agent that finds it missing. Devices record it in their alias (model/identity.ts):
+   * an agent pointed at another etcd, even a fresh one whose cluster id repeats the old one's, finds
+   * another id and leaves the devices alone.
+   */
+  get dataIdKey(): string {
+    return `${this.prefix}/data-id`;
+  }
+
+  ownerKey(owner: string): string {
+    return this.ownersDir + createHash('sha256').update(owner, 'utf8').digest('hex');
+  }
+
+  /**
+   * The name of `key` inside `dir` (one of this schema's directories), as written: a network
+   * directory's names are kept even when they are not canonical VNIs, so the agent can report them.
+   */
+  nameIn(dir: string, key: string): string {
+    if (!key.startsWith(dir)) throw new RangeError(`key ${JSON.stringify(key)} is not under ${dir}`);
+    return key.slice(dir.length);
+  }
+
+  parseKey(key: string): ParsedKey {
+    const vniKey = (hex: string) => {
+      const vni = parseVniHex(hex);
+      return vni === undefined ? undefined : { vni, hex };
+    };
+    if (key.startsWith(this.networksDir)) {
+      const hex = key.slice(this.networksDir.length);
+      const named = vniKey(hex);
+      return named ? { kind: 'network', ...named } : { kind: 'invalid', reason: nonCanonicalVniReason(hex) };
+    }
+    if (key.startsWith(this.ownersDir)) {
+      const digest = key.slice(this.ownersDir.length);
+      return OWNER_DIGEST.test(digest) ? { kind: 'owner', digest } : { kind: 'invalid', reason: 'not an owner index key (expected a SHA-256 in hex)' };
+    }
+    if (key.startsWith(this.hostsDir)) {
+      const [host = '', kind, hex, ...rest] = key.slice(this.hostsDir.length).split('/');
+      const problem = hostnameProblem(host);
+      if (problem) return { kind: 'invalid', reason: problem };
+      if (kind === 'agent' && hex === undefined) return { kind: 'agent', host };
+      if ((kind === 'networks' || kind === 'status') && hex !== undefined && rest.length === 0) {
+        const named = vniKey(hex);
+        if (!named) return { kind: 'invalid', reason: nonCanonicalVniReason(hex) };
+        return { kind: kind === 'networks' ? 'attachment' : 'status', host, ...named };
+      }
+      return { kind: 'invalid', reason: 'not a key of the data model (expected agent, networks/<vni-hex> or status/<vni-hex>)' };
+    }
+    if (key === this.dataIdKey) return { kind: 'data-id' };
+    return { kind: 'invalid', reason: `not a key of the data model under ${this.prefix}/` };
+  }
+}
+
+// ---- values ----
+
+const DATA_ID = /^[0-9a-f]{16}$/;
+
+export function newDataId(random: (bytes: number) => Buffer): string {
+  return random(8).toString('hex');
+}
+
+export function serializeDataId(id: string): string {
+  return JSON.stringify({ id });
+}
+
+export function parseDataId(value: Uint8Array): Parsed<string> {
+  try {
+    const id = (JSON.parse(Buffer.from(value).toString('utf8')) as { id?: unknown }).id;
+    if (typeof id === 'string' && DATA_ID.test(id)) return { ok: true, value: id };
+  } catch {
+    // Reported below.
+  }
+  return { ok: false, reason: 'the data id must be {"id":"<16 lowercase hex digits>"}' };
+}
+
+export type Parsed<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+/** The status vxnetd writes per network (DESIGN.md §1). */
+export interface NetworkStatus {
+  state: 'ready' | 'error';
+  reason?: string;
+  vxlan: string;
+  bridge: string;
+  mtu?: number;
+  /** The etcd mod_revision of the spec applied. */
+  specRevision?: number;
+  /** ISO time. */
+  updatedAt: string;
+}
+
+/** The agent's liveness value, under its lease (DESIGN.md §1). */
+export interface AgentLiveness {
+  version: string;
+  pid: number;
+  startedAt: string;
+  underlay: string;
+  /** Absent while the underlay has no address. */
+  underlayAddress?: string;
+  ready: boolean;
+}
+
+/** An attachment's value: any JSON object (`{}` is fine). */
+export type Attachment = Record<string, unknown>;
+
+export function serializeSpec(spec: NetworkSpec): string {
+  return JSON.stringify(spec);
+}
+
+export function parseSpec(value: Uint8Array): SpecResult {
+  return parseNetworkSpec(value);
+}
+
+/** Fields in a fixed order, so equal statuses serialize to equal text. */
+export function serializeStatus(status: NetworkStatus): string {
+  const { state, reason, vxlan, bridge, mtu, specRevision, updatedAt } = status;
+  return JSON.stringify({ state, reason, vxlan, bridge, mtu, specRevision, updatedAt });
+}
+
+export function parseStatus(value: Uint8Array): Parsed<NetworkStatus> {
+  return parseObject(value, (fields) => {
+    const state = fields.state;
+    if (state !== 'ready' && state !== 'error') throw new ValueError(`state must be "ready" or "error", got ${shown(state)}`);
+    return {
+      state,
+      ...optional(fields, 'reason', 'string'),
+      vxlan: required(fields, 'vxlan', 'string'),
+      bridge: required(fields, 'bridge', 'string'),
+      ...optional(fields, 'mtu', 'integer'),
+      ...optional(fields, 'specRevision', 'integer'),
+      updatedAt: required(fields, 'updatedAt', 'string'),
+    };
+  });
+}
+
+export function serializeLiveness(liveness: AgentLiveness): string {
+  const { version, pid, startedAt, underlay, underlayAddress, ready } = liveness;
+  return JSON.stringify({ version, pid, startedAt, underlay, underlayAddress, ready });
+}
+
+export function parseLiveness(value: Uint8Array): Parsed<AgentLiveness> {
+  return parseObject(value, (fields) => ({
+    version: required(fields, 'version', 'string'),
+    pid: required(fields, 'pid', 'integer'),
+    startedAt: required(fields, 'startedAt', 'string'),
+    underlay: required(fields, 'underlay', 'string'),
+    ...optional(fields, 'underlayAddress', 'string'),
+    ready: required(fields, 'ready', 'boolean'),
+  }));
+}
+
+export function serializeAttachment(attachment: Attachment = {}): string {
+  return JSON.stringify(attachment);
+}
+
+export function parseAttachment(value: Uint8Array): Parsed<Attachment> {
+  return parseObject(value, (fields) => fields);
+}
+
+export function serializeOwnerIndex(vni: number): string {
+  return vniHex(vni);
+}
+
+/** The VNI an owner index key points at; undefined for anything else (the index is only a hint). */
+export function parseOwnerIndex(value: Uint8Array): number | undefined {
+  return parseVniHex(Buffer.from(value).toString('utf8'));
+}
+
+class ValueError extends Error {}
+
+type FieldType = { string: string; integer: number; boolean: boolean };
+
+function parseObject<T>(value: Uint8Array, build: (fields: Record<string, unknown>) => T): Parsed<T> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(value).toString('utf8'));
+  } catch (error) {
+    return { ok: false, reason: `value is not valid JSON: ${(error as Error).message}` };
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return { ok: false, reason: 'value is not a JSON object' };
+  try {
+    return { ok: true, value: build(parsed as Record<string, unknown>) };
+  } catch (error) {
+    if (error instanceof ValueError) return { ok: false, reason: error.message };
+    throw error;
+  }
+}
+
+function isType<K extends keyof FieldType>(value: unknown, type: K): value is FieldType[K] {
+  return type === 'integer' ? Number.isInteger(value) : typeof value === type;
+}
+
+function required<K extends keyof FieldType>(fields: Record<string, unknown>, name: string, type: K): FieldType[K] {
+  const value = fields[name];
+  if (!isType(value, type)) throw new ValueError(`${name} must be ${type === 'integer' ? 'an' : 'a'} ${type}, got ${shown(value)}`);
+  return value;
+}
+
+/** `{ [name]: value }` when present, `{}` when absent, so the parsed value has no undefined members. */
+function optional<N extends string, K extends keyof FieldType>(fields: Record<string, unknown>, name: N, type: K): { [P in N]?: FieldType[K] } {
+  if (fields[name] === undefined) return {};
+  return { [name]: required(fields, name, type) } as { [P in N]?: FieldType[K] };
+}
+
+function shown(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  const text = JSON.stringify(value);
+  return text.length > 40 ? `${text.slice(0, 40)}…` : text;
+}
