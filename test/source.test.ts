@@ -1,10 +1,14 @@
 /** The ListWatch loop with a fake etcd client and an injected clock: no sleeping, no etcd. */
 import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
+import type * as etcd3 from 'etcd3';
 import type { Etcd3 } from 'etcd3';
 import { describe, expect, it } from 'vitest';
 import type { Clock } from '../src/store/backoff.js';
 import { serializeStatus, type NetworkStatus } from '../src/store/schema.js';
 import { DesiredStateSource, type Change, type Snapshot } from '../src/store/source.js';
+
+const { GRPCDeadlineExceededError, GRPCInvalidArgumentError } = createRequire(import.meta.url)('etcd3') as typeof etcd3;
 
 type FakeWatcher = EventEmitter & { cancelled: boolean };
 type FakeLease = EventEmitter & { released: boolean };
@@ -15,6 +19,12 @@ interface FakeEtcdState {
   noDataId?: boolean;
   /** Number of upcoming list calls that fail as if etcd were unreachable. */
   failLists: number;
+  /** Each range read: where it started and the revision it asked for. */
+  ranges?: Array<{ from: string; revision?: number }>;
+  /** Called before the n-th range read is answered. */
+  beforeRange?: (n: number) => void;
+  /** Ranges at a revision below this fail as compacted. */
+  compactedBelow?: number;
   watchers: FakeWatcher[];
   clients: number;
   /** Clients closed, leases made. */
@@ -24,31 +34,37 @@ interface FakeEtcdState {
   failLivenessPuts?: number;
   /** Keys of each status transaction ('put k' / 'delete k'). */
   txns?: string[][];
-  /** Number of upcoming transactions that fail. */
+  /** Number of upcoming transactions that fail as if etcd were unreachable. */
   failTxns?: number;
+  /** Transactions that etcd refuses as such (too large), by their ops and bytes; the sizes of those refused. */
+  refuseTxn?: (ops: string[], bytes: number) => boolean;
+  refused?: number[];
+  /** Bytes of keys and values of each transaction written. */
+  txnBytes?: number[];
 }
 
 function fakeClientFactory(state: FakeEtcdState) {
   return () => {
     state.clients++;
-    const range = (prefix: string) => {
-      const builder = {
-        revision: () => builder,
-        exec: async () => {
-          if (state.failLists > 0) {
-            state.failLists--;
-            throw new Error('14 UNAVAILABLE: connect ECONNREFUSED');
-          }
-          const kvs = [...state.kv]
-            .filter(([key]) => key.startsWith(prefix))
-            .map(([key, value]) => ({ key: Buffer.from(key), value: Buffer.from(value), mod_revision: String(state.revision), create_revision: String(state.revision) }));
-          return { header: { revision: String(state.revision) }, kvs };
-        },
-      };
-      return builder;
+    const range = async (request: { key: Buffer; range_end: Buffer; limit: number; revision?: number }) => {
+      if (state.failLists > 0) {
+        state.failLists--;
+        throw new Error('14 UNAVAILABLE: connect ECONNREFUSED');
+      }
+      const from = request.key.toString();
+      (state.ranges ??= []).push({ from, revision: request.revision });
+      state.beforeRange?.(state.ranges.length);
+      if (request.revision !== undefined && request.revision < (state.compactedBelow ?? 0)) {
+        throw new Error('11 OUT_OF_RANGE: etcdserver: mvcc: required revision has been compacted');
+      }
+      const end = request.range_end.toString();
+      const keys = [...state.kv.keys()].filter((key) => key >= from && key < end).sort();
+      const kvs = keys
+        .slice(0, request.limit)
+        .map((key) => ({ key: Buffer.from(key), value: Buffer.from(state.kv.get(key)!), mod_revision: String(state.revision), create_revision: String(state.revision) }));
+      return { header: { revision: String(request.revision ?? state.revision) }, kvs, more: keys.length > request.limit, count: String(keys.length) };
     };
     const client = {
-      getAll: () => ({ prefix: range }),
       // The data id: present unless a test removes it; made with a create-if-absent transaction otherwise.
       get: (key: string) => ({ buffer: async () => (state.kv.has(key) ? Buffer.from(state.kv.get(key)!) : key === '/v1/data-id' && !state.noDataId ? Buffer.from('{"id":"00000000000000ab"}') : null) }),
       put: (key: string) => ({ value: (value: string) => ({ key, value }) }),
@@ -86,14 +102,21 @@ function fakeClientFactory(state: FakeEtcdState) {
         return builder;
       },
       kv: {
+        range,
         txn: async (request: { success: Array<{ request_put?: { key: Buffer; value: Buffer }; request_delete_range?: { key: Buffer } }> }) => {
           if ((state.failTxns ?? 0) > 0) {
             state.failTxns!--;
-            throw new Error('4 DEADLINE_EXCEEDED');
+            throw new GRPCDeadlineExceededError('4 DEADLINE_EXCEEDED: Deadline exceeded');
           }
           const ops = request.success.map((op) =>
             op.request_put ? `put ${op.request_put.key.toString()}` : `delete ${op.request_delete_range!.key.toString()}`,
           );
+          const bytes = request.success.reduce((sum, op) => sum + (op.request_put ? op.request_put.key.length + op.request_put.value.length : op.request_delete_range!.key.length), 0);
+          if (state.refuseTxn?.(ops, bytes)) {
+            (state.refused ??= []).push(ops.length);
+            throw new GRPCInvalidArgumentError('3 INVALID_ARGUMENT: etcdserver: request is too large');
+          }
+          (state.txnBytes ??= []).push(bytes);
           (state.txns ??= []).push(ops);
           for (const op of request.success) {
             if (op.request_put) state.kv.set(op.request_put.key.toString(), op.request_put.value.toString());
@@ -255,7 +278,7 @@ describe('DesiredStateSource', () => {
     expect(state.closed).toBe(state.clients);
   });
 
-  it('writes statuses in transactions of at most 128 keys, skips rewrites that change only updatedAt, and retries after a reconnect', async () => {
+  it('writes statuses in transactions of at most 128 keys, skips rewrites that change only updatedAt, and retries after a backoff', async () => {
     const state: FakeEtcdState = {
       revision: 3,
       kv: new Map([
@@ -266,7 +289,8 @@ describe('DesiredStateSource', () => {
       watchers: [],
       clients: 0,
     };
-    const source = makeSource(state, recordingClock());
+    const clock = recordingClock();
+    const source = makeSource(state, clock);
     source.start();
     for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
 
@@ -283,13 +307,11 @@ describe('DesiredStateSource', () => {
     expect(state.kv.has('/v1/hosts/hv1/status/65')).toBe(false);
     expect(state.kv.get('/v1/hosts/hv1/status/12b')).toBe(stored('12b'));
 
-    // A failed transaction keeps its statuses pending until etcd is back.
+    // A transaction etcd could not take goes again after a backoff (see also the tests below).
     state.failTxns = 1;
     source.writeStatus('100', status('100', 'x'));
     for (let i = 0; i < 20; i++) await flush();
-    expect(state.kv.get('/v1/hosts/hv1/status/100')).toBe(stored('100'));
-    state.watchers.at(-1)!.emit('disconnected');
-    for (let i = 0; i < 40 && state.kv.get('/v1/hosts/hv1/status/100') === stored('100'); i++) await flush();
+    expect(clock.sleeps).toEqual([200]);
     expect(state.kv.get('/v1/hosts/hv1/status/100')).toBe(stored('100', 'x'));
 
     // What was written is remembered without its time stamp: the same state, stamped later, is not rewritten.

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import type * as cockatiel from 'cockatiel';
 import type * as etcd3 from 'etcd3';
 import { requireCommonJs } from '../commonjs.js';
+import { MAX_REPLY_BYTES } from './paged-range.js';
 
 const { Etcd3 } = requireCommonJs('etcd3') as typeof etcd3;
 const { noop } = requireCommonJs('cockatiel') as typeof cockatiel;
@@ -31,6 +32,8 @@ export function createEtcdClient(options: EtcdOptions): etcd3.Etcd3 {
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_time_between_pings_ms': keepaliveMs,
       'grpc.http2.max_pings_without_data': 0,
+      // A page of etcd's largest values, and a watch reply that carries a few, exceed grpc-js's default 4 MiB.
+      'grpc.max_receive_message_length': MAX_REPLY_BYTES,
     },
     defaultCallOptions: (context) =>
       context.isStream ? {} : { deadline: new Date(Date.now() + (options.callTimeoutMs ?? 5000)) },

@@ -13,6 +13,7 @@ import { requireCommonJs } from '../commonjs.js';
 import { groupFor, reservedGroupReason, type GroupBase } from '../model/group.js';
 import type { NetworkSpec } from '../model/spec.js';
 import { vniHex, VNI_MAX, VNI_MIN } from '../model/vni.js';
+import { readPrefix } from './paged-range.js';
 import {
   parseAttachment,
   parseLiveness,
@@ -105,9 +106,8 @@ export function specFor(request: Omit<CreateRequest, 'vni' | 'groupBase'>): Netw
 }
 
 export async function listNetworks(client: Etcd3, schema: EtcdSchema): Promise<NetworkListing> {
-  const response = await client.getAll().prefix(schema.networksDir).exec();
   const listing: NetworkListing = { networks: [], invalid: [] };
-  for (const kv of response.kvs) {
+  for (const kv of await readPrefix(client, schema.networksDir)) {
     const parsed = parseNetworkEntry(schema, kv.key.toString(), kv.value);
     if ('spec' in parsed) listing.networks.push(parsed);
     else listing.invalid.push(parsed);
@@ -312,10 +312,14 @@ export async function readStatus(client: Etcd3, schema: EtcdSchema, host?: strin
     if (!entry) hosts.set(name, (entry = { host: name, networks: [] }));
     return entry;
   };
+  // By host and VNI: a host may carry tens of thousands of networks.
+  const byHostAndVni = new Map<string, HostNetworkStatus>();
   const networkStatus = (name: string, vni: number, hex: string) => {
-    const networks = hostStatus(name).networks;
-    let entry = networks.find((network) => network.vni === vni);
-    if (!entry) networks.push((entry = { vni, hex, attached: false }));
+    let entry = byHostAndVni.get(`${name}/${hex}`);
+    if (!entry) {
+      hostStatus(name).networks.push((entry = { vni, hex, attached: false }));
+      byHostAndVni.set(`${name}/${hex}`, entry);
+    }
     return entry;
   };
   const valid = <T>(entry: HostKey, parsed: Parsed<T>): T | undefined => {
@@ -346,13 +350,9 @@ type HostKey =
   | { kind: 'attachment' | 'status'; host: string; vni: number; hex: string; kv: IKeyValue };
 
 async function readHostKeys(client: Etcd3, schema: EtcdSchema, host?: string): Promise<{ hostKeys: HostKey[]; invalid: InvalidEntry[] }> {
-  const response = await client
-    .getAll()
-    .prefix(host === undefined ? schema.hostsDir : schema.hostDir(host))
-    .exec();
   const hostKeys: HostKey[] = [];
   const invalid: InvalidEntry[] = [];
-  for (const kv of response.kvs) {
+  for (const kv of await readPrefix(client, host === undefined ? schema.hostsDir : schema.hostDir(host))) {
     const key = kv.key.toString();
     const parsed = schema.parseKey(key);
     if (parsed.kind === 'agent' || parsed.kind === 'attachment' || parsed.kind === 'status') hostKeys.push({ ...parsed, kv });

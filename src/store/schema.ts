@@ -14,7 +14,7 @@
  * The owner is hashed because it is free text (it may contain '/').
  */
 import { createHash } from 'node:crypto';
-import { parseNetworkSpec, type NetworkSpec, type SpecResult } from '../model/spec.js';
+import { parseAttachment as checkAttachment, parseNetworkSpec, type NetworkSpec, type SpecResult } from '../model/spec.js';
 import { nonCanonicalVniReason, parseVniHex, vniHex } from '../model/vni.js';
 
 // ---- host names ----
@@ -260,7 +260,10 @@ export function serializeAttachment(attachment: Attachment = {}): string {
   return JSON.stringify(attachment);
 }
 
+/** Held to the agent's size bound (model/spec.ts), so that vxnetctl reports an attachment the agent refuses. */
 export function parseAttachment(value: Uint8Array): Parsed<Attachment> {
+  const refused = checkAttachment(value);
+  if (refused?.code === 'too_large') return { ok: false, reason: refused.message };
   return parseObject(value, (fields) => fields);
 }
 

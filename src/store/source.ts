@@ -8,8 +8,10 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
+import { quoteBrief } from '../model/spec.js';
 import { Backoff, systemClock, type Clock } from './backoff.js';
 import { createEtcdClient, type EtcdOptions } from './client.js';
+import { ETCD_MAX_REQUEST_BYTES, ETCD_MAX_TXN_OPS, isRequestRefused, readPrefixes } from './paged-range.js';
 import { EtcdSchema, newDataId, parseDataId, parseStatus, serializeDataId, serializeLiveness, serializeStatus, type AgentLiveness, type NetworkStatus } from './schema.js';
 
 export interface StoredValue {
@@ -39,6 +41,14 @@ export interface Change {
   /** undefined for a delete. */
   value?: StoredValue;
   revision: number;
+}
+
+/** One status write of a transaction: `value` undefined for a delete. */
+interface StatusWrite {
+  name: string;
+  pending: { json: string; content: string } | null;
+  key: Buffer;
+  value?: Buffer;
 }
 
 export interface SourceLog {
@@ -73,7 +83,9 @@ export interface DesiredStateSourceEvents {
  * Statuses go to etcd in transactions of up to 128 puts (etcd's default --max-txn-ops): a unary
  * call per key cost ~0.3 ms of CPU each when thousands of networks come up at once.
  */
-const STATUS_TXN_OPS = 128;
+const STATUS_TXN_OPS = ETCD_MAX_TXN_OPS;
+/** Keys and values of one status transaction, well below etcd's --max-request-bytes (1.5 MiB), which also counts the framing. */
+const STATUS_TXN_BYTES = ETCD_MAX_REQUEST_BYTES / 1.5;
 /**
  * While statuses are coalesced, one that changes less than this long after the last status
  * transaction waits out the rest, with whatever else changes meanwhile. A burst of 1,000
@@ -98,6 +110,10 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   /** Status writes not yet acknowledged: suffix → JSON and its content without the time stamp, or null to delete. */
   private readonly pendingStatus = new Map<string, { json: string; content: string } | null>();
   private readonly writtenStatus = new Map<string, string>();
+  /** What etcd refused to store per name (content, or null for a delete): not sent again until it changes. */
+  private readonly refusedStatus = new Map<string, string | null>();
+  /** Between attempts while etcd cannot take statuses (unreachable, no leader …). */
+  private readonly statusBackoff: Backoff;
   private flushing?: Promise<void>;
   private lastStatusTxnAt = -Infinity;
   /** Ends the wait for more statuses early: a full transaction's worth is pending, or coalescing ended. */
@@ -108,6 +124,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     super();
     this.clock = options.clock ?? systemClock;
     this.backoff = new Backoff(options.backoff?.initialMs, options.backoff?.maxMs);
+    this.statusBackoff = new Backoff(options.backoff?.initialMs, options.backoff?.maxMs);
     this.schema = new EtcdSchema(options.prefix);
     this.dirs = {
       networks: this.schema.networksDir,
@@ -167,13 +184,11 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private async list(client: Etcd3): Promise<Snapshot> {
     const { dirs, schema } = this;
     const dataId = await this.dataId(client);
-    const networks = await client.getAll().prefix(dirs.networks).exec();
-    const revision = Number(networks.header.revision);
-    // Attachments and statuses at the same revision, so the three agree.
-    const [attachments, statuses] = await Promise.all([
-      client.getAll().prefix(dirs.attachments).revision(revision).exec(),
-      client.getAll().prefix(dirs.statuses).revision(revision).exec(),
-    ]);
+    // Paged, and all three at one revision, so they agree.
+    const {
+      revision,
+      kvs: [networks, attachments, statuses],
+    } = await readPrefixes(client, [dirs.networks, dirs.attachments, dirs.statuses]);
     const byName = (kvs: IKeyValue[], dir: string) =>
       new Map(
         kvs.map((kv) => [
@@ -184,11 +199,12 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     const snapshot: Snapshot = {
       revision,
       etcdCluster: dataId,
-      networks: byName(networks.kvs, dirs.networks),
-      attachments: byName(attachments.kvs, dirs.attachments),
-      statuses: new Map(statuses.kvs.map((kv) => [schema.nameIn(dirs.statuses, kv.key.toString('utf8')), kv.value.toString('utf8')])),
+      networks: byName(networks!, dirs.networks),
+      attachments: byName(attachments!, dirs.attachments),
+      statuses: new Map(statuses!.map((kv) => [schema.nameIn(dirs.statuses, kv.key.toString('utf8')), kv.value.toString('utf8')])),
     };
     this.writtenStatus.clear();
+    this.refusedStatus.clear();
     for (const [name, value] of snapshot.statuses) this.writtenStatus.set(name, contentOfJson(value));
     return snapshot;
   }
@@ -284,7 +300,8 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   writeStatus(name: string, status: NetworkStatus | null): void {
     const pending = status === null ? null : { json: serializeStatus(status), content: contentOf(status) };
     const written = this.writtenStatus.get(name);
-    if (pending === null ? written === undefined : written === pending.content) {
+    const refused = this.refusedStatus.has(name) && this.refusedStatus.get(name) === (pending?.content ?? null);
+    if (refused || (pending === null ? written === undefined : written === pending.content)) {
       this.pendingStatus.delete(name);
       return;
     }
@@ -316,24 +333,74 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         this.statusWait = undefined;
         if (this.stopping.signal.aborted || !this.client || !this.connected) return;
       }
-      const batch = [...this.pendingStatus].slice(0, STATUS_TXN_OPS);
-      const success = batch.map(([name, pending]) => {
-        const key = Buffer.from(this.schema.statusKey(this.options.hostname, name));
-        return pending === null ? { request_delete_range: { key } } : { request_put: { key, value: Buffer.from(pending.json) } };
-      });
       this.lastStatusTxnAt = this.clock.now();
       try {
-        await this.client.kv.txn({ compare: [], success, failure: [] });
-      } catch {
-        // The next (re)connect flushes what is left.
-        return;
-      }
-      for (const [name, pending] of batch) {
-        if (this.pendingStatus.get(name) === pending) this.pendingStatus.delete(name);
-        if (pending === null) this.writtenStatus.delete(name);
-        else this.writtenStatus.set(name, pending.content);
+        await this.writeStatusBatch(this.client, this.nextStatusBatch());
+        this.statusBackoff.reset();
+      } catch (error) {
+        // etcd could not take them now: they stay pending. A reconnect restarts this loop too.
+        const delayMs = this.statusBackoff.next();
+        this.options.log.warn({ err: (error as Error).message, pending: this.pendingStatus.size, retryInMs: delayMs }, 'cannot write statuses; retrying');
+        await this.clock.sleep(delayMs, this.stopping.signal);
+        if (this.stopping.signal.aborted) return;
       }
     }
+  }
+
+  /** The oldest pending statuses, as many as one transaction may carry by operations and by bytes (at least one). */
+  private nextStatusBatch(): StatusWrite[] {
+    const batch: StatusWrite[] = [];
+    let bytes = 0;
+    for (const [name, pending] of this.pendingStatus) {
+      const key = Buffer.from(this.schema.statusKey(this.options.hostname, name));
+      const value = pending === null ? undefined : Buffer.from(pending.json);
+      const size = key.length + (value?.length ?? 0);
+      if (batch.length === STATUS_TXN_OPS || (batch.length > 0 && bytes + size > STATUS_TXN_BYTES)) break;
+      batch.push({ name, pending, key, value });
+      bytes += size;
+    }
+    return batch;
+  }
+
+  /**
+   * One transaction; if etcd refuses it as such (too large, say), each half on its own, down to
+   * single statuses: one that is still refused is logged and dropped, so it never holds back the
+   * others. Throws when etcd could not take the transaction at all; what was written stays written.
+   */
+  private async writeStatusBatch(client: Etcd3, batch: StatusWrite[]): Promise<void> {
+    const success = batch.map(({ key, value }) => (value === undefined ? { request_delete_range: { key } } : { request_put: { key, value } }));
+    try {
+      await client.kv.txn({ compare: [], success, failure: [] });
+    } catch (error) {
+      if (!isRequestRefused(error)) throw error;
+      if (batch.length === 1) return this.dropRefusedStatus(batch[0]!, error as Error);
+      const half = Math.ceil(batch.length / 2);
+      await this.writeStatusBatch(client, batch.slice(0, half));
+      await this.writeStatusBatch(client, batch.slice(half));
+      return;
+    }
+    for (const { name, pending } of batch) {
+      if (this.pendingStatus.get(name) === pending) this.pendingStatus.delete(name);
+      this.refusedStatus.delete(name);
+      if (pending === null) this.writtenStatus.delete(name);
+      else this.writtenStatus.set(name, pending.content);
+    }
+  }
+
+  private dropRefusedStatus({ name, pending, key, value }: StatusWrite, error: Error): void {
+    if (this.pendingStatus.get(name) === pending) this.pendingStatus.delete(name);
+    this.refusedStatus.set(name, pending?.content ?? null);
+    const reason = pending === null ? undefined : parseStatus(value!);
+    this.options.log.warn(
+      {
+        vni: name,
+        key: key.toString('utf8'),
+        bytes: value?.length ?? 0,
+        ...(reason?.ok && reason.value.reason !== undefined ? { reason: quoteBrief(reason.value.reason, 200) } : {}),
+        err: quoteBrief(error.message, 200),
+      },
+      `etcd refused the status of network ${name}; dropped until it changes`,
+    );
   }
 
   private setConnected(connected: boolean): void {

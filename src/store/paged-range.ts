@@ -1,0 +1,103 @@
+/**
+ * Every read of a whole directory goes through here, in pages: one un-paged range over a prefix
+ * fails for good once its reply passes the client's receive limit (a few values of etcd's largest
+ * size, or ~25,000 networks, at grpc-js's default 4 MiB). A page is a range with a limit that goes
+ * on after the last key returned, and every page after the first asks for the revision the first
+ * one saw, so that the pages, and the directories read together, form one snapshot.
+ */
+import type * as etcd3 from 'etcd3';
+import type { Etcd3, IKeyValue } from 'etcd3';
+import { requireCommonJs } from '../commonjs.js';
+
+const { GRPCInvalidArgumentError, GRPCResourceExhastedError, EtcdPermissionDeniedError } = requireCommonJs('etcd3') as typeof etcd3;
+
+/** etcd's --max-request-bytes default: no put, hence no stored key and value together, is larger. */
+export const ETCD_MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
+/** etcd's --max-txn-ops default. */
+export const ETCD_MAX_TXN_OPS = 128;
+/** Keys per page: small values make a page of a few kilobytes, so 50,000 networks take ~800 short round trips. */
+export const RANGE_PAGE_KEYS = 64;
+/**
+ * The client's receive limit (grpc.max_receive_message_length): a page of RANGE_PAGE_KEYS values
+ * of etcd's largest size (96 MiB) with room to spare. grpc-js only allocates what arrives, so a
+ * limit this high costs nothing while the values are small.
+ */
+export const MAX_REPLY_BYTES = 128 * 1024 * 1024;
+
+/** A list that meets a compaction of its revision starts again; this bounds how often in a row. */
+const MAX_LIST_ATTEMPTS = 5;
+
+export interface PrefixesSnapshot {
+  revision: number;
+  /** The key-values under each prefix, in the order of the prefixes, each sorted by key. */
+  kvs: IKeyValue[][];
+}
+
+/**
+ * The key-values under each prefix, all at one revision: the first page read fixes it. When etcd
+ * compacts that revision before the last page is read, the whole list starts again at a new one.
+ */
+export async function readPrefixes(client: Etcd3, prefixes: readonly string[], pageKeys = RANGE_PAGE_KEYS): Promise<PrefixesSnapshot> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const [first, ...others] = prefixes;
+      const head = await pagesOf(client, first!, undefined, pageKeys);
+      const rest = await Promise.all(others.map((prefix) => pagesOf(client, prefix, head.revision, pageKeys)));
+      return { revision: head.revision, kvs: [head.kvs, ...rest.map((read) => read.kvs)] };
+    } catch (error) {
+      if (!isCompacted(error) || attempt >= MAX_LIST_ATTEMPTS) throw error;
+    }
+  }
+}
+
+/** The key-values under one prefix, sorted by key, at one revision. */
+export async function readPrefix(client: Etcd3, prefix: string): Promise<IKeyValue[]> {
+  return (await readPrefixes(client, [prefix])).kvs[0]!;
+}
+
+async function pagesOf(client: Etcd3, prefix: string, atRevision: number | undefined, pageKeys: number): Promise<{ revision: number; kvs: IKeyValue[] }> {
+  const rangeEnd = prefixEnd(Buffer.from(prefix));
+  const kvs: IKeyValue[] = [];
+  let from = Buffer.from(prefix);
+  let revision = atRevision;
+  for (;;) {
+    const page = await client.kv.range({ key: from, range_end: rangeEnd, limit: pageKeys, ...(revision === undefined ? {} : { revision }) });
+    revision ??= Number(page.header.revision);
+    kvs.push(...page.kvs);
+    const last = page.kvs.at(-1);
+    if (!page.more || !last) return { revision, kvs };
+    // The smallest key after the last one returned.
+    from = Buffer.concat([last.key, Buffer.from([0])]);
+  }
+}
+
+/** The end of the range of keys that start with `prefix` (etcd's range_end: the prefix plus one). */
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i]!++;
+      return end.subarray(0, i + 1);
+    }
+  }
+  // A prefix of only 0xff bytes: every key from it on.
+  return Buffer.from([0]);
+}
+
+/** etcd no longer has the revision asked for. */
+export function isCompacted(error: unknown): boolean {
+  return error instanceof Error && error.message.includes('required revision has been compacted');
+}
+
+/**
+ * etcd (or the client) refused the request itself — too large, too many operations, not allowed —
+ * so sending it again unchanged fails again. Anything else (unreachable, no leader, out of space,
+ * too many requests) may pass later.
+ */
+export function isRequestRefused(error: unknown): boolean {
+  return (
+    error instanceof GRPCInvalidArgumentError ||
+    error instanceof EtcdPermissionDeniedError ||
+    (error instanceof GRPCResourceExhastedError && /larger than max/.test(error.message))
+  );
+}
