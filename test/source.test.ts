@@ -418,4 +418,157 @@ describe('DesiredStateSource', () => {
     for (let i = 0; i < 20; i++) await flush();
     expect(state.txns!.map((ops) => ops.length)).toEqual([1]);
   });
+
+  it('lists each directory in pages that go on after the last key, every page after the first at the revision the first one saw', async () => {
+    const kv = new Map<string, string>();
+    for (let vni = 0x100; vni < 0x100 + 200; vni++) kv.set(`/v1/networks/${vni.toString(16)}`, '{}');
+    kv.set('/v1/hosts/hv1/networks/100', '{}');
+    kv.set('/v1/hosts/hv1/status/100', stored('100'));
+    kv.set('/v1/hosts/hv2/networks/101', '{}');
+    const state: FakeEtcdState = { revision: 40, kv, failLists: 0, watchers: [], clients: 0 };
+    // Writes while the list is under way must not move it to another revision.
+    state.beforeRange = () => void state.revision++;
+    const snapshots: Snapshot[] = [];
+    const source = makeSource(state, recordingClock());
+    source.on('snapshot', (snapshot) => snapshots.push(snapshot));
+    source.start();
+    for (let i = 0; i < 40 && snapshots.length === 0; i++) await flush();
+
+    expect(snapshots[0]!.revision).toBe(41);
+    expect([...snapshots[0]!.networks.keys()]).toHaveLength(200);
+    expect([...snapshots[0]!.attachments.keys()]).toEqual(['100']);
+    expect([...snapshots[0]!.statuses.keys()]).toEqual(['100']);
+    const networkPages = state.ranges!.filter((range) => range.from.startsWith('/v1/networks/'));
+    expect(networkPages.map((range) => range.from)).toEqual(['/v1/networks/', '/v1/networks/13f\0', '/v1/networks/17f\0', '/v1/networks/1bf\0']);
+    expect(state.ranges!.map((range) => range.revision)).toEqual([undefined, 41, 41, 41, 41, 41]);
+    await source.stop();
+  });
+
+  it('a compaction of the revision while the pages are read lists again from the start, at a new revision', async () => {
+    const kv = new Map<string, string>();
+    for (let vni = 0x100; vni < 0x100 + 100; vni++) kv.set(`/v1/networks/${vni.toString(16)}`, '{}');
+    const state: FakeEtcdState = { revision: 10, kv, failLists: 0, watchers: [], clients: 0 };
+    state.beforeRange = (n) => {
+      if (n !== 2) return;
+      state.revision = 30;
+      state.compactedBelow = 25;
+    };
+    const clock = recordingClock();
+    const snapshots: Snapshot[] = [];
+    const source = makeSource(state, clock);
+    source.on('snapshot', (snapshot) => snapshots.push(snapshot));
+    source.start();
+    for (let i = 0; i < 40 && snapshots.length === 0; i++) await flush();
+
+    expect(state.ranges!.slice(0, 4)).toEqual([
+      { from: '/v1/networks/', revision: undefined },
+      { from: '/v1/networks/13f\0', revision: 10 },
+      { from: '/v1/networks/', revision: undefined },
+      { from: '/v1/networks/13f\0', revision: 30 },
+    ]);
+    expect(snapshots[0]!.revision).toBe(30);
+    expect(snapshots[0]!.networks.size).toBe(100);
+    // Within the same pass: no new client, no backoff.
+    expect(state.clients).toBe(1);
+    expect(clock.sleeps).toEqual([]);
+    await source.stop();
+  });
+
+  it('a status transaction etcd refuses is split in halves; the one status still refused is logged and dropped, the other 127 are written', async () => {
+    const state: FakeEtcdState = { revision: 3, kv: new Map(), failLists: 0, watchers: [], clients: 0 };
+    const poisoned = 'put /v1/hosts/hv1/status/1ff';
+    state.refuseTxn = (ops) => ops.length > 40 || ops.includes(poisoned);
+    const warnings: Array<{ fields: Record<string, unknown>; msg: string }> = [];
+    const source = new DesiredStateSource({
+      etcd: { endpoints: ['http://etcd:2379'] },
+      prefix: '/v1',
+      hostname: 'hv1',
+      watchAttachments: false,
+      liveness: () => ({ version: '0', pid: 1, startedAt: 'then', underlay: 'u0', ready: false }),
+      log: { info: () => undefined, warn: (fields, msg) => warnings.push({ fields, msg }) },
+      clock: recordingClock(),
+      createClient: fakeClientFactory(state),
+    });
+    source.start();
+    for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
+    source.coalesceStatusWrites(true);
+    const names = Array.from({ length: 128 }, (_, i) => (0x180 + i).toString(16));
+    for (const name of names) source.writeStatus(name, status(name, name === '1ff' ? 'x'.repeat(300) : undefined));
+    source.coalesceStatusWrites(false);
+    for (let i = 0; i < 40; i++) await flush();
+
+    // The first status goes out alone at once; the other 127 wait for one transaction, which is refused.
+    // Its halves are split again while refused: 64 → 32 + 32 written; 63 → 32 written + 31 with 1ff → … → 1ff alone.
+    expect(state.refused).toEqual([127, 64, 63, 31, 15, 7, 3, 1]);
+    for (const name of names) expect(state.kv.has(`/v1/hosts/hv1/status/${name}`)).toBe(name !== '1ff');
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]!.fields).toMatchObject({ vni: '1ff', key: '/v1/hosts/hv1/status/1ff', err: expect.stringContaining('request is too large') });
+    expect(String(warnings[0]!.fields.reason).length).toBeLessThan(300);
+    expect(String(warnings[0]!.fields.reason)).toContain('cut');
+
+    // Dropped until it changes: the same status is not sent again, a new one is.
+    const attempts = state.txns!.length + state.refused!.length;
+    source.writeStatus('1ff', status('1ff', 'x'.repeat(300), 'later'));
+    for (let i = 0; i < 20; i++) await flush();
+    expect(state.txns!.length + state.refused!.length).toBe(attempts);
+    state.refuseTxn = undefined;
+    source.writeStatus('1ff', status('1ff', 'fixed'));
+    for (let i = 0; i < 20; i++) await flush();
+    expect(state.kv.get('/v1/hosts/hv1/status/1ff')).toBe(stored('1ff', 'fixed'));
+    await source.stop();
+  });
+
+  it('a status transaction carries at most ~1 MiB of keys and values, under etcd\'s 1.5 MiB request limit', async () => {
+    const state: FakeEtcdState = { revision: 3, kv: new Map(), failLists: 0, watchers: [], clients: 0 };
+    const source = makeSource(state, recordingClock());
+    source.start();
+    for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
+    source.coalesceStatusWrites(true);
+    for (let vni = 0x100; vni < 0x100 + 100; vni++) source.writeStatus(vni.toString(16), status(vni.toString(16), 'r'.repeat(30_000)));
+    source.coalesceStatusWrites(false);
+    for (let i = 0; i < 40; i++) await flush();
+    expect(state.kv.size).toBe(100);
+    expect(state.txns!.flat()).toHaveLength(100);
+    expect(state.txnBytes!.length).toBeGreaterThanOrEqual(3);
+    for (const bytes of state.txnBytes!) expect(bytes).toBeLessThanOrEqual(1024 * 1024);
+    await source.stop();
+  });
+
+  it('while etcd cannot take statuses they stay pending, and go again after a capped, doubling backoff', async () => {
+    const state: FakeEtcdState = { revision: 3, kv: new Map(), failLists: 0, watchers: [], clients: 0 };
+    const sleeps: Array<{ ms: number; end: () => void }> = [];
+    const clock: Clock = {
+      now: () => 0,
+      sleep: (ms, signal) =>
+        new Promise<void>((end) => {
+          sleeps.push({ ms, end });
+          signal?.addEventListener('abort', () => end());
+        }),
+    };
+    const source = makeSource(state, clock);
+    source.start();
+    for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
+    const settle = async () => {
+      for (let i = 0; i < 20; i++) await flush();
+    };
+    state.failTxns = 2;
+    source.writeStatus('64', status('64'));
+    source.writeStatus('65', status('65'));
+    await settle();
+    expect(state.kv.has('/v1/hosts/hv1/status/64')).toBe(false);
+    expect(sleeps.map((sleep) => sleep.ms)).toEqual([200]);
+    sleeps[0]!.end();
+    await settle();
+    expect(state.kv.has('/v1/hosts/hv1/status/64')).toBe(false);
+    expect(sleeps.map((sleep) => sleep.ms)).toEqual([200, 400]);
+    // A status that changes meanwhile waits with the others, in its newest form.
+    source.writeStatus('65', status('65', 'changed'));
+    sleeps[1]!.end();
+    await settle();
+    expect(state.kv.get('/v1/hosts/hv1/status/64')).toBe(stored('64'));
+    expect(state.kv.get('/v1/hosts/hv1/status/65')).toBe(stored('65', 'changed'));
+    expect(state.txns).toHaveLength(1);
+    expect(state.refused).toBeUndefined();
+    await source.stop(0);
+  });
 });
