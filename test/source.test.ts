@@ -132,6 +132,20 @@ function fakeClientFactory(state: FakeEtcdState) {
   };
 }
 
+/** A clock whose sleeps wait until the test ends them, or their signal aborts. */
+function heldClock(now: () => number): Clock & { sleeps: Array<{ ms: number; end: () => void }> } {
+  const sleeps: Array<{ ms: number; end: () => void }> = [];
+  return {
+    sleeps,
+    now,
+    sleep: (ms, signal) =>
+      new Promise<void>((end) => {
+        sleeps.push({ ms, end });
+        signal?.addEventListener('abort', () => end());
+      }),
+  };
+}
+
 /** A clock whose sleeps are recorded and end at once. */
 function recordingClock(): Clock & { sleeps: number[] } {
   const sleeps: number[] = [];
@@ -331,15 +345,8 @@ describe('DesiredStateSource', () => {
   it('while coalescing, a status written within 100 ms of the last transaction waits out the rest, with the others that come meanwhile', async () => {
     const state: FakeEtcdState = { revision: 3, kv: new Map(), failLists: 0, watchers: [], clients: 0 };
     let now = 10_000;
-    const sleeps: Array<{ ms: number; end: () => void }> = [];
-    const clock: Clock = {
-      now: () => now,
-      sleep: (ms, signal) =>
-        new Promise<void>((end) => {
-          sleeps.push({ ms, end });
-          signal?.addEventListener('abort', () => end());
-        }),
-    };
+    const clock = heldClock(() => now);
+    const sleeps = clock.sleeps;
     const source = makeSource(state, clock);
     source.start();
     for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
@@ -396,15 +403,7 @@ describe('DesiredStateSource', () => {
 
   it('a status waiting out the window when the source stops is not written by a stopping source', async () => {
     const state: FakeEtcdState = { revision: 3, kv: new Map(), failLists: 0, watchers: [], clients: 0 };
-    const sleeps: number[] = [];
-    const clock: Clock = {
-      now: () => 10_000,
-      sleep: (ms, signal) =>
-        new Promise<void>((end) => {
-          sleeps.push(ms);
-          signal?.addEventListener('abort', () => end());
-        }),
-    };
+    const clock = heldClock(() => 10_000);
     const source = makeSource(state, clock);
     source.start();
     for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
@@ -413,7 +412,7 @@ describe('DesiredStateSource', () => {
     for (let i = 0; i < 20; i++) await flush();
     source.writeStatus('65', status('65'));
     for (let i = 0; i < 20; i++) await flush();
-    expect(sleeps).toContain(100);
+    expect(clock.sleeps.map((sleep) => sleep.ms)).toContain(100);
     await source.stop(0);
     for (let i = 0; i < 20; i++) await flush();
     expect(state.txns!.map((ops) => ops.length)).toEqual([1]);
@@ -536,15 +535,8 @@ describe('DesiredStateSource', () => {
 
   it('while etcd cannot take statuses they stay pending, and go again after a capped, doubling backoff', async () => {
     const state: FakeEtcdState = { revision: 3, kv: new Map(), failLists: 0, watchers: [], clients: 0 };
-    const sleeps: Array<{ ms: number; end: () => void }> = [];
-    const clock: Clock = {
-      now: () => 0,
-      sleep: (ms, signal) =>
-        new Promise<void>((end) => {
-          sleeps.push({ ms, end });
-          signal?.addEventListener('abort', () => end());
-        }),
-    };
+    const clock = heldClock(() => 0);
+    const sleeps = clock.sleeps;
     const source = makeSource(state, clock);
     source.start();
     for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
