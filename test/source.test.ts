@@ -8,7 +8,7 @@ import type { Clock } from '../src/store/backoff.js';
 import { serializeStatus, type NetworkStatus } from '../src/store/schema.js';
 import { DesiredStateSource, type Change, type Snapshot } from '../src/store/source.js';
 
-const { GRPCDeadlineExceededError, GRPCInvalidArgumentError } = createRequire(import.meta.url)('etcd3') as typeof etcd3;
+const { GRPCDeadlineExceededError, GRPCInvalidArgumentError, GRPCResourceExhastedError } = createRequire(import.meta.url)('etcd3') as typeof etcd3;
 
 type FakeWatcher = EventEmitter & { cancelled: boolean };
 type FakeLease = EventEmitter & { released: boolean };
@@ -23,6 +23,8 @@ interface FakeEtcdState {
   ranges?: Array<{ from: string; revision?: number }>;
   /** Called before the n-th range read is answered. */
   beforeRange?: (n: number) => void;
+  /** Replies larger than this fail as the client's receive limit makes them fail. */
+  maxReplyBytes?: number;
   /** Ranges at a revision below this fail as compacted. */
   compactedBelow?: number;
   watchers: FakeWatcher[];
@@ -59,6 +61,10 @@ function fakeClientFactory(state: FakeEtcdState) {
       }
       const end = request.range_end.toString();
       const keys = [...state.kv.keys()].filter((key) => key >= from && key < end).sort();
+      const replyBytes = keys.slice(0, request.limit).reduce((sum, key) => sum + key.length + state.kv.get(key)!.length, 0);
+      if (replyBytes > (state.maxReplyBytes ?? Infinity)) {
+        throw new GRPCResourceExhastedError(`8 RESOURCE_EXHAUSTED: Received message larger than max (${replyBytes} vs. ${state.maxReplyBytes})`);
+      }
       const kvs = keys
         .slice(0, request.limit)
         .map((key) => ({ key: Buffer.from(key), value: Buffer.from(state.kv.get(key)!), mod_revision: String(state.revision), create_revision: String(state.revision) }));
@@ -440,6 +446,27 @@ describe('DesiredStateSource', () => {
     const networkPages = state.ranges!.filter((range) => range.from.startsWith('/v1/networks/'));
     expect(networkPages.map((range) => range.from)).toEqual(['/v1/networks/', '/v1/networks/13f\0', '/v1/networks/17f\0', '/v1/networks/1bf\0']);
     expect(state.ranges!.map((range) => range.revision)).toEqual([undefined, 41, 41, 41, 41, 41]);
+    await source.stop();
+  });
+
+  it('a page larger than the client accepts (values above etcd\'s default limit) is read again with fewer keys', async () => {
+    const kv = new Map<string, string>();
+    for (let vni = 0x100; vni < 0x100 + 70; vni++) kv.set(`/v1/networks/${vni.toString(16)}`, vni === 0x120 ? 'x'.repeat(11_000) : '{}');
+    const state: FakeEtcdState = { revision: 5, kv, failLists: 0, watchers: [], clients: 0, maxReplyBytes: 12_000 };
+    const snapshots: Snapshot[] = [];
+    const source = makeSource(state, recordingClock());
+    source.on('snapshot', (snapshot) => snapshots.push(snapshot));
+    source.start();
+    for (let i = 0; i < 40 && snapshots.length === 0; i++) await flush();
+    expect(snapshots[0]!.networks.size).toBe(70);
+    // 64 keys refused, then pages of 32: 100…11f, 120…13f, 140…145 — in the same pass.
+    expect(state.ranges!.filter((range) => range.from.startsWith('/v1/networks/')).map((range) => range.from)).toEqual([
+      '/v1/networks/',
+      '/v1/networks/',
+      '/v1/networks/11f\0',
+      '/v1/networks/13f\0',
+    ]);
+    expect(state.clients).toBe(1);
     await source.stop();
   });
 

@@ -60,8 +60,17 @@ async function pagesOf(client: Etcd3, prefix: string, atRevision: number | undef
   const kvs: IKeyValue[] = [];
   let from = Buffer.from(prefix);
   let revision = atRevision;
+  let limit = pageKeys;
   for (;;) {
-    const page = await client.kv.range({ key: from, range_end: rangeEnd, limit: pageKeys, ...(revision === undefined ? {} : { revision }) });
+    let page: Awaited<ReturnType<Etcd3['kv']['range']>>;
+    try {
+      page = await client.kv.range({ key: from, range_end: rangeEnd, limit, ...(revision === undefined ? {} : { revision }) });
+    } catch (error) {
+      // Only an etcd allowed larger values than its default makes a page this large: fewer keys per page from here on.
+      if (!isMessageTooLarge(error) || limit === 1) throw error;
+      limit = Math.ceil(limit / 2);
+      continue;
+    }
     revision ??= Number(page.header.revision);
     kvs.push(...page.kvs);
     const last = page.kvs.at(-1);
@@ -98,6 +107,11 @@ export function isRequestRefused(error: unknown): boolean {
   return (
     error instanceof GRPCInvalidArgumentError ||
     error instanceof EtcdPermissionDeniedError ||
-    (error instanceof GRPCResourceExhastedError && /larger than max/.test(error.message))
+    isMessageTooLarge(error)
   );
+}
+
+/** A message over gRPC's size limit, at whichever end received it: a request etcd refused, or a reply the client did. */
+function isMessageTooLarge(error: unknown): boolean {
+  return error instanceof GRPCResourceExhastedError && /larger than max/i.test(error.message);
 }
