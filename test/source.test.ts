@@ -426,7 +426,7 @@ describe('DesiredStateSource', () => {
 
   it('lists each directory in pages that go on after the last key, every page after the first at the revision the first one saw', async () => {
     const kv = new Map<string, string>();
-    for (let vni = 0x100; vni < 0x100 + 200; vni++) kv.set(`/v1/networks/${vni.toString(16)}`, '{}');
+    for (let vni = 0x100; vni < 0x100 + 1000; vni++) kv.set(`/v1/networks/${vni.toString(16)}`, '{}');
     kv.set('/v1/hosts/hv1/networks/100', '{}');
     kv.set('/v1/hosts/hv1/status/100', stored('100'));
     kv.set('/v1/hosts/hv2/networks/101', '{}');
@@ -440,12 +440,13 @@ describe('DesiredStateSource', () => {
     for (let i = 0; i < 40 && snapshots.length === 0; i++) await flush();
 
     expect(snapshots[0]!.revision).toBe(41);
-    expect([...snapshots[0]!.networks.keys()]).toHaveLength(200);
+    expect([...snapshots[0]!.networks.keys()]).toHaveLength(1000);
     expect([...snapshots[0]!.attachments.keys()]).toEqual(['100']);
     expect([...snapshots[0]!.statuses.keys()]).toEqual(['100']);
     const networkPages = state.ranges!.filter((range) => range.from.startsWith('/v1/networks/'));
-    expect(networkPages.map((range) => range.from)).toEqual(['/v1/networks/', '/v1/networks/13f\0', '/v1/networks/17f\0', '/v1/networks/1bf\0']);
-    expect(state.ranges!.map((range) => range.revision)).toEqual([undefined, 41, 41, 41, 41, 41]);
+    // Pages of 256, 512, then up to 1,024 keys while their replies stay small.
+    expect(networkPages.map((range) => range.from)).toEqual(['/v1/networks/', '/v1/networks/1ff\0', '/v1/networks/3ff\0']);
+    expect(state.ranges!.map((range) => range.revision)).toEqual([undefined, 41, 41, 41, 41]);
     await source.stop();
   });
 
@@ -459,12 +460,13 @@ describe('DesiredStateSource', () => {
     source.start();
     for (let i = 0; i < 40 && snapshots.length === 0; i++) await flush();
     expect(snapshots[0]!.networks.size).toBe(70);
-    // 64 keys refused, then pages of 32: 100…11f, 120…13f, 140…145 — in the same pass.
+    // 256, 128 and 64 keys refused, then 100…11f in a page of 32 and the rest in one of 64, in the same pass.
     expect(state.ranges!.filter((range) => range.from.startsWith('/v1/networks/')).map((range) => range.from)).toEqual([
       '/v1/networks/',
       '/v1/networks/',
+      '/v1/networks/',
+      '/v1/networks/',
       '/v1/networks/11f\0',
-      '/v1/networks/13f\0',
     ]);
     expect(state.clients).toBe(1);
     await source.stop();
@@ -472,7 +474,7 @@ describe('DesiredStateSource', () => {
 
   it('a compaction of the revision while the pages are read lists again from the start, at a new revision', async () => {
     const kv = new Map<string, string>();
-    for (let vni = 0x100; vni < 0x100 + 100; vni++) kv.set(`/v1/networks/${vni.toString(16)}`, '{}');
+    for (let vni = 0x100; vni < 0x100 + 300; vni++) kv.set(`/v1/networks/${vni.toString(16)}`, '{}');
     const state: FakeEtcdState = { revision: 10, kv, failLists: 0, watchers: [], clients: 0 };
     state.beforeRange = (n) => {
       if (n !== 2) return;
@@ -488,12 +490,12 @@ describe('DesiredStateSource', () => {
 
     expect(state.ranges!.slice(0, 4)).toEqual([
       { from: '/v1/networks/', revision: undefined },
-      { from: '/v1/networks/13f\0', revision: 10 },
+      { from: '/v1/networks/1ff\0', revision: 10 },
       { from: '/v1/networks/', revision: undefined },
-      { from: '/v1/networks/13f\0', revision: 30 },
+      { from: '/v1/networks/1ff\0', revision: 30 },
     ]);
     expect(snapshots[0]!.revision).toBe(30);
-    expect(snapshots[0]!.networks.size).toBe(100);
+    expect(snapshots[0]!.networks.size).toBe(300);
     // Within the same pass: no new client, no backoff.
     expect(state.clients).toBe(1);
     expect(clock.sleeps).toEqual([]);
