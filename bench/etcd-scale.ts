@@ -39,6 +39,7 @@ import {
   withDataCentre,
   type DataCentre,
 } from './lib.js';
+import { putInTxns } from '../native-tests/harness/observe.js';
 import { waitFor } from '../native-tests/harness/wait.js';
 
 const args = parseArgs('sudo npx tsx bench/etcd-scale.ts --networks 50000', {
@@ -52,16 +53,9 @@ const VXNETCTL = fileURLToPath(new URL('../dist/cli/vxnetctl.js', import.meta.ur
 const HOST = 'es';
 const IDLE_HOST = 'rack1';
 
-/** Puts `<prefix>/hosts/<host>/networks/<hex>` = {} for each hex, 128 per transaction. */
+/** Puts `<prefix>/hosts/<host>/networks/<hex>` = {} for each hex, 128 per transaction (etcd's default limit). */
 async function putAttachments(dc: DataCentre, host: string, hexes: string[]): Promise<void> {
-  const etcd = await dc.etcd();
-  for (let i = 0; i < hexes.length; i += 128) {
-    const chunk = hexes.slice(i, i + 128);
-    await etcd
-      .if(`${dc.prefix}/networks/${chunk[0]}`, 'Version', '>', -1)
-      .then(...chunk.map((hex) => etcd.put(`${dc.prefix}/hosts/${host}/networks/${hex}`).value('{}')))
-      .commit();
-  }
+  await putInTxns(await dc.etcd(), hexes.map((hex) => [`${dc.prefix}/hosts/${host}/networks/${hex}`, '{}']), 128);
 }
 
 main(async () => {
