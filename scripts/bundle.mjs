@@ -12,8 +12,6 @@
  * log line came 0.31-0.37 s after spawn on a 2-CPU host, 0.23-0.31 s bundled
  * (bench/RESULTS.md, 2026-11-30 evening).
  *
- * - `requireCommonJs('pkg')` (src/commonjs.ts) becomes `require('pkg')` so
- *   that the package is bundled.
  * - etcd3 parses `proto/rpc.proto` at load; here that call is replaced by
  *   @grpc/proto-loader's `fromJSON()` of a descriptor made from the same
  *   files at build time (scripts/etcd-descriptor.mjs; unit-tested to give the
@@ -38,7 +36,6 @@ import { etcdRpcDescriptor } from './etcd-descriptor.mjs';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const ENTRIES = ['vxnetd', 'vxnetctl'];
 const ETCD_PROTO_LOAD = '(0, proto_loader_1.loadSync)(`${__dirname}/../proto/rpc.proto`, {';
-const REQUIRE_COMMON_JS = /\brequireCommonJs\((['"][^'"]+['"])\)/g;
 
 /** Replaces `count` occurrences exactly, or fails the build saying which assumption broke. */
 function replaceExactly(text, search, replacement, expected, what) {
@@ -50,12 +47,6 @@ function replaceExactly(text, search, replacement, expected, what) {
 const ownModules = {
   name: 'vxnetd-modules',
   setup(build) {
-    build.onLoad({ filter: /[\\/]build[\\/].*\.js$/ }, ({ path }) => {
-      const text = readFileSync(path, 'utf8');
-      const calls = (text.match(/\brequireCommonJs\(/g) ?? []).length;
-      if (calls === 0) return { contents: text, loader: 'js' };
-      return { contents: replaceExactly(text, REQUIRE_COMMON_JS, 'require($1)', calls, `requireCommonJs('literal') calls in ${path}`), loader: 'js' };
-    });
     build.onLoad({ filter: /[\\/]node_modules[\\/]etcd3[\\/]lib[\\/]connection-pool\.js$/ }, ({ path }) => {
       const text = readFileSync(path, 'utf8');
       const descriptor = JSON.stringify(etcdRpcDescriptor(join(dirname(path), '..', 'proto', 'rpc.proto')));

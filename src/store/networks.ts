@@ -15,14 +15,10 @@
  * vxnetd never reads it.
  */
 import { createHash } from 'node:crypto';
-import type * as etcd3 from 'etcd3';
-import type { Etcd3, IKeyValue } from 'etcd3';
-import { requireCommonJs } from '../commonjs.js';
+import { GRPCDeadlineExceededError, GRPCUnavailableError, type Etcd3, type IKeyValue } from 'etcd3';
 import { groupFor, reservedGroupReason, type GroupBase } from '../model/group.js';
 import { parseNetworkSpec, type NetworkSpec } from '../model/spec.js';
 import { parseVniHex, vniHex, VNI_MAX, VNI_MIN } from '../model/vni.js';
-
-const { GRPCDeadlineExceededError, GRPCUnavailableError } = requireCommonJs('etcd3') as typeof etcd3;
 
 export interface Network {
   vni: number;
