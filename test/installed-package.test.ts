@@ -1,7 +1,7 @@
 /**
  * The programs as a package installs them: only the files package.json lists, beside
- * node_modules. The bundles must find what they read at start: package.json, etcd3's gRPC API
- * and the native addons. Needs `npm run build` first, as `npm test` does.
+ * node_modules. The bundles must find what they read at start: package.json, etcd3's .proto
+ * files (dist/proto/, scripts/bundle.mjs) and the native addons. Needs `npm run build` first, as `npm test` does.
  */
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
@@ -25,7 +25,7 @@ describe('the installed package', () => {
   });
   afterAll(() => rmSync(installed, { recursive: true, force: true }));
 
-  it('runs vxnetd, which loads etcd3 and its gRPC API at start', () => {
+  it('runs vxnetd, which loads etcd3 and its .proto files at start', () => {
     expect(execFileSync(join(installed, 'dist', 'cli', 'vxnetd.js'), ['--version'], { encoding: 'utf8' })).toBe(`vxnetd ${PACKAGE.version}\n`);
   });
 
