@@ -7,7 +7,7 @@
  * Why: unbundled, Node resolved, read and compiled ~300 files at every start
  * (`vxnetd --version` 0.45-0.51 s, bundled 0.27-0.37 s on a 2-CPU host;
  * bench/RESULTS.md, 2026-11-30 evening). Nothing more is done for start-up:
- * V8's code cache and a build-time etcd3 descriptor saved 20-50 ms that no
+ * V8's code cache and a build-time etcd3 descriptor saved 20-60 ms that no
  * target needs (bench/RESULTS.md, 2026-12-02, start-up machinery).
  *
  * - etcd3 reads `${__dirname}/../proto/rpc.proto` when it loads; __dirname is
