@@ -1,8 +1,7 @@
 #!/usr/bin/env node
 /** vxnetd: the agent's entry point. Wires etcd → agent → kernel, HTTP, logs and signals. */
 import { readFileSync } from 'node:fs';
-import type * as pinoModule from 'pino';
-import { requireCommonJs } from '../commonjs.js';
+import { pino } from 'pino';
 import { Agent } from '../agent/agent.js';
 import { startHttpServer } from '../agent/http.js';
 import { createSystemdNotifier } from '../agent/sdnotify.js';
@@ -13,8 +12,6 @@ import { DesiredStateSource } from '../store/source.js';
 import { loggableConfig, parseAgentConfig, VXNETD_FLAGS, VXNETD_USAGE, type AgentConfig } from './config.js';
 import { UsageError, helpText } from './flags.js';
 import { BatchedLog } from './log-stream.js';
-
-const { pino } = requireCommonJs('pino') as typeof pinoModule;
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 const SHUTDOWN_DEADLINE_MS = 4500;

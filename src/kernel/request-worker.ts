@@ -16,8 +16,8 @@
  * 8 KiB slab).
  */
 import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import { requireCommonJs } from '../commonjs.js';
 
 /** What the agent's thread sends: datagrams `firstId`, `firstId + 1`, … packed in `data`. */
 export interface ToWorker {
@@ -194,7 +194,7 @@ export type RequestWorker = Pick<Worker, 'postMessage' | 'on' | 'ref' | 'unref'>
 
 /** Starts the thread that owns one raw rtnetlink socket. */
 export function startRequestWorker(): Worker {
-  return new Worker(WORKER_SOURCE, { eval: true, workerData: { rawModule: requireCommonJs.resolve('netlink/dist/raw.js') } });
+  return new Worker(WORKER_SOURCE, { eval: true, workerData: { rawModule: createRequire(import.meta.url).resolve('netlink/dist/raw.js') } });
 }
 
 /** A raw rtnetlink socket whose sendmsg()/recvmsg() run on a worker thread; RequestChannel's RequestSocket. */

@@ -8,9 +8,10 @@
  * reported instead of killing the process).
  */
 import { EventEmitter } from 'node:events';
-import type * as netlink from 'netlink';
 import type { NetlinkMessage, NetlinkSocket, RawNetlinkSocket } from 'netlink';
-import { requireCommonJs } from '../commonjs.js';
+// The package's index also loads its generic-netlink, nl80211 and WireGuard modules: ~20 ms that rtnetlink does not need.
+import { Protocol } from 'netlink/dist/constants.js';
+import { createNetlink } from 'netlink/dist/netlink.js';
 import {
   RTM_DELLINK,
   RTM_GETLINK,
@@ -31,10 +32,6 @@ import {
 } from './codec.js';
 import { KernelError } from './errors.js';
 import { WorkerRequestSocket } from './request-worker.js';
-
-// The package's index also loads its generic-netlink, nl80211 and WireGuard modules: ~20 ms that rtnetlink does not need.
-const { createNetlink } = requireCommonJs('netlink/dist/netlink.js') as Pick<typeof netlink, 'createNetlink'>;
-const { Protocol } = requireCommonJs('netlink/dist/constants.js') as Pick<typeof netlink, 'Protocol'>;
 
 const NLMSG_ERROR = 2;
 const NLMSG_HDRLEN = 16;

@@ -1,11 +1,8 @@
 /** The one place that builds etcd3 clients: endpoints, TLS, auth and gRPC keepalive. */
 import { readFileSync } from 'node:fs';
-import type * as cockatiel from 'cockatiel';
+import { noop } from 'cockatiel';
 import type * as etcd3 from 'etcd3';
-import { requireCommonJs } from '../commonjs.js';
-
-const { Etcd3 } = requireCommonJs('etcd3') as typeof etcd3;
-const { noop } = requireCommonJs('cockatiel') as typeof cockatiel;
+import { Etcd3 } from 'etcd3';
 
 export interface EtcdOptions {
   endpoints: string[];
