@@ -64,8 +64,11 @@ const ownModules = {
   },
 };
 
+// The netlink request thread's module, loaded by `new Worker()` from beside the bundles (src/kernel/request-worker.ts).
+const THREAD_ENTRIES = { 'request-worker-thread': join(ROOT, 'build', 'kernel', 'request-worker-thread.js') };
+
 await esbuild.build({
-  entryPoints: Object.fromEntries(ENTRIES.map((name) => [`${name}.bundle`, join(ROOT, 'build', 'cli', `${name}.js`)])),
+  entryPoints: { ...Object.fromEntries(ENTRIES.map((name) => [`${name}.bundle`, join(ROOT, 'build', 'cli', `${name}.js`)])), ...THREAD_ENTRIES },
   outdir: join(ROOT, 'dist', 'cli'),
   bundle: true,
   platform: 'node',

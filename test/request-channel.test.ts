@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { RTM_GETLINK, RTM_NEWLINK } from '../src/kernel/codec.js';
+import { RTM_GETLINK, RTM_NEWLINK } from '../src/kernel/link-codec.js';
 import { KernelError } from '../src/kernel/errors.js';
 import { RequestChannel, type RequestSocket } from '../src/kernel/rtnl.js';
 

@@ -4,7 +4,7 @@
  * with what it saw. Device names start with `kt`; the test owns the namespace.
  */
 import { KernelError } from '../../src/kernel/errors.js';
-import { RTM_GETLINK, encodeGetLink } from '../../src/kernel/codec.js';
+import { RTM_GETLINK, encodeGetLink } from '../../src/kernel/link-codec.js';
 import { startRequestWorker, WorkerRequestSocket } from '../../src/kernel/request-worker.js';
 import { NetlinkKernel, RequestChannel } from '../../src/kernel/rtnl.js';
 import { once } from 'node:events';

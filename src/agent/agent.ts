@@ -2,7 +2,7 @@
  * The loop that ties desired state (etcd) → plan → kernel, one network at a
  * time per network, with repair on link events and a periodic full resync.
  */
-import type { Link } from '../kernel/codec.js';
+import type { Link } from '../model/link.js';
 import { KernelError } from '../kernel/errors.js';
 import type { Kernel, LinkEvent } from '../kernel/rtnl.js';
 import { desiredNetwork, type DesiredNetwork, type HostSettings, type Underlay } from '../model/network.js';

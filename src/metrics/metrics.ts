@@ -15,7 +15,7 @@
 import type * as promClient from 'prom-client';
 import type { Registry } from 'prom-client';
 import { requireCommonJs } from '../commonjs.js';
-import type { Link } from '../kernel/codec.js';
+import type { Link } from '../model/link.js';
 import type { Kernel } from '../kernel/rtnl.js';
 import { renderNetdev } from './netdev.js';
 

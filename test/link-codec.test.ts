@@ -1,6 +1,7 @@
 /** The rtnetlink codec: IPv6 address generation mode (IFLA_AF_SPEC → AF_INET6 → IFLA_INET6_ADDR_GEN_MODE) and bridge attributes. */
 import { describe, expect, it } from 'vitest';
-import { IN6_ADDR_GEN_MODE_NONE, decodeLink, encodeLinkRequest } from '../src/kernel/codec.js';
+import { IN6_ADDR_GEN_MODE_NONE } from '../src/model/link.js';
+import { decodeLink, encodeLinkRequest } from '../src/kernel/link-codec.js';
 
 function attr(type: number, payload: Buffer): Buffer {
   const header = Buffer.alloc(4);
