@@ -140,7 +140,7 @@ export function forEachMessage(
 
 /** The errno of an NLMSG_ERROR (0: an acknowledgement) or of an NLMSG_DONE (0: the dump is complete). */
 export function answerErrno(datagram: Buffer, payloadStart: number, payloadEnd: number): number {
-  return payloadEnd - payloadStart >= 4 ? -datagram.readInt32LE(payloadStart) : 0;
+  return payloadEnd - payloadStart >= 4 ? 0 - datagram.readInt32LE(payloadStart) : 0;
 }
 
 /**
