@@ -323,10 +323,12 @@ export interface EventSocket {
 }
 
 /**
- * The one socket subscribed to link notifications (RTNLGRP_LINK). After a receive error (an
- * overflow: events were lost) the binding leaves the socket open and subscribed; it is left
- * (membership dropped, closed) before a fresh one subscribes, so at most one is ever subscribed,
- * and whatever a replaced socket still delivers is ignored.
+ * The one socket subscribed to link notifications (RTNLGRP_LINK). An overflow (events were lost)
+ * that the binding meets in recvmsg() comes as an 'error' and leaves the socket open and
+ * subscribed; it is left (membership dropped, closed) before a fresh one subscribes, so at most
+ * one is ever subscribed, and whatever a replaced socket still delivers is ignored. An overflow
+ * that the event loop's poll meets first (POLLERR) aborts the process inside the binding (it builds
+ * that error with a null syscall name): hence the large receive buffer and pauseEvents().
  */
 export class LinkEventSocket {
   private socket?: EventSocket;
