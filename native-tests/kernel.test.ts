@@ -47,6 +47,12 @@ describe('rtnetlink requests (NetlinkKernel)', () => {
     expect(seen.left).toBe(0);
   });
 
+  it("adds an address and appends two all-zeros forwarding entries with the address and neighbour codecs, and dumps them back", () => {
+    expect(seen.addressDumped).toEqual({ prefixLength: 64, nodad: true });
+    // The vxlan's multicast group shows as an all-zeros entry too.
+    expect(seen.floodTo).toEqual(['fd000000000000000000000000000b01', 'fd000000000000000000000000000b02', 'ff050000000000000000000000001001']);
+  });
+
   it('refuses requests after close', () => {
     expect(seen.afterClose).toMatchObject({ errno: 'ESHUTDOWN' });
   });
