@@ -5,14 +5,8 @@ import { AF_BRIDGE, AF_INET6 } from '../src/kernel/netlink.js';
 import { decodeNeighbour, encodeGetNeighbours, encodeNeighbour } from '../src/kernel/neighbour-codec.js';
 import { IFA_F_NODAD, IFA_F_PERMANENT } from '../src/model/address.js';
 import { NTF_SELF, NUD_PERMANENT } from '../src/model/neighbour.js';
+import { attr, u32 } from './support/netlink-bytes.js';
 
-function attr(type: number, payload: Buffer): Buffer {
-  const header = Buffer.alloc(4);
-  header.writeUInt16LE(4 + payload.length, 0);
-  header.writeUInt16LE(type, 2);
-  return Buffer.concat([header, payload, Buffer.alloc((4 - (payload.length % 4)) % 4)]);
-}
-const u32 = (v: number) => Buffer.from(Uint32Array.of(v).buffer);
 const fd00_1 = Buffer.from('fd000000000000000000000000000001', 'hex');
 const fd00_2 = Buffer.from('fd000000000000000000000000000002', 'hex');
 

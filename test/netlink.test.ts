@@ -11,18 +11,13 @@ import {
   forEachMessage,
   writeHeader,
 } from '../src/kernel/netlink.js';
+import { attr } from './support/netlink-bytes.js';
 
 function message(type: number, flags: number, seq: number, payload: Buffer): Buffer {
   const out = Buffer.alloc((16 + payload.length + 3) & ~3);
   writeHeader(out, 0, 16 + payload.length, type, flags, seq);
   payload.copy(out, 16);
   return out;
-}
-function attr(type: number, payload: Buffer): Buffer {
-  const header = Buffer.alloc(4);
-  header.writeUInt16LE(4 + payload.length, 0);
-  header.writeUInt16LE(type, 2);
-  return Buffer.concat([header, payload, Buffer.alloc((4 - (payload.length % 4)) % 4)]);
 }
 const errno = (code: number) => {
   const b = Buffer.alloc(4);
