@@ -141,6 +141,12 @@ describe('LinkEventSocket', () => {
     expect(subscribed()).toBe(1);
   });
 
+  it('throws when the first socket cannot be opened: the agent must not start deaf', () => {
+    const { events, lost } = setUp({ openFails: () => true });
+    expect(() => events.subscribe()).toThrow('socket: Too many open files');
+    expect(lost).toEqual([]);
+  });
+
   it('leaves its socket when closed and subscribes no more', () => {
     const { events, sockets, subscribed } = setUp();
     events.subscribe();

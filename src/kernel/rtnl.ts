@@ -343,20 +343,10 @@ export class LinkEventSocket {
     private readonly onLost: (error: Error) => void,
   ) {}
 
+  /** Throws when no socket can be opened or subscribed. */
   subscribe(): void {
     if (this.socket || this.closed) return;
-    let socket: EventSocket;
-    try {
-      socket = this.openSocket();
-    } catch (error) {
-      // Out of file descriptors or memory: try again later; meanwhile the agent knows nothing is heard.
-      this.retry ??= setTimeout(() => {
-        this.retry = undefined;
-        this.subscribe();
-      }, 1000).unref();
-      this.onLost(error as Error);
-      return;
-    }
+    const socket = this.openSocket();
     socket.on('message', (datagram) => {
       // An exception escaping this handler aborts the process inside the native binding.
       try {
@@ -369,7 +359,7 @@ export class LinkEventSocket {
       try {
         if (socket !== this.socket) return;
         this.leave(socket);
-        this.subscribe();
+        this.resubscribe();
         this.onLost(error);
       } catch {
         // Never out of a binding callback.
@@ -377,6 +367,19 @@ export class LinkEventSocket {
     });
     this.socket = socket;
     if (!this.paused) this.join(socket);
+  }
+
+  /** After a failure: out of file descriptors or memory, it tries again later; meanwhile the agent knows nothing is heard. */
+  private resubscribe(): void {
+    try {
+      this.subscribe();
+    } catch (error) {
+      this.retry ??= setTimeout(() => {
+        this.retry = undefined;
+        this.resubscribe();
+      }, 1000).unref();
+      this.onLost(error as Error);
+    }
   }
 
   /** Bytes the kernel granted the socket; small values mean net.core.rmem_max is low. */
