@@ -14,13 +14,18 @@
  * agent's thread. Datagrams cross in batches (request-thread-protocol.ts).
  */
 import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { forEachDatagram, packDatagrams, REQUEST_THREAD, type ErrorDetail, type FromWorker, type ToWorker } from './request-thread-protocol.js';
 
 export type { FromWorker, ToWorker } from './request-thread-protocol.js';
 
-/** How long an exiting process waits for a worker to close its socket: normally microseconds. */
-const EXIT_CLOSE_WAIT_MS = 1000;
+/**
+ * How long an exiting process waits for a worker to close its socket: 2-17 ms here, but once more
+ * than 1 s with three busy processes on the 2 CPUs (exit-while-busy probe, 1 run in ~250).
+ */
+const EXIT_CLOSE_WAIT_MS = 3000;
 const liveSockets = new Set<WorkerRequestSocket>();
 let exitHookInstalled = false;
 
@@ -40,16 +45,41 @@ export type RequestWorker = Pick<Worker, 'postMessage' | 'on' | 'ref' | 'unref'>
 
 /**
  * The thread's module beside this one: request-worker-thread.js beside the bundle (dist/cli/) or
- * the compiled module (build/kernel/); under tsx, request-worker-thread.ts beside the source,
- * started through tsx-worker.mjs.
+ * the compiled module (build/kernel/), request-worker-thread.ts beside the source under tsx.
  */
 const FROM_SOURCE = import.meta.url.endsWith('.ts');
 const THREAD_MODULE = new URL(FROM_SOURCE ? './request-worker-thread.ts' : './request-worker-thread.js', import.meta.url);
+let threadSourceBundle: string | undefined;
+
+/**
+ * Under tsx (tests, probes, benches) a worker does not inherit the loader hooks that `--import tsx`
+ * registered on the main thread, and a worker that registers them itself and is terminated while
+ * doing so can leave the next worker's imports hanging. So the thread's TypeScript module is bundled
+ * here, as scripts/bundle.mjs does for dist/, and run as the worker's code.
+ */
+function threadFromSource(): string {
+  if (threadSourceBundle) return threadSourceBundle;
+  // Not through commonjs.ts: scripts/bundle.mjs would make that a require() and bundle the package.
+  const esbuild = createRequire(import.meta.url)('esbuild') as typeof import('esbuild');
+  const { outputFiles } = esbuild.buildSync({
+    entryPoints: [fileURLToPath(THREAD_MODULE)],
+    bundle: true,
+    write: false,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    external: ['netlink', 'netlink/*'],
+    define: { 'import.meta.url': JSON.stringify(THREAD_MODULE.href) },
+    logLevel: 'warning',
+  });
+  threadSourceBundle = outputFiles[0]!.text;
+  return threadSourceBundle;
+}
 
 /** Starts the thread that owns one raw rtnetlink socket. */
 export function startRequestWorker(): Worker {
-  const workerData = { role: REQUEST_THREAD, tsModule: THREAD_MODULE.href };
-  return new Worker(FROM_SOURCE ? new URL('./tsx-worker.mjs', import.meta.url) : THREAD_MODULE, { workerData });
+  const workerData = { role: REQUEST_THREAD };
+  return FROM_SOURCE ? new Worker(threadFromSource(), { eval: true, workerData }) : new Worker(THREAD_MODULE, { workerData });
 }
 
 /** A raw rtnetlink socket whose sendmsg()/recvmsg() run on a worker thread; RequestChannel's RequestSocket. */
