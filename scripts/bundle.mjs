@@ -27,7 +27,11 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const ENTRIES = {
   vxnetd: 'cli/vxnetd.js',
   vxnetctl: 'cli/vxnetctl.js',
+  // The netlink request thread's module, loaded by `new Worker()` from beside the programs (src/kernel/request-worker.ts).
+  'request-worker-thread': 'kernel/request-worker-thread.js',
 };
+/** The programs among the entries: executable, with #!. */
+const PROGRAMS = ['vxnetd', 'vxnetctl'];
 
 // Nothing left over from an earlier build's layout.
 rmSync(join(ROOT, 'dist'), { recursive: true, force: true });
@@ -46,7 +50,7 @@ await esbuild.build({
   logLevel: 'warning',
 });
 // bin and the systemd unit run the programs directly (#!/usr/bin/env node).
-for (const name of Object.keys(ENTRIES)) chmodSync(join(ROOT, 'dist', 'cli', `${name}.js`), 0o755);
+for (const name of PROGRAMS) chmodSync(join(ROOT, 'dist', 'cli', `${name}.js`), 0o755);
 const etcdProto = join(dirname(createRequire(import.meta.url).resolve('etcd3')), '..', 'proto');
 cpSync(etcdProto, join(ROOT, 'dist', 'proto'), { recursive: true });
 writeFileSync(join(ROOT, 'dist', 'package.json'), `${JSON.stringify({ type: 'commonjs' })}\n`);

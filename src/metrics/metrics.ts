@@ -13,7 +13,7 @@
  * HTTP handler must serve render().
  */
 import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics, type Registry } from 'prom-client';
-import type { Link } from '../kernel/codec.js';
+import type { Link } from '../model/link.js';
 import type { Kernel } from '../kernel/rtnl.js';
 import { renderNetdev } from './netdev.js';
 
