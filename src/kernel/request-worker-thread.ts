@@ -160,17 +160,15 @@ export class RequestThread {
   }
 }
 
-/**
- * Each datagram is read into a buffer this large instead of being peeked at for its size: the kernel
- * fills a dump's datagrams up to the largest read it has seen on the socket (at most 32 KiB), so a
- * dump of 4,000 links comes in ~8 times fewer datagrams and reads (bench/RESULTS.md, "dumps on the
- * request thread"). Replies to vxnetd's requests are far smaller.
+/*
+ * The binding peeks at each datagram for its size before reading it. Reading into fixed 32 KiB
+ * buffers instead made dumps come in fewer, larger datagrams, but the binding allocates the whole
+ * buffer for every reply, acknowledgements included: RSS 171-179 MiB against 115-127 MiB while
+ * converging 1,000 networks (bench/RESULTS.md, "issue 15: before and after").
  */
-const READ_BUFFER_BYTES = 32 * 1024;
 
 if (!isMainThread && parentPort && (workerData as { role?: string } | undefined)?.role === REQUEST_THREAD) {
   // Loaded here, in the thread only: importing this module elsewhere (unit tests) needs no binding.
   const { RawNetlinkSocket: Raw } = createRequire(import.meta.url)('netlink/dist/raw.js') as { RawNetlinkSocket: typeof RawNetlinkSocket };
-  const options = { messagePeeking: false, msgBufferSize: READ_BUFFER_BYTES } as ConstructorParameters<typeof Raw>[1];
-  new RequestThread(parentPort as unknown as AgentPort, () => new Raw(NETLINK_ROUTE, options));
+  new RequestThread(parentPort as unknown as AgentPort, () => new Raw(NETLINK_ROUTE));
 }
