@@ -73,14 +73,14 @@ const afterOversized = await getLo();
 // forwarding entries on the vxlan kt1 (one per remote VTEP, the second appended), dumped back.
 const address = Buffer.from('fd000000000000000000000000000a01', 'hex');
 await channel.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, encodeAddress({ family: AF_INET6, index: kt0!.index, prefixLength: 64, address, flags: IFA_F_NODAD, scope: 0 }), 'add address');
-const addresses = (await channel.dump(RTM_GETADDR, encodeGetAddresses(AF_INET6), 'dump addresses')).map(decodeAddress);
+const addresses = (await channel.dump(RTM_GETADDR, encodeGetAddresses(AF_INET6), 'dump addresses')).parts.map(decodeAddress);
 const addressDumped = addresses.find((a) => a.index === kt0!.index && a.address.equals(address));
 const remotes = ['fd000000000000000000000000000b01', 'fd000000000000000000000000000b02'];
 for (const remote of remotes) {
   const entry = { family: AF_BRIDGE, index: kt1!.index, state: NUD_PERMANENT, flags: NTF_SELF, mac: Buffer.alloc(6), destination: Buffer.from(remote, 'hex') };
   await channel.request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND, encodeNeighbour(entry), `append flood entry ${remote}`);
 }
-const floodTo = (await channel.dump(RTM_GETNEIGH, encodeGetNeighbours(AF_BRIDGE), 'dump forwarding entries'))
+const floodTo = (await channel.dump(RTM_GETNEIGH, encodeGetNeighbours(AF_BRIDGE), 'dump forwarding entries')).parts
   .map(decodeNeighbour)
   .filter((n) => n.index === kt1!.index && n.mac?.equals(Buffer.alloc(6)) && n.state & NUD_PERMANENT && n.flags & NTF_SELF)
   .map((n) => n.destination?.toString('hex'))

@@ -88,6 +88,8 @@ async function run(config: AgentConfig): Promise<void> {
   const underlayAddress = cachedUnderlayAddress(config.underlay);
   const isReady = () => agent.ready && (source?.isConnected ?? false);
   source = new DesiredStateSource({
+    // etcd → agent by direct calls: Agent.applySnapshot() / applyChange() → the reconcile loop → the kernel.
+    sink: agent,
     etcd: config.etcd,
     prefix: config.prefix,
     hostname: config.hostname,
@@ -128,17 +130,9 @@ async function run(config: AgentConfig): Promise<void> {
   }
 
   let stopping = false;
-  // Snapshots and changes are applied in arrival order.
-  let pipeline: Promise<void> = Promise.resolve();
-  source.on('snapshot', (snapshot) => {
-    // A failed round is retried by the agent itself, and its first success makes it ready.
-    pipeline = pipeline.then(() => agent.applySnapshot(snapshot)).then(readinessChanged);
-  });
-  source.on('change', (change) => {
-    pipeline = pipeline.then(() => agent.applyChange(change));
-  });
   source.on('connected', (connected) => {
     if (stopping) return;
+    readinessChanged();
     log[connected ? 'info' : 'warn']({ op: 'etcd', connected }, connected ? 'connected to etcd' : 'etcd connection lost; keeping the data plane as it is');
     systemd.status(connected ? 'connected to etcd' : 'etcd unreachable, data plane kept');
   });
