@@ -1,7 +1,9 @@
 /**
- * The rtnetlink adapter's requests against the real kernel (src/kernel/rtnl.ts):
- * the ifindex from a create's echo, errno of refusals, many requests in flight
- * each matched to its own answer. Runs a probe in a fresh host namespace.
+ * The rtnetlink adapter against the real kernel (src/kernel/rtnl.ts): the
+ * ifindex from a create's echo, errno of refusals, many requests in flight
+ * each matched to its own answer, dumps on the request thread, and one
+ * subscribed link-event socket after overflows. Runs probes in a fresh host
+ * namespace.
  */
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +11,7 @@ import { DataCentre } from './harness/datacentre.js';
 
 const PROBE = fileURLToPath(new URL('./probes/kernel-requests.ts', import.meta.url));
 const EXIT_WHILE_BUSY = fileURLToPath(new URL('./probes/exit-while-busy.ts', import.meta.url));
+const EVENT_OVERFLOW = fileURLToPath(new URL('./probes/event-overflow.ts', import.meta.url));
 
 describe('rtnetlink requests (NetlinkKernel)', () => {
   let dc: DataCentre;
@@ -44,6 +47,12 @@ describe('rtnetlink requests (NetlinkKernel)', () => {
     expect(seen.left).toBe(0);
   });
 
+  it("adds an address and appends two all-zeros forwarding entries with the address and neighbour codecs, and dumps them back", () => {
+    expect(seen.addressDumped).toEqual({ prefixLength: 64, nodad: true });
+    // The vxlan's multicast group shows as an all-zeros entry too.
+    expect(seen.floodTo).toEqual(['fd000000000000000000000000000b01', 'fd000000000000000000000000000b02', 'ff050000000000000000000000001001']);
+  });
+
   it('refuses requests after close', () => {
     expect(seen.afterClose).toMatchObject({ errno: 'ESHUTDOWN' });
   });
@@ -68,4 +77,10 @@ describe('rtnetlink requests (NetlinkKernel)', () => {
     }
     expect(codes).toEqual(Array(12).fill(0));
   }, 120_000);
+
+  it('keeps exactly one socket subscribed to link events after 5 overflows, and still hears changes', async () => {
+    const result = await dc.exec(dc.host('h1').ns, [process.execPath, '--import', 'tsx', EVENT_OVERFLOW, '5'], { timeoutMs: 60_000 });
+    if (result.code !== 0) throw new Error(`probe failed (${result.code}): ${result.stderr.slice(-2000)}`);
+    expect(JSON.parse(result.stdout.trim().split('\n').at(-1)!)).toEqual({ overflows: 5, subscribed: 1, heardAfter: true });
+  }, 90_000);
 });

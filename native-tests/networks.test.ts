@@ -72,7 +72,8 @@ describe('vxnetd on two hosts', () => {
         const addresses = await dc.exec(ns, ['ip', '-j', 'addr', 'show', 'dev', `br${hex}`]);
         expect(addresses.code).toBe(0);
         expect(JSON.parse(addresses.stdout)[0].addr_info, `addresses of br${hex} on ${host}`).toEqual([]);
-        const s = await status(host, hex);
+        // Statuses are written to etcd after the reconcile that makes them, so shortly after readiness.
+        const s = await waitStatus(host, hex, (written) => written.state === 'ready', `status of ${hex}`);
         expect(s).toMatchObject({ state: 'ready', vxlan: `vxlan${hex}`, bridge: `br${hex}`, mtu });
         expect(typeof s.specRevision).toBe('number');
       }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { applyPlan } from '../src/agent/apply.js';
-import { IFF_UP, IN6_ADDR_GEN_MODE_NONE } from '../src/kernel/codec.js';
+import { IFF_UP, IN6_ADDR_GEN_MODE_NONE } from '../src/model/link.js';
 import { KernelError } from '../src/kernel/errors.js';
 import { planNetwork } from '../src/plan/plan.js';
 import { FakeKernel } from './support/fake-kernel.js';

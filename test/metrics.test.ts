@@ -1,6 +1,6 @@
 import perfHooks from 'node:perf_hooks';
 import { describe, expect, it, vi } from 'vitest';
-import { IFF_LOWER_UP, IFF_UP, type Link, type LinkStats } from '../src/kernel/codec.js';
+import { IFF_LOWER_UP, IFF_UP, type Link, type LinkStats } from '../src/model/link.js';
 import { EVENT_LOOP_SAMPLE_MS, createMetrics, type AgentGauges } from '../src/metrics/metrics.js';
 import { NETDEV_FAMILY_NAMES, escapeHelp, escapeLabelValue, formatValue, managedDevices } from '../src/metrics/netdev.js';
 

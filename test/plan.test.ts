@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { IFF_UP, type Link } from '../src/kernel/codec.js';
+import { IFF_UP, type Link } from '../src/model/link.js';
 import { describe as describeOp, type Operation } from '../src/plan/operations.js';
 import { groupLinksByNetwork } from '../src/plan/actual.js';
 import { deviceMatches, planNetwork, type ActualNetwork } from '../src/plan/plan.js';

@@ -1,16 +1,21 @@
 /**
  * The rtnetlink request path (src/kernel/rtnl.ts RequestChannel) against a fake raw socket:
  * replies matched by sequence number, completion by the acknowledgement, errno, timeouts, and a
- * socket that fails or closes under it. The real kernel is exercised by native-tests/kernel.test.ts.
+ * socket that fails or closes under it; dumps on the same path (parts, NLMSG_DONE, interrupted
+ * dumps read again, one at a time). The real kernel is exercised by native-tests/kernel.test.ts.
  */
 import { EventEmitter } from 'node:events';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { RTM_GETLINK, RTM_NEWLINK } from '../src/kernel/codec.js';
+import { RTM_GETLINK, RTM_NEWLINK } from '../src/kernel/link-codec.js';
 import { KernelError } from '../src/kernel/errors.js';
 import { RequestChannel, type RequestSocket } from '../src/kernel/rtnl.js';
 
 /** The kernel's acknowledgement (struct nlmsgerr), errno 0 for success. */
 const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
+const NLM_F_MULTI = 0x2;
+const NLM_F_DUMP = 0x300;
+const NLM_F_DUMP_INTR = 0x10;
 
 interface Sent {
   type: number;
@@ -44,10 +49,11 @@ class FakeSocket extends EventEmitter {
   setRecvBufferSize(): void {}
 }
 
-function message(type: number, seq: number, payload: Buffer): Buffer {
+function message(type: number, seq: number, payload: Buffer, flags = 0): Buffer {
   const header = Buffer.alloc(16);
   header.writeUInt32LE(16 + payload.length, 0);
   header.writeUInt16LE(type, 4);
+  header.writeUInt16LE(flags, 6);
   header.writeUInt32LE(seq, 8);
   const padding = Buffer.alloc((4 - (payload.length % 4)) % 4);
   return Buffer.concat([header, payload, padding]);
@@ -56,6 +62,13 @@ function ack(seq: number, errno = 0): Buffer {
   const body = Buffer.alloc(4 + 16);
   body.writeInt32LE(-errno, 0);
   return message(NLMSG_ERROR, seq, body);
+}
+
+/** NLMSG_DONE closing a dump, with its errno. */
+function done(seq: number, errno = 0, flags = NLM_F_MULTI): Buffer {
+  const body = Buffer.alloc(4);
+  body.writeInt32LE(-errno, 0);
+  return message(NLMSG_DONE, seq, body, flags);
 }
 
 describe('RequestChannel', () => {
@@ -71,12 +84,17 @@ describe('RequestChannel', () => {
     sockets = [];
     socketErrors = [];
     newSocketsThrow = false;
-    channel = new RequestChannel(5000, (error) => socketErrors.push(error), () => {
-      const s = new FakeSocket();
-      s.throwOnSend = newSocketsThrow;
-      sockets.push(s);
-      return s as unknown as RequestSocket;
-    });
+    channel = new RequestChannel(
+      5000,
+      (error) => socketErrors.push(error),
+      () => {
+        const s = new FakeSocket();
+        s.throwOnSend = newSocketsThrow;
+        sockets.push(s);
+        return s as unknown as RequestSocket;
+      },
+      15000,
+    );
   });
   afterEach(() => {
     channel.close();
@@ -196,5 +214,128 @@ describe('RequestChannel', () => {
     await expect(waiting).rejects.toBeInstanceOf(KernelError);
     await expect(waiting).rejects.toMatchObject({ errno: 'ESHUTDOWN' });
     expect(socket().closed).toBe(true);
+  });
+
+  it("puts the kernel's extended acknowledgement into the error", async () => {
+    const request = channel.request(RTM_NEWLINK, 0, Buffer.alloc(4), 'create vxlan vx64');
+    const { seq } = socket().sent[0]!;
+    const msg = Buffer.from('Unknown device type\0');
+    const attr = Buffer.alloc(4 + 20);
+    attr.writeUInt16LE(4 + msg.length, 0);
+    attr.writeUInt16LE(1, 2); // NLMSGERR_ATTR_MSG
+    msg.copy(attr, 4);
+    const body = Buffer.concat([Buffer.alloc(4), Buffer.alloc(16), attr]); // errno, the capped request's header, the attribute
+    body.writeInt32LE(-95, 0);
+    socket().emit('message', message(NLMSG_ERROR, seq, body, 0x100 | 0x200));
+    await expect(request).rejects.toMatchObject({ errno: 'EOPNOTSUPP', message: 'create vxlan vx64: EOPNOTSUPP (Unknown device type)' });
+  });
+});
+
+describe('RequestChannel dumps', () => {
+  let sockets: FakeSocket[];
+  let channel: RequestChannel;
+  const socket = () => sockets.at(-1)!;
+  const part = (seq: number, text: string, flags = NLM_F_MULTI) => message(RTM_NEWLINK, seq, Buffer.from(text), flags);
+
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+    sockets = [];
+    channel = new RequestChannel(5000, () => undefined, () => {
+      const s = new FakeSocket();
+      sockets.push(s);
+      return s as unknown as RequestSocket;
+    }, 15000);
+  });
+  afterEach(() => {
+    channel.close();
+    vi.useRealTimers();
+  });
+
+  it('asks for a dump without an acknowledgement and resolves at NLMSG_DONE with every part, across datagrams', async () => {
+    const dump = channel.dump(RTM_GETLINK, Buffer.from('abcd'), 'dump links');
+    await Promise.resolve();
+    const [sent] = socket().sent;
+    expect(sent).toMatchObject({ type: RTM_GETLINK, payload: Buffer.from('abcd') });
+    expect(sent!.flags).toBe(NLM_F_DUMP | 0x1); // NLM_F_REQUEST, no NLM_F_ACK
+    socket().emit('message', Buffer.concat([part(sent!.seq, 'lo'), part(sent!.seq, 'eth0')]));
+    socket().emit('message', Buffer.concat([part(sent!.seq, 'br64'), done(sent!.seq)]));
+    expect((await dump).parts.map(String)).toEqual(['lo', 'eth0', 'br64']);
+    expect(socket().referenced).toBe(false);
+  });
+
+  it("fails with NLMSG_DONE's errno, or with an NLMSG_ERROR when the kernel refuses to start", async () => {
+    const first = channel.dump(RTM_GETLINK, Buffer.alloc(4), 'dump links');
+    await Promise.resolve();
+    socket().emit('message', Buffer.concat([part(socket().sent[0]!.seq, 'lo'), done(socket().sent[0]!.seq, 90)]));
+    await expect(first).rejects.toMatchObject({ errno: 'EMSGSIZE', operation: 'dump links' });
+    const second = channel.dump(RTM_GETLINK, Buffer.alloc(4), 'dump links');
+    await vi.waitFor(() => expect(socket().sent).toHaveLength(2));
+    socket().emit('message', ack(socket().sent[1]!.seq, 22));
+    await expect(second).rejects.toMatchObject({ errno: 'EINVAL' });
+  });
+
+  it('reads an interrupted dump again, and returns only the consistent one', async () => {
+    const dump = channel.dump(RTM_GETLINK, Buffer.alloc(4), 'dump links');
+    await Promise.resolve();
+    const first = socket().sent[0]!.seq;
+    socket().emit('message', Buffer.concat([part(first, 'lo'), part(first, 'br64', NLM_F_MULTI | NLM_F_DUMP_INTR), done(first)]));
+    await vi.waitFor(() => expect(socket().sent).toHaveLength(2));
+    const second = socket().sent[1]!.seq;
+    expect(second).not.toBe(first);
+    socket().emit('message', Buffer.concat([part(second, 'lo'), part(second, 'br65'), done(second)]));
+    expect(await dump).toMatchObject({ consistent: true });
+    expect((await dump).parts.map(String)).toEqual(['lo', 'br65']);
+  });
+
+  it('after 5 interrupted dumps in a row, returns the last one, marked inconsistent', async () => {
+    const dump = channel.dump(RTM_GETLINK, Buffer.alloc(4), 'dump links');
+    const outcome = dump;
+    for (let attempt = 1; attempt <= 5; attempt++) {
+      await vi.waitFor(() => expect(socket().sent).toHaveLength(attempt));
+      // The flag may come on NLMSG_DONE alone.
+      socket().emit('message', Buffer.concat([part(socket().sent[attempt - 1]!.seq, 'lo'), done(socket().sent[attempt - 1]!.seq, 0, NLM_F_MULTI | NLM_F_DUMP_INTR)]));
+    }
+    expect(await outcome).toMatchObject({ consistent: false });
+    expect((await outcome).parts.map(String)).toEqual(['lo']);
+    expect(socket().sent).toHaveLength(5);
+  });
+
+  it('runs one dump at a time (the kernel refuses a second on the same socket), requests meanwhile', async () => {
+    const first = channel.dump(RTM_GETLINK, Buffer.alloc(4), 'dump links');
+    const second = channel.dump(RTM_GETLINK, Buffer.alloc(4), 'dump links with stats');
+    await Promise.resolve();
+    const request = channel.request(RTM_NEWLINK, 0, Buffer.alloc(4), 'change br64');
+    expect(socket().sent.map((s) => s.flags & NLM_F_DUMP)).toEqual([NLM_F_DUMP, 0]);
+    socket().emit('message', ack(socket().sent[1]!.seq));
+    await request;
+    socket().emit('message', Buffer.concat([part(socket().sent[0]!.seq, 'lo'), done(socket().sent[0]!.seq)]));
+    expect((await first).parts.map(String)).toEqual(['lo']);
+    await vi.waitFor(() => expect(socket().sent).toHaveLength(3));
+    socket().emit('message', done(socket().sent[2]!.seq));
+    await expect(second).resolves.toEqual({ parts: [], consistent: true });
+  });
+
+  it("times a dump out after the dump timeout, while a request's shorter one still applies", async () => {
+    const dump = channel.dump(RTM_GETLINK, Buffer.alloc(4), 'dump links').catch((error: KernelError) => error);
+    await Promise.resolve();
+    const request = channel.request(RTM_NEWLINK, 0, Buffer.alloc(4), 'change br64').catch((error: KernelError) => error);
+    vi.advanceTimersByTime(5001);
+    expect(await request).toMatchObject({ errno: 'ETIMEDOUT', operation: 'change br64: no answer from the kernel in 5000 ms' });
+    vi.advanceTimersByTime(9000);
+    socket().emit('message', part(socket().sent[0]!.seq, 'lo')); // parts keep coming, but not NLMSG_DONE
+    vi.advanceTimersByTime(1000);
+    expect(await dump).toMatchObject({ errno: 'ETIMEDOUT', operation: 'dump links: no answer from the kernel in 15000 ms' });
+  });
+
+  it('fails a dump whose socket fails, and dumps on the fresh socket next', async () => {
+    const dump = channel.dump(RTM_GETLINK, Buffer.alloc(4), 'dump links');
+    await Promise.resolve();
+    socket().emit('message', part(socket().sent[0]!.seq, 'lo'));
+    socket().emit('error', new Error('recvmsg: No buffer space available'));
+    await expect(dump).rejects.toMatchObject({ errno: 'EIO' });
+    const next = channel.dump(RTM_GETLINK, Buffer.alloc(4), 'dump links');
+    await vi.waitFor(() => expect(sockets[1]!.sent).toHaveLength(1));
+    sockets[1]!.emit('message', Buffer.concat([part(sockets[1]!.sent[0]!.seq, 'lo'), done(sockets[1]!.sent[0]!.seq)]));
+    expect((await next).parts.map(String)).toEqual(['lo']);
   });
 });

@@ -1,14 +1,10 @@
 /** The ListWatch loop with a fake etcd client and an injected clock: no sleeping, no etcd. */
 import { EventEmitter } from 'node:events';
-import { createRequire } from 'node:module';
-import type * as etcd3 from 'etcd3';
-import type { Etcd3 } from 'etcd3';
+import { GRPCDeadlineExceededError, GRPCInvalidArgumentError, GRPCResourceExhastedError, type Etcd3 } from 'etcd3';
 import { describe, expect, it } from 'vitest';
 import type { Clock } from '../src/store/backoff.js';
 import { serializeStatus, type NetworkStatus } from '../src/store/schema.js';
-import { DesiredStateSource, type Change, type Snapshot } from '../src/store/source.js';
-
-const { GRPCDeadlineExceededError, GRPCInvalidArgumentError, GRPCResourceExhastedError } = createRequire(import.meta.url)('etcd3') as typeof etcd3;
+import { DesiredStateSource, type DesiredStateSink, type Change, type Snapshot } from '../src/store/source.js';
 
 type FakeWatcher = EventEmitter & { cancelled: boolean };
 type FakeLease = EventEmitter & { released: boolean };
@@ -167,8 +163,9 @@ function status(hex: string, reason?: string, updatedAt = '2025-01-01T00:00:00.0
 const stored = (hex: string, reason?: string, updatedAt?: string) => serializeStatus(status(hex, reason, updatedAt));
 const flush = () => new Promise((resolve) => setTimeout(resolve, 0));
 
-function makeSource(state: FakeEtcdState, clock: Clock, watchAttachments = false) {
+function makeSource(state: FakeEtcdState, clock: Clock, watchAttachments = false, sink?: DesiredStateSink) {
   return new DesiredStateSource({
+    ...(sink ? { sink } : {}),
     etcd: { endpoints: ['http://etcd:2379'] },
     prefix: '/v1',
     hostname: 'hv1',
@@ -195,6 +192,29 @@ describe('DesiredStateSource', () => {
     expect(snapshots[0]!.revision).toBe(7);
     expect([...snapshots[0]!.networks.keys()]).toEqual(['64']);
     expect(source.isConnected).toBe(true);
+    await source.stop();
+  });
+
+  it('hands the sink each snapshot and change by direct calls, a change only after the snapshot before it is applied', async () => {
+    const state: FakeEtcdState = { revision: 4, kv: new Map([['/v1/networks/64', '{}']]), failLists: 0, watchers: [], clients: 0 };
+    const calls: string[] = [];
+    let finishSnapshot!: () => void;
+    const sink: DesiredStateSink = {
+      applySnapshot: (snapshot) => {
+        calls.push(`snapshot ${[...snapshot.networks.keys()].join(',')}`);
+        return new Promise<void>((resolve) => (finishSnapshot = () => (calls.push('snapshot applied'), resolve())));
+      },
+      applyChange: (change) => void calls.push(`change ${change.name}`),
+    };
+    const source = makeSource(state, recordingClock(), false, sink);
+    source.start();
+    for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
+    state.watchers[0]!.emit('put', { key: Buffer.from('/v1/networks/65'), value: Buffer.from('{}'), mod_revision: '5', create_revision: '5' });
+    await flush();
+    expect(calls).toEqual(['snapshot 64']);
+    finishSnapshot();
+    await flush();
+    expect(calls).toEqual(['snapshot 64', 'snapshot applied', 'change 65']);
     await source.stop();
   });
 

@@ -3,8 +3,13 @@
  * NetlinkKernel's requests against the real kernel and prints one JSON object
  * with what it saw. Device names start with `kt`; the test owns the namespace.
  */
+import { RTM_GETADDR, RTM_NEWADDR, decodeAddress, encodeAddress, encodeGetAddresses } from '../../src/kernel/address-codec.js';
 import { KernelError } from '../../src/kernel/errors.js';
-import { RTM_GETLINK, encodeGetLink } from '../../src/kernel/codec.js';
+import { AF_BRIDGE, AF_INET6, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL } from '../../src/kernel/netlink.js';
+import { RTM_GETNEIGH, RTM_NEWNEIGH, decodeNeighbour, encodeGetNeighbours, encodeNeighbour } from '../../src/kernel/neighbour-codec.js';
+import { IFA_F_NODAD } from '../../src/model/address.js';
+import { NTF_SELF, NUD_PERMANENT } from '../../src/model/neighbour.js';
+import { RTM_GETLINK, encodeGetLink } from '../../src/kernel/link-codec.js';
 import { startRequestWorker, WorkerRequestSocket } from '../../src/kernel/request-worker.js';
 import { NetlinkKernel, RequestChannel } from '../../src/kernel/rtnl.js';
 import { once } from 'node:events';
@@ -63,8 +68,25 @@ const afterWorkerDied = await getLo();
 // Larger than the socket's send buffer (net.core.wmem_default): sendmsg() itself fails.
 const oversized = await outcome(() => channel.request(RTM_GETLINK, 0, Buffer.alloc(4 << 20), 'get link (oversized)'));
 const afterOversized = await getLo();
+
+// The address and neighbour codecs, understood by the kernel: an address on kt0 and two all-zeros
+// forwarding entries on the vxlan kt1 (one per remote VTEP, the second appended), dumped back.
+const address = Buffer.from('fd000000000000000000000000000a01', 'hex');
+await channel.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, encodeAddress({ family: AF_INET6, index: kt0!.index, prefixLength: 64, address, flags: IFA_F_NODAD, scope: 0 }), 'add address');
+const addresses = (await channel.dump(RTM_GETADDR, encodeGetAddresses(AF_INET6), 'dump addresses')).parts.map(decodeAddress);
+const addressDumped = addresses.find((a) => a.index === kt0!.index && a.address.equals(address));
+const remotes = ['fd000000000000000000000000000b01', 'fd000000000000000000000000000b02'];
+for (const remote of remotes) {
+  const entry = { family: AF_BRIDGE, index: kt1!.index, state: NUD_PERMANENT, flags: NTF_SELF, mac: Buffer.alloc(6), destination: Buffer.from(remote, 'hex') };
+  await channel.request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND, encodeNeighbour(entry), `append flood entry ${remote}`);
+}
+const floodTo = (await channel.dump(RTM_GETNEIGH, encodeGetNeighbours(AF_BRIDGE), 'dump forwarding entries')).parts
+  .map(decodeNeighbour)
+  .filter((n) => n.index === kt1!.index && n.mac?.equals(Buffer.alloc(6)) && n.state & NUD_PERMANENT && n.flags & NTF_SELF)
+  .map((n) => n.destination?.toString('hex'))
+  .sort();
 await channel.close();
 
 process.stdout.write(
-  `${JSON.stringify({ echoed, kt0Index: kt0?.index, duplicate, missing: missing ?? null, changeMissing, withMaster: withMaster ?? null, kt1Master: kt1?.master, concurrentMatch, mtusSet, left, afterClose, afterWorkerDied, oversized, afterOversized, workersStarted: workers.length, socketErrors })}\n`,
+  `${JSON.stringify({ echoed, kt0Index: kt0?.index, duplicate, missing: missing ?? null, changeMissing, withMaster: withMaster ?? null, kt1Master: kt1?.master, concurrentMatch, mtusSet, left, afterClose, afterWorkerDied, oversized, afterOversized, workersStarted: workers.length, socketErrors, addressDumped: addressDumped && { prefixLength: addressDumped.prefixLength, nodad: (addressDumped.flags & IFA_F_NODAD) !== 0 }, floodTo })}\n`,
 );

@@ -8,7 +8,7 @@ import type { Kernel, LinkEvent } from '../kernel/rtnl.js';
 import { identityText } from '../model/identity.js';
 import type { HostSettings } from '../model/network.js';
 import { isValidVni, vniHex, vxlanName } from '../model/vni.js';
-import { ReconcileLoop } from '../reconcile/loop.js';
+import { ReconcileLoop, type LoopLog } from '../reconcile/loop.js';
 import { systemTimers, type BackoffPolicy, type Timers } from '../reconcile/timers.js';
 import type { Change, Snapshot } from '../store/source.js';
 import { BulkApplyGuard } from './bulk-apply.js';
@@ -26,12 +26,8 @@ export type { NetworkStatus } from './network-statuses.js';
  */
 export const NETWORKS_IN_FLIGHT = 32;
 
-export interface Logger {
-  debug(fields: Record<string, unknown>, msg: string): void;
-  info(fields: Record<string, unknown>, msg: string): void;
-  warn(fields: Record<string, unknown>, msg: string): void;
-  error(fields: Record<string, unknown>, msg: string): void;
-}
+/** pino's logger, as much of it as the agent uses. */
+export type Logger = LoopLog;
 
 export interface AgentHooks {
   status: StatusWriter;

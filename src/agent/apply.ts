@@ -3,7 +3,8 @@
  * created are deleted again if a later step fails.
  */
 import type { Kernel } from '../kernel/rtnl.js';
-import { IN6_ADDR_GEN_MODE_NONE, type NewLinkRequest } from '../kernel/codec.js';
+import { IN6_ADDR_GEN_MODE_NONE } from '../model/link.js';
+import type { NewLinkRequest } from '../kernel/link-codec.js';
 import { KernelError } from '../kernel/errors.js';
 import { describe, type CreateBridge, type CreateVxlan, type Operation } from '../plan/operations.js';
 

@@ -3,7 +3,7 @@
  * listed and watched. The only owner of that state; pure apart from counting spec errors once.
  */
 import { desiredNetwork, type DesiredNetwork, type HostSettings, type Underlay } from '../model/network.js';
-import { parseAttachment, parseNetworkSpec, quoteBrief, SpecError, type SpecResult } from '../model/spec.js';
+import { parseAttachment, parseNetworkSpec, SpecError, type SpecResult } from '../model/spec.js';
 import { nonCanonicalVniReason, parseVniHex } from '../model/vni.js';
 import type { Change, Snapshot, StoredValue } from '../store/source.js';
 
@@ -125,7 +125,7 @@ export class DesiredState {
     if (parseVniHex(name) === undefined) {
       this.countOnce(`${name.slice(0, 64)}@${stored.modRevision}`, 'invalid_key', () =>
         this.log.warn(
-          { key: quoteBrief(name, 64), op: 'validate' },
+          { key: name.length > 64 ? `${name.slice(0, 64)}…` : name, op: 'validate' },
           `ignoring network key: ${nonCanonicalVniReason(name.length > 64 ? `${name.slice(0, 64)}… (${name.length} characters, cut)` : name)}`,
         ),
       );

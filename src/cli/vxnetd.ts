@@ -1,8 +1,7 @@
 #!/usr/bin/env node
 /** vxnetd: the agent's entry point. Wires etcd → agent → kernel, HTTP, logs and signals. */
 import { readFileSync } from 'node:fs';
-import type * as pinoModule from 'pino';
-import { requireCommonJs } from '../commonjs.js';
+import { pino } from 'pino';
 import { Agent } from '../agent/agent.js';
 import { startHttpServer } from '../agent/http.js';
 import { createSystemdNotifier } from '../agent/sdnotify.js';
@@ -13,8 +12,6 @@ import { DesiredStateSource } from '../store/source.js';
 import { loggableConfig, parseAgentConfig, VXNETD_FLAGS, VXNETD_USAGE, type AgentConfig } from './config.js';
 import { UsageError, helpText } from './flags.js';
 import { BatchedLog } from './log-stream.js';
-
-const { pino } = requireCommonJs('pino') as typeof pinoModule;
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 const SHUTDOWN_DEADLINE_MS = 4500;
@@ -91,6 +88,8 @@ async function run(config: AgentConfig): Promise<void> {
   const underlayAddress = cachedUnderlayAddress(config.underlay);
   const isReady = () => agent.ready && (source?.isConnected ?? false);
   source = new DesiredStateSource({
+    // etcd → agent by direct calls: Agent.applySnapshot() / applyChange() → the reconcile loop → the kernel.
+    sink: agent,
     etcd: config.etcd,
     prefix: config.prefix,
     hostname: config.hostname,
@@ -131,17 +130,9 @@ async function run(config: AgentConfig): Promise<void> {
   }
 
   let stopping = false;
-  // Snapshots and changes are applied in arrival order.
-  let pipeline: Promise<void> = Promise.resolve();
-  source.on('snapshot', (snapshot) => {
-    // A failed round is retried by the agent itself, and its first success makes it ready.
-    pipeline = pipeline.then(() => agent.applySnapshot(snapshot)).then(readinessChanged);
-  });
-  source.on('change', (change) => {
-    pipeline = pipeline.then(() => agent.applyChange(change));
-  });
   source.on('connected', (connected) => {
     if (stopping) return;
+    readinessChanged();
     log[connected ? 'info' : 'warn']({ op: 'etcd', connected }, connected ? 'connected to etcd' : 'etcd connection lost; keeping the data plane as it is');
     systemd.status(connected ? 'connected to etcd' : 'etcd unreachable, data plane kept');
   });

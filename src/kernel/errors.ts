@@ -10,12 +10,15 @@ export class KernelError extends Error {
     readonly errno: string,
     /** The operation, as described to operators. */
     readonly operation: string,
+    /** The kernel's own explanation (its extended acknowledgement), when it gave one. */
+    readonly kernelMessage?: string,
   ) {
-    super(`${operation}: ${errno}${ERRNO_HINTS[errno] ? ` (${ERRNO_HINTS[errno]})` : ''}`);
+    const explanation = kernelMessage ?? ERRNO_HINTS[errno];
+    super(`${operation}: ${errno}${explanation ? ` (${explanation})` : ''}`);
   }
 
-  static fromCode(code: number, operation: string): KernelError {
-    return new KernelError(ERRNO_NAMES.get(code) ?? `errno ${code}`, operation);
+  static fromCode(code: number, operation: string, kernelMessage?: string): KernelError {
+    return new KernelError(ERRNO_NAMES.get(code) ?? `errno ${code}`, operation, kernelMessage);
   }
 }
 
@@ -30,5 +33,6 @@ const ERRNO_HINTS: Record<string, string> = {
   ENOTSUP: 'not supported by this kernel (missing module?)',
   EOPNOTSUPP: 'not supported by this kernel (missing module?)',
   EADDRINUSE: 'another device already uses this VNI, group and port',
+  EINTR: 'the list kept changing while it was read',
   EAFNOSUPPORT: 'address family not supported, e.g. IPv6 settings on a device without IPv6',
 };

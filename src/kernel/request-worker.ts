@@ -9,172 +9,23 @@
  * and receives while the agent's thread goes on with the next networks, so
  * they overlap (bench/RESULTS.md, "requests on a worker thread").
  *
- * The worker only moves bytes: RequestChannel (rtnl.ts) still numbers,
- * matches, times out and replaces sockets on the agent's thread. Datagrams
- * cross in batches, one message per event-loop turn each way, packed into
- * one transferred buffer (a Buffer from Node's pool would clone its whole
- * 8 KiB slab).
+ * The worker (request-worker-thread.ts) only moves bytes: RequestChannel
+ * (rtnl.ts) still numbers, matches, times out and replaces sockets on the
+ * agent's thread. Datagrams cross in batches (request-thread-protocol.ts).
  */
 import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { requireCommonJs } from '../commonjs.js';
+import { forEachDatagram, packDatagrams, REQUEST_THREAD, type ErrorDetail, type FromWorker, type ToWorker } from './request-thread-protocol.js';
 
-/** What the agent's thread sends: datagrams `firstId`, `firstId + 1`, … packed in `data`. */
-export interface ToWorker {
-  send?: PackedDatagrams & { firstId: number };
-  receiveBufferBytes?: number;
-  /** Nothing waits for an answer: close the socket until the next send. */
-  idle?: true;
-  /** Close the socket (then set the flag to 1) and end the thread. */
-  close?: Int32Array;
-}
+export type { FromWorker, ToWorker } from './request-thread-protocol.js';
 
-/** What the worker answers: datagrams received, sends completed up to `sentUpTo` (those in `sendErrors` failed). */
-export interface FromWorker {
-  received?: PackedDatagrams;
-  sentUpTo?: number;
-  sendErrors?: Array<{ id: number; code?: string; message: string }>;
-  socketError?: { code?: string; message: string };
-}
-
-/** Datagrams packed into one buffer that can be transferred, and their lengths. */
-export interface PackedDatagrams {
-  data: Uint8Array;
-  lengths: number[];
-}
-
-// Both sides pack and unpack alike: the worker gets these two functions' own source (toString()).
-// They may use only their parameters and globals.
-function packDatagrams(datagrams: Uint8Array[]): PackedDatagrams {
-  let bytes = 0;
-  for (const datagram of datagrams) bytes += datagram.length;
-  const data = new Uint8Array(bytes);
-  const lengths: number[] = [];
-  let offset = 0;
-  for (const datagram of datagrams) {
-    data.set(datagram, offset);
-    offset += datagram.length;
-    lengths.push(datagram.length);
-  }
-  return { data, lengths };
-}
-
-/** Stops early when visit() returns false. */
-function forEachDatagram(packed: PackedDatagrams, visit: (datagram: Buffer, index: number) => boolean | void): void {
-  let offset = 0;
-  for (let i = 0; i < packed.lengths.length; i++) {
-    const length = packed.lengths[i]!;
-    if (visit(Buffer.from(packed.data.buffer, packed.data.byteOffset + offset, length), i) === false) return;
-    offset += length;
-  }
-}
-
-// Plain CommonJS run with `eval`, so that the worker needs no file of its own beside the bundle.
-// Every handler catches: an exception escaping a callback of the native binding aborts the process.
-// A thread that ends (process.exit(), terminate()) with a netlink socket still open aborts the
-// whole process about one time in two (the binding throws a Napi::Error while its environment is
-// torn down). So the socket is open only while the agent waits for answers, and a process that
-// exits while it is open first has the worker close it (closeAllOnExit).
-const WORKER_SOURCE = `
-'use strict';
-const { parentPort, workerData } = require('node:worker_threads');
-const { RawNetlinkSocket } = require(workerData.rawModule);
-const NETLINK_ROUTE = 0;
-const packDatagrams = (${packDatagrams.toString()});
-const forEachDatagram = (${forEachDatagram.toString()});
-let socket;
-let receiveBufferBytes = 0;
-let received = [];
-let sentUpTo;
-let sendErrors = [];
-let flushScheduled = false;
-
-function flush() {
-  flushScheduled = false;
-  const message = { sentUpTo, sendErrors };
-  const transfer = [];
-  if (received.length > 0) {
-    message.received = packDatagrams(received);
-    transfer.push(message.received.data.buffer);
-  }
-  received = [];
-  sendErrors = [];
-  parentPort.postMessage(message, transfer);
-}
-function scheduleFlush() {
-  if (flushScheduled) return;
-  flushScheduled = true;
-  setImmediate(flush);
-}
-function describe(error) {
-  return { code: error && error.code, message: String(error && error.message) };
-}
-function reportSocketError(error) {
-  try {
-    parentPort.postMessage({ socketError: describe(error) });
-  } catch {}
-}
-
-function openSocket() {
-  const opened = new RawNetlinkSocket(NETLINK_ROUTE);
-  if (receiveBufferBytes) {
-    try {
-      opened.setRecvBufferSize(receiveBufferBytes);
-    } catch {}
-  }
-  opened.on('message', (datagram) => {
-    received.push(datagram);
-    scheduleFlush();
-  });
-  opened.on('error', (error) => {
-    // The binding has closed the socket.
-    if (socket === opened) socket = undefined;
-    reportSocketError(error);
-  });
-  return opened;
-}
-function closeSocket() {
-  const open = socket;
-  socket = undefined;
-  try {
-    if (open) open.close();
-  } catch {}
-}
-function send(id, datagram) {
-  try {
-    if (!socket) socket = openSocket();
-    socket.send(datagram, {}, (error) => {
-      if (error) sendErrors.push({ id, ...describe(error) });
-      sentUpTo = id;
-      scheduleFlush();
-    });
-  } catch (error) {
-    sendErrors.push({ id, ...describe(error) });
-    sentUpTo = id;
-    scheduleFlush();
-  }
-}
-
-parentPort.on('message', (message) => {
-  try {
-    if (message.close) {
-      closeSocket();
-      Atomics.store(message.close, 0, 1);
-      Atomics.notify(message.close, 0);
-      parentPort.close();
-      return;
-    }
-    if (message.idle) closeSocket();
-    if (message.receiveBufferBytes) receiveBufferBytes = message.receiveBufferBytes;
-    if (message.send) forEachDatagram(message.send, (datagram, i) => send(message.send.firstId + i, datagram));
-  } catch (error) {
-    reportSocketError(error);
-  }
-});
-`;
-
-/** How long an exiting process waits for a worker to close its socket: normally microseconds. */
-const EXIT_CLOSE_WAIT_MS = 1000;
+/**
+ * How long an exiting process waits for a worker to close its socket: 2-17 ms here, but once more
+ * than 1 s with three busy processes on the 2 CPUs (exit-while-busy probe, 1 run in ~250).
+ */
+const EXIT_CLOSE_WAIT_MS = 3000;
 const liveSockets = new Set<WorkerRequestSocket>();
 let exitHookInstalled = false;
 
@@ -185,16 +36,50 @@ function closeAllOnExit(): void {
 
 type SendCallback = (error?: Error & { code?: string }) => void;
 
-function sendError(detail: { code?: string; message: string }): Error & { code?: string } {
+function sendError(detail: ErrorDetail): Error & { code?: string } {
   return Object.assign(new Error(detail.message), { code: detail.code });
 }
 
 /** What WorkerRequestSocket uses of its worker (a fake one in unit tests). */
 export type RequestWorker = Pick<Worker, 'postMessage' | 'on' | 'ref' | 'unref'>;
 
+/**
+ * The thread's module beside this one: request-worker-thread.js beside the bundle (dist/cli/) or
+ * the compiled module (build/kernel/), request-worker-thread.ts beside the source under tsx.
+ */
+const FROM_SOURCE = import.meta.url.endsWith('.ts');
+const THREAD_MODULE = new URL(FROM_SOURCE ? './request-worker-thread.ts' : './request-worker-thread.js', import.meta.url);
+let threadSourceBundle: string | undefined;
+
+/**
+ * Under tsx (tests, probes, benches) a worker does not inherit the loader hooks that `--import tsx`
+ * registered on the main thread, and a worker that registers them itself and is terminated while
+ * doing so can leave the next worker's imports hanging. So the thread's TypeScript module is bundled
+ * here, as scripts/bundle.mjs does for dist/, and run as the worker's code.
+ */
+function threadFromSource(): string {
+  if (threadSourceBundle) return threadSourceBundle;
+  // Through createRequire, which the bundler does not follow: esbuild is needed only under tsx.
+  const esbuild = createRequire(import.meta.url)('esbuild') as typeof import('esbuild');
+  const { outputFiles } = esbuild.buildSync({
+    entryPoints: [fileURLToPath(THREAD_MODULE)],
+    bundle: true,
+    write: false,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    external: ['netlink', 'netlink/*'],
+    define: { 'import.meta.url': JSON.stringify(THREAD_MODULE.href) },
+    logLevel: 'warning',
+  });
+  threadSourceBundle = outputFiles[0]!.text;
+  return threadSourceBundle;
+}
+
 /** Starts the thread that owns one raw rtnetlink socket. */
 export function startRequestWorker(): Worker {
-  return new Worker(WORKER_SOURCE, { eval: true, workerData: { rawModule: requireCommonJs.resolve('netlink/dist/raw.js') } });
+  const workerData = { role: REQUEST_THREAD };
+  return FROM_SOURCE ? new Worker(threadFromSource(), { eval: true, workerData }) : new Worker(THREAD_MODULE, { workerData });
 }
 
 /** A raw rtnetlink socket whose sendmsg()/recvmsg() run on a worker thread; RequestChannel's RequestSocket. */

@@ -1,48 +1,55 @@
 /**
  * The rtnetlink adapter: the only module that touches the `netlink` package.
  *
- * Three sockets, because of the library's traps (NOTES-dependencies.md):
- * requests (bounded in flight, on the library's raw socket on a worker thread:
- * see RequestChannel and request-worker.ts), dumps (one at a time, replaced
- * after a failure) and events (RTNLGRP_LINK, large receive buffer, overflow is
- * reported instead of killing the process).
+ * Two sockets, because of the library's traps (NOTES-dependencies.md):
+ * requests and dumps (requests bounded in flight, one dump at a time) on a
+ * raw socket on a worker thread (see RequestChannel and request-worker.ts),
+ * and events (RTNLGRP_LINK, large receive buffer, an overflow replaces the
+ * socket and is reported: see LinkEventSocket).
  */
 import { EventEmitter } from 'node:events';
-import type * as netlink from 'netlink';
-import type { NetlinkMessage, NetlinkSocket, RawNetlinkSocket } from 'netlink';
-import { requireCommonJs } from '../commonjs.js';
+import type { RawNetlinkSocket } from 'netlink';
+import { RawNetlinkSocket as RawSocket } from 'netlink/dist/raw.js';
+import type { Link } from '../model/link.js';
+import { KernelError } from './errors.js';
 import {
   RTM_DELLINK,
   RTM_GETLINK,
   RTM_NEWLINK,
-  NLM_F_CREATE,
-  NLM_F_DUMP,
-  NLM_F_ECHO,
-  NLM_F_EXCL,
-  NLM_F_REQUEST,
   decodeLink,
   linkIndex,
   encodeDelLink,
   encodeGetLink,
   encodeLinkRequest,
   linkFamily,
-  type Link,
   type NewLinkRequest,
-} from './codec.js';
-import { KernelError } from './errors.js';
+} from './link-codec.js';
+import {
+  AF_UNSPEC,
+  NLM_F_ACK,
+  NLM_F_CREATE,
+  NLM_F_DUMP,
+  NLM_F_DUMP_INTR,
+  NLM_F_ECHO,
+  NLM_F_EXCL,
+  NLM_F_REQUEST,
+  NLMSG_DONE,
+  NLMSG_ERROR,
+  NLMSG_HDRLEN,
+  answerErrno,
+  extendedAckMessage,
+  forEachMessage,
+  writeHeader,
+} from './netlink.js';
 import { WorkerRequestSocket } from './request-worker.js';
 
-// The package's index also loads its generic-netlink, nl80211 and WireGuard modules: ~20 ms that rtnetlink does not need.
-const { createNetlink } = requireCommonJs('netlink/dist/netlink.js') as Pick<typeof netlink, 'createNetlink'>;
-const { Protocol } = requireCommonJs('netlink/dist/constants.js') as Pick<typeof netlink, 'Protocol'>;
-
-const NLMSG_ERROR = 2;
-const NLMSG_HDRLEN = 16;
-const NLM_F_ACK = 0x4;
+const NETLINK_ROUTE = 0;
 const RTNLGRP_LINK = 1;
 const RECEIVE_BUFFER_BYTES = 32 * 1024 * 1024;
 const REQUEST_TIMEOUT_MS = 5000;
 const DUMP_TIMEOUT_MS = 15000;
+/** A dump the kernel keeps interrupting (its list changed meanwhile) is read again, at most this often in all. */
+const DUMP_ATTEMPTS = 5;
 /** One per network the agent applies at once (NETWORKS_IN_FLIGHT); beyond ~50 one socket's receive buffer overflowed. */
 const MAX_REQUESTS_IN_FLIGHT = 32;
 
@@ -94,27 +101,13 @@ class Semaphore {
   }
 }
 
-/** Dump replies pack many links per datagram; without peeking they are read 64 KiB at a time instead of one link per read. */
-const DUMP_READ_BUFFER_BYTES = 64 * 1024;
-
-function openSocket(opts: { forDumps?: boolean } = {}): NetlinkSocket {
-  const socket = opts.forDumps
-    ? createNetlink(Protocol.ROUTE, { messagePeeking: false, msgBufferSize: DUMP_READ_BUFFER_BYTES } as Parameters<typeof createNetlink>[1])
-    : createNetlink(Protocol.ROUTE);
-  return withLargeReceiveBuffer(socket);
-}
-
-function withLargeReceiveBuffer<S extends Pick<RawNetlinkSocket, 'setRecvBufferSize'>>(socket: S): S {
+function withReceiveBuffer<S extends Pick<RawNetlinkSocket, 'setRecvBufferSize'>>(socket: S, bytes = RECEIVE_BUFFER_BYTES): S {
   try {
-    socket.setRecvBufferSize(RECEIVE_BUFFER_BYTES);
+    socket.setRecvBufferSize(bytes);
   } catch {
     // Capped by net.core.rmem_max; the kernel keeps the largest size it allows.
   }
   return socket;
-}
-
-function errnoOf(message: NetlinkMessage): number {
-  return message.type === NLMSG_ERROR ? -message.data.readInt32LE(0) : 0;
 }
 
 /** What RequestChannel uses of a raw rtnetlink socket: WorkerRequestSocket, or a fake one in unit tests. */
@@ -131,37 +124,48 @@ export interface RequestSocket {
 
 interface PendingRequest {
   operation: string;
+  timeoutMs: number;
   deadline: number;
-  /** The messages the kernel sent before its acknowledgement (a GETLINK's link, a create's echo), without their header. */
+  /** A dump ends with NLMSG_DONE; a request with its acknowledgement. */
+  dump: boolean;
+  /** A dump's part came with NLM_F_DUMP_INTR: what it returns is inconsistent. */
+  interrupted: boolean;
+  /** The messages the kernel sent before its acknowledgement or NLMSG_DONE (a GETLINK's link, a create's echo, a dump's parts), without their header. */
   replies: Buffer[];
-  resolve(replies: Buffer[]): void;
+  resolve(outcome: { replies: Buffer[]; interrupted: boolean }): void;
   reject(error: KernelError): void;
 }
 
 /**
- * Requests on one raw rtnetlink socket, matched to replies by sequence number and complete when
- * the kernel acknowledges them (NLM_F_ACK: the acknowledgement follows any reply or echo, and
- * carries the errno), so a reply or an echo never completes a request whose later part failed.
- * A request costs one promise, one map entry and a share of one timer: ~23 µs of CPU per
- * no-op request at steady state, against ~29 µs with the library's request() (a timer, two
- * promise hops and a copy per request, a message object per reply).
+ * Requests and dumps on one raw rtnetlink socket, matched to replies by sequence number. A request
+ * is complete when the kernel acknowledges it (NLM_F_ACK: the acknowledgement follows any reply or
+ * echo, and carries the errno), so a reply or an echo never completes a request whose later part
+ * failed; a dump when NLMSG_DONE comes (with its errno). A request costs one promise, one map entry
+ * and a share of one timer: ~23 µs of CPU per no-op request at steady state, against ~29 µs with
+ * the library's request() (a timer, two promise hops and a copy per request, a message object per
+ * reply).
  */
 export class RequestChannel {
   private socket: RequestSocket;
   private readonly pending = new Map<number, PendingRequest>();
   private seq = 0;
   private timer?: NodeJS.Timeout;
+  /** When the timer fires: a request's deadline may come before a dump's. */
+  private timerDue = Infinity;
+  /** The kernel runs one dump at a time per socket (EBUSY otherwise): the next waits for this one. */
+  private dumpQueue: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly timeoutMs: number,
     private readonly onSocketError: (error: Error) => void,
     private readonly createSocket: () => RequestSocket = () => new WorkerRequestSocket(),
+    private readonly dumpTimeoutMs = timeoutMs,
   ) {
     this.socket = this.open();
   }
 
   private open(): RequestSocket {
-    const socket = withLargeReceiveBuffer(this.createSocket());
+    const socket = withReceiveBuffer(this.createSocket());
     // Referenced only while requests wait, as the library's sockets are.
     socket.unref();
     socket.on('message', (datagram) => this.receive(datagram));
@@ -170,23 +174,43 @@ export class RequestChannel {
       // A socket already replaced has nothing waiting on it any more.
       if (socket !== this.socket) return;
       // The binding closes a socket after a poll error, and a failed receive may have lost an
-      // acknowledgement: fail what waits (the agent plans again from a fresh read) and start afresh.
+      // acknowledgement or a dump's part: fail what waits (the agent plans again from a fresh read)
+      // and start afresh.
       this.replaceSocket(`netlink socket error: ${error.message}`);
     });
     return socket;
   }
 
-  request(type: number, flags: number, payload: Buffer, operation: string): Promise<Buffer[]> {
+  /** Resolves with the replies that came before the acknowledgement. */
+  async request(type: number, flags: number, payload: Buffer, operation: string): Promise<Buffer[]> {
+    return (await this.exchange(type, flags | NLM_F_ACK, payload, operation, this.timeoutMs, false)).replies;
+  }
+
+  /**
+   * Resolves with every part of the dump. A dump the kernel interrupted (its list changed meanwhile)
+   * is read again, up to DUMP_ATTEMPTS times in all; the last is returned even if it was interrupted
+   * too (`consistent` false): while devices keep changing (a spawner making taps, the agent's own
+   * burst) no dump would ever be whole, and the reconcile copes with a stale view — creates are
+   * exclusive and a device gone since fails its change with ENODEV, both retried from a fresh read.
+   */
+  dump(type: number, payload: Buffer, operation: string): Promise<{ parts: Buffer[]; consistent: boolean }> {
+    const run = this.dumpQueue.then(async () => {
+      for (let attempt = 1; ; attempt++) {
+        const { replies, interrupted } = await this.exchange(type, NLM_F_DUMP, payload, operation, this.dumpTimeoutMs, true);
+        if (!interrupted || attempt === DUMP_ATTEMPTS) return { parts: replies, consistent: !interrupted };
+      }
+    });
+    this.dumpQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  private exchange(type: number, flags: number, payload: Buffer, operation: string, timeoutMs: number, dump: boolean) {
     this.seq = (this.seq % 0xffffffff) + 1;
     const seq = this.seq;
     const header = Buffer.allocUnsafe(NLMSG_HDRLEN);
-    header.writeUInt32LE(NLMSG_HDRLEN + payload.length, 0);
-    header.writeUInt16LE(type, 4);
-    header.writeUInt16LE(flags | NLM_F_REQUEST | NLM_F_ACK, 6);
-    header.writeUInt32LE(seq, 8);
-    header.writeUInt32LE(0, 12);
-    return new Promise<Buffer[]>((resolve, reject) => {
-      const request: PendingRequest = { operation, deadline: performance.now() + this.timeoutMs, replies: [], resolve, reject };
+    writeHeader(header, 0, NLMSG_HDRLEN + payload.length, type, flags | NLM_F_REQUEST, seq);
+    return new Promise<{ replies: Buffer[]; interrupted: boolean }>((resolve, reject) => {
+      const request: PendingRequest = { operation, timeoutMs, deadline: performance.now() + timeoutMs, dump, interrupted: false, replies: [], resolve, reject };
       const trackAndSend = () => {
         this.track(seq, request);
         this.send(seq, operation, [header, payload]);
@@ -209,7 +233,13 @@ export class RequestChannel {
   private track(seq: number, request: PendingRequest): void {
     if (this.pending.size === 0) this.socket.ref();
     this.pending.set(seq, request);
-    this.timer ??= setTimeout(() => this.expire(), this.timeoutMs).unref();
+    if (request.deadline < this.timerDue) this.armTimer(request.deadline, request.deadline - performance.now());
+  }
+
+  private armTimer(due: number, delayMs: number): void {
+    clearTimeout(this.timer);
+    this.timerDue = due;
+    this.timer = setTimeout(() => this.expire(), Math.max(1, Math.ceil(delayMs))).unref();
   }
 
   private send(seq: number, operation: string, message: Buffer[]): void {
@@ -218,21 +248,20 @@ export class RequestChannel {
     });
   }
 
-  /** Replies and acknowledgements; a datagram may hold several messages. */
+  /** Replies, dump parts, acknowledgements and NLMSG_DONE; a datagram may hold several messages. */
   private receive(datagram: Buffer): void {
-    for (let offset = 0; offset + NLMSG_HDRLEN <= datagram.length; ) {
-      const length = datagram.readUInt32LE(offset);
-      if (length < NLMSG_HDRLEN || offset + length > datagram.length) return;
-      const type = datagram.readUInt16LE(offset + 4);
-      const request = this.pending.get(datagram.readUInt32LE(offset + 8));
-      if (request && type === NLMSG_ERROR && length >= NLMSG_HDRLEN + 4) {
-        const code = -datagram.readInt32LE(offset + NLMSG_HDRLEN);
-        this.settle(datagram.readUInt32LE(offset + 8), code ? KernelError.fromCode(code, request.operation) : undefined);
-      } else if (request) {
-        request.replies.push(datagram.subarray(offset + NLMSG_HDRLEN, offset + length));
+    forEachMessage(datagram, (type, flags, seq, start, end) => {
+      const request = this.pending.get(seq);
+      if (!request) return;
+      if (request.dump && flags & NLM_F_DUMP_INTR) request.interrupted = true;
+      if (type === NLMSG_ERROR || (type === NLMSG_DONE && request.dump)) {
+        const code = answerErrno(datagram, start, end);
+        const kernelMessage = code && type === NLMSG_ERROR ? extendedAckMessage(datagram, flags, start, end) : undefined;
+        this.settle(seq, code ? KernelError.fromCode(code, request.operation, kernelMessage) : undefined);
+      } else {
+        request.replies.push(datagram.subarray(start, end));
       }
-      offset += (length + 3) & ~3;
-    }
+    });
   }
 
   private settle(seq: number, error?: KernelError): void {
@@ -241,20 +270,20 @@ export class RequestChannel {
     this.pending.delete(seq);
     if (this.pending.size === 0) this.socket.unref();
     if (error) request.reject(error);
-    else request.resolve(request.replies);
+    else request.resolve(request);
   }
 
-  /** One timer for all requests: they wait in sending order, so the oldest expire first. */
+  /** One timer for all requests: it fires for the earliest deadline. */
   private expire(): void {
     this.timer = undefined;
+    this.timerDue = Infinity;
     const now = performance.now();
+    let next = Infinity;
     for (const [seq, request] of this.pending) {
-      if (request.deadline > now) {
-        this.timer = setTimeout(() => this.expire(), Math.max(1, Math.ceil(request.deadline - now))).unref();
-        return;
-      }
-      this.settle(seq, new KernelError('ETIMEDOUT', `${request.operation}: no answer from the kernel in ${this.timeoutMs} ms`));
+      if (request.deadline > now) next = Math.min(next, request.deadline);
+      else this.settle(seq, new KernelError('ETIMEDOUT', `${request.operation}: no answer from the kernel in ${request.timeoutMs} ms`));
     }
+    if (next !== Infinity) this.armTimer(next, next - now);
   }
 
   private replaceSocket(why: string): void {
@@ -282,108 +311,190 @@ export class RequestChannel {
   }
 }
 
+/** What LinkEventSocket uses of a raw rtnetlink socket (a fake one in unit tests). */
+export interface EventSocket {
+  on(event: 'message', listener: (datagram: Buffer) => void): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+  addMembership(group: number): void;
+  dropMembership(group: number): void;
+  getRecvBufferSize(): number;
+  close(): void;
+}
+
+/**
+ * The one socket subscribed to link notifications (RTNLGRP_LINK). An overflow (events were lost)
+ * that the binding meets in recvmsg() comes as an 'error' and leaves the socket open and
+ * subscribed; it is left (membership dropped, closed) before a fresh one subscribes, so at most
+ * one is ever subscribed, and whatever a replaced socket still delivers is ignored. An overflow
+ * that the event loop's poll meets first (POLLERR) aborts the process inside the binding (it builds
+ * that error with a null syscall name): hence the large receive buffer and pauseEvents().
+ */
+export class LinkEventSocket {
+  private socket?: EventSocket;
+  private paused = false;
+  private closed = false;
+  private retry?: NodeJS.Timeout;
+
+  constructor(
+    private readonly openSocket: () => EventSocket,
+    private readonly onDatagram: (datagram: Buffer) => void,
+    /** Events were lost (or could not be received): the agent resyncs everything. */
+    private readonly onLost: (error: Error) => void,
+  ) {}
+
+  /** Throws when no socket can be opened or subscribed. */
+  subscribe(): void {
+    if (this.socket || this.closed) return;
+    const socket = this.openSocket();
+    socket.on('message', (datagram) => {
+      // An exception escaping this handler aborts the process inside the native binding.
+      try {
+        if (socket === this.socket) this.onDatagram(datagram);
+      } catch (error) {
+        this.onLost(error as Error);
+      }
+    });
+    socket.on('error', (error) => {
+      try {
+        if (socket !== this.socket) return;
+        this.leave(socket);
+        this.resubscribe();
+        this.onLost(error);
+      } catch {
+        // Never out of a binding callback.
+      }
+    });
+    this.socket = socket;
+    if (!this.paused) this.join(socket);
+  }
+
+  /** After a failure: out of file descriptors or memory, it tries again later; meanwhile the agent knows nothing is heard. */
+  private resubscribe(): void {
+    try {
+      this.subscribe();
+    } catch (error) {
+      this.retry ??= setTimeout(() => {
+        this.retry = undefined;
+        this.resubscribe();
+      }, 1000).unref();
+      this.onLost(error as Error);
+    }
+  }
+
+  /** Bytes the kernel granted the socket; small values mean net.core.rmem_max is low. */
+  receiveBufferBytes(): number | undefined {
+    return this.socket?.getRecvBufferSize();
+  }
+
+  pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    if (this.socket) this.socket.dropMembership(RTNLGRP_LINK);
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    if (this.socket) this.join(this.socket);
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.retry);
+    if (this.socket) this.leave(this.socket);
+  }
+
+  private join(socket: EventSocket): void {
+    try {
+      socket.addMembership(RTNLGRP_LINK);
+    } catch (error) {
+      this.leave(socket);
+      throw error;
+    }
+  }
+
+  private leave(socket: EventSocket): void {
+    if (this.socket === socket) this.socket = undefined;
+    try {
+      socket.dropMembership(RTNLGRP_LINK);
+    } catch {
+      // Closed by the binding already (after a poll error): no membership left either.
+    }
+    try {
+      socket.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}
+
+export interface NetlinkKernelOptions {
+  /** The event socket's receive buffer; only tests ask for a small one, to make it overflow. */
+  eventReceiveBufferBytes?: number;
+}
+
 export class NetlinkKernel implements Kernel {
   readonly events = new EventEmitter();
   private readonly requests = new RequestChannel(REQUEST_TIMEOUT_MS, (error) => this.events.emit('socket-error', 'request', error));
-  private dumpSocket = openSocket({ forDumps: true });
-  private eventSocket?: NetlinkSocket;
+  /**
+   * Dumps on a channel (and request thread) of their own: on the requests' socket a dump's hundreds
+   * of KiB queue ahead of the acknowledgements, so every apply waited for it, applies piled up into
+   * bulk applies, and those asked for more dumps (bench/RESULTS.md, "issue 15: before and after").
+   */
+  private readonly dumps = new RequestChannel(DUMP_TIMEOUT_MS, (error) => this.events.emit('socket-error', 'dump', error), undefined, DUMP_TIMEOUT_MS);
+  private readonly eventSocket: LinkEventSocket;
   private readonly inFlight = new Semaphore(MAX_REQUESTS_IN_FLIGHT);
-  private dumpQueue: Promise<unknown> = Promise.resolve();
   private closed = false;
 
-  constructor(private readonly observer: KernelObserver = {}) {
-    this.watchForErrors(this.dumpSocket, 'dump');
+  constructor(
+    private readonly observer: KernelObserver = {},
+    options: NetlinkKernelOptions = {},
+  ) {
+    this.eventSocket = new LinkEventSocket(
+      () => withReceiveBuffer(new RawSocket(NETLINK_ROUTE), options.eventReceiveBufferBytes),
+      (datagram) => this.dispatchEvents(datagram),
+      (error) => this.events.emit('overflow', error),
+    );
   }
-
-  private eventsPaused = false;
 
   /** Subscribes to link notifications on a socket of their own. */
   subscribe(): void {
-    if (this.eventSocket) return;
-    const socket = openSocket();
-    if (!this.eventsPaused) socket.addMembership(RTNLGRP_LINK);
-    socket.ref(true);
-    socket.on('message', (messages) => {
-      // An exception escaping this handler aborts the process inside the native binding.
-      try {
-        for (const message of messages) this.dispatchEvent(message);
-      } catch (error) {
-        this.events.emit('overflow', error);
-      }
-    });
-    socket.on('invalid', () => this.events.emit('overflow', new Error('unparsable link notification')));
-    socket.on('error', (error) => {
-      // The library closes a socket after an error: open a new one, then resync what was missed.
-      this.eventSocket = undefined;
-      if (!this.closed) this.subscribe();
-      this.events.emit('overflow', error);
-    });
-    this.eventSocket = socket;
+    this.eventSocket.subscribe();
   }
 
   /** Bytes the kernel granted the event socket; small values mean net.core.rmem_max is low. */
   eventBufferBytes(): number | undefined {
-    return this.eventSocket?.getRecvBufferSize();
+    return this.eventSocket.receiveBufferBytes();
   }
 
   pauseEvents(): void {
-    if (this.eventsPaused) return;
-    this.eventsPaused = true;
-    this.eventSocket?.dropMembership(RTNLGRP_LINK);
+    this.eventSocket.pause();
   }
 
   resumeEvents(): void {
-    if (!this.eventsPaused) return;
-    this.eventsPaused = false;
-    this.eventSocket?.addMembership(RTNLGRP_LINK);
+    this.eventSocket.resume();
   }
 
-  private dispatchEvent(message: NetlinkMessage): void {
-    if (message.type !== RTM_NEWLINK && message.type !== RTM_DELLINK) return;
-    // A port leaving a bridge also sends an AF_BRIDGE RTM_DELLINK for a device that still exists.
-    if (linkFamily(message.data) !== 0) return;
-    const link = decodeLink(message.data);
-    this.events.emit('link', { type: message.type === RTM_NEWLINK ? 'new' : 'del', link } satisfies LinkEvent);
-  }
-
-  private watchForErrors(socket: NetlinkSocket, role: string): void {
-    // Without a listener an ENOBUFS from recvmsg is thrown inside the native poll handler.
-    socket.on('error', (error) => this.events.emit('socket-error', role, error));
-    socket.on('invalid', () => undefined);
+  private dispatchEvents(datagram: Buffer): void {
+    forEachMessage(datagram, (type, _flags, _seq, start, end) => {
+      if (type !== RTM_NEWLINK && type !== RTM_DELLINK) return;
+      const payload = datagram.subarray(start, end);
+      // A port leaving a bridge also sends an AF_BRIDGE RTM_DELLINK for a device that still exists.
+      if (linkFamily(payload) !== AF_UNSPEC) return;
+      this.events.emit('link', { type: type === RTM_NEWLINK ? 'new' : 'del', link: decodeLink(payload) } satisfies LinkEvent);
+    });
   }
 
   async dumpLinks(opts: { stats?: boolean } = {}): Promise<Link[]> {
-    // One dump at a time per socket; queue behind any dump in progress.
-    const run = this.dumpQueue.then(() => this.dumpOnce(opts));
-    this.dumpQueue = run.catch(() => undefined);
-    return run;
-  }
-
-  private async dumpOnce(opts: { stats?: boolean }): Promise<Link[]> {
+    if (this.closed) throw new KernelError('ESHUTDOWN', 'dump links');
     try {
-      const [messages] = await this.dumpSocket.request(RTM_GETLINK, encodeGetLink({ withStats: opts.stats }), {
-        flags: NLM_F_DUMP,
-        timeout: DUMP_TIMEOUT_MS,
-        checkError: false,
-      });
-      const links: Link[] = [];
-      for (const message of messages) {
-        if (message.type === NLMSG_ERROR) {
-          const code = errnoOf(message);
-          if (code) throw KernelError.fromCode(code, 'dump links');
-          continue;
-        }
-        if (message.type === RTM_NEWLINK) links.push(decodeLink(message.data, opts));
-      }
-      this.observer.request?.('dump', 'ok');
-      return links;
+      const { parts, consistent } = await this.dumps.dump(RTM_GETLINK, encodeGetLink({ withStats: opts.stats }), 'dump links');
+      this.observer.request?.('dump', consistent ? 'ok' : 'EINTR');
+      // Every part of a link dump is an RTM_NEWLINK.
+      return parts.map((payload) => decodeLink(payload, opts));
     } catch (error) {
       this.observer.request?.('dump', error instanceof KernelError ? error.errno : 'error');
-      // A failed dump can leave half a multipart message behind: start afresh.
-      this.dumpSocket.close();
-      this.dumpSocket = openSocket({ forDumps: true });
-      this.watchForErrors(this.dumpSocket, 'dump');
-      throw error instanceof KernelError ? error : new KernelError('EIO', `dump links: ${(error as Error).message}`);
+      throw error;
     }
   }
 
@@ -429,13 +540,7 @@ export class NetlinkKernel implements Kernel {
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const socket of [this.dumpSocket, this.eventSocket]) {
-      try {
-        socket?.close();
-      } catch {
-        // Already closed.
-      }
-    }
-    await this.requests.close();
+    this.eventSocket.close();
+    await Promise.all([this.requests.close(), this.dumps.close()]);
   }
 }

@@ -12,14 +12,10 @@
  * Consequence: `registry.metrics()` alone holds only the agent metrics; the
  * HTTP handler must serve render().
  */
-import type * as promClient from 'prom-client';
-import type { Registry } from 'prom-client';
-import { requireCommonJs } from '../commonjs.js';
-import type { Link } from '../kernel/codec.js';
+import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics, type Registry } from 'prom-client';
+import type { Link } from '../model/link.js';
 import type { Kernel } from '../kernel/rtnl.js';
 import { renderNetdev } from './netdev.js';
-
-const { Counter, Gauge, Histogram, Registry: PromRegistry, collectDefaultMetrics } = requireCommonJs('prom-client') as typeof promClient;
 
 export interface AgentGauges {
   networksDesired(): number;

@@ -1,8 +1,5 @@
 /** Multicast group of a VNI: group base + VNI, and the groups that must never be used. */
-import type * as ipAddress from 'ip-address';
-import { requireCommonJs } from '../commonjs.js';
-
-const { Address4, Address6 } = requireCommonJs('ip-address') as typeof ipAddress;
+import { Address4, Address6 } from 'ip-address';
 
 export type GroupFamily = 'inet' | 'inet6';
 
@@ -24,7 +21,7 @@ const IPV4_MULTICAST = { first: 0xe0000000n, last: 0xefffffffn }; // 224.0.0.0/4
 /** Parses `--group-base`; throws with a message an operator can act on. */
 export function parseGroupBase(text: string): GroupBase {
   if (text.includes(':')) {
-    let address: ipAddress.Address6;
+    let address: Address6;
     try {
       address = new Address6(text);
     } catch {
@@ -38,7 +35,7 @@ export function parseGroupBase(text: string): GroupBase {
     if ((value & 0xffffffn) !== 0n) throw new Error(`group base ${text} must end in 24 zero bits so that base + VNI is unambiguous`);
     return { family: 'inet6', value, text: address.correctForm() };
   }
-  let address: ipAddress.Address4;
+  let address: Address4;
   try {
     address = new Address4(text);
   } catch {

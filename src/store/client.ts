@@ -1,12 +1,9 @@
 /** The one place that builds etcd3 clients: endpoints, TLS, auth and gRPC keepalive. */
 import { readFileSync } from 'node:fs';
-import type * as cockatiel from 'cockatiel';
+import { noop } from 'cockatiel';
 import type * as etcd3 from 'etcd3';
-import { requireCommonJs } from '../commonjs.js';
+import { Etcd3 } from 'etcd3';
 import { MAX_REPLY_BYTES } from './paged-range.js';
-
-const { Etcd3 } = requireCommonJs('etcd3') as typeof etcd3;
-const { noop } = requireCommonJs('cockatiel') as typeof cockatiel;
 
 export interface EtcdOptions {
   endpoints: string[];

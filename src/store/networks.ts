@@ -7,9 +7,7 @@
  * truth, and an index key that points at a missing or re-owned network is
  * treated as stale and replaced.
  */
-import type * as etcd3 from 'etcd3';
-import type { Etcd3, IKeyValue } from 'etcd3';
-import { requireCommonJs } from '../commonjs.js';
+import { GRPCDeadlineExceededError, GRPCUnavailableError, type Etcd3, type IKeyValue } from 'etcd3';
 import { groupFor, reservedGroupReason, type GroupBase } from '../model/group.js';
 import type { NetworkSpec } from '../model/spec.js';
 import { vniHex, VNI_MAX, VNI_MIN } from '../model/vni.js';
@@ -28,8 +26,6 @@ import {
   type NetworkStatus,
   type Parsed,
 } from './schema.js';
-
-const { GRPCDeadlineExceededError, GRPCUnavailableError } = requireCommonJs('etcd3') as typeof etcd3;
 
 export interface Network {
   vni: number;

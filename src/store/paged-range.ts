@@ -5,11 +5,7 @@
  * on after the last key returned, and every page after the first asks for the revision the first
  * one saw, so that the pages, and the directories read together, form one snapshot.
  */
-import type * as etcd3 from 'etcd3';
-import type { Etcd3, IKeyValue } from 'etcd3';
-import { requireCommonJs } from '../commonjs.js';
-
-const { GRPCInvalidArgumentError, GRPCResourceExhastedError, EtcdPermissionDeniedError } = requireCommonJs('etcd3') as typeof etcd3;
+import { EtcdPermissionDeniedError, GRPCInvalidArgumentError, GRPCResourceExhastedError, type Etcd3, type IKeyValue } from 'etcd3';
 
 /** etcd's --max-request-bytes default: no put, hence no stored key and value together, is larger. */
 export const ETCD_MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;

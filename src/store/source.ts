@@ -56,7 +56,18 @@ export interface SourceLog {
   warn(fields: Record<string, unknown>, msg: string): void;
 }
 
+/**
+ * Where the desired state goes (the agent), by direct calls in the order etcd gave it: a change
+ * is applied only after the snapshot before it has been.
+ */
+export interface DesiredStateSink {
+  applySnapshot(snapshot: Snapshot): Promise<void>;
+  applyChange(change: Change): void;
+}
+
 export interface SourceOptions {
+  /** Receives every snapshot and change; the events below are for observers. */
+  sink?: DesiredStateSink;
   etcd: EtcdOptions;
   prefix: string;
   hostname: string;
@@ -104,6 +115,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private client?: Etcd3;
   private lease?: Lease;
   private connected = false;
+  private delivered: Promise<void> = Promise.resolve();
   private revision = 0;
   private loop?: Promise<void>;
   private stopTimeoutMs = 2000;
@@ -163,6 +175,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         this.revision = snapshot.revision;
         this.setConnected(true);
         this.backoff.reset();
+        this.deliver(() => this.options.sink?.applySnapshot(snapshot));
         this.emit('snapshot', snapshot);
         void this.flushStatus();
         const reason = await this.watchUntilBroken(client, lease, snapshot.revision + 1, watchers);
@@ -265,12 +278,19 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private onEvent(collection: Collection, dir: string, kv: IKeyValue, isPut: boolean): void {
     const revision = Number(kv.mod_revision);
     if (revision > this.revision) this.revision = revision;
-    this.emit('change', {
+    const change: Change = {
       collection,
       name: this.schema.nameIn(dir, kv.key.toString('utf8')),
       revision,
       ...(isPut ? { value: { value: kv.value, modRevision: revision, createRevision: Number(kv.create_revision) } } : {}),
-    });
+    };
+    this.deliver(() => this.options.sink?.applyChange(change));
+    this.emit('change', change);
+  }
+
+  /** Snapshots and changes reach the sink in arrival order, each after the one before has been applied. */
+  private deliver(apply: () => void | Promise<void>): void {
+    this.delivered = this.delivered.then(apply).catch((error: Error) => this.options.log.warn({ err: error.message }, 'applying the desired state failed'));
   }
 
   private async grantLiveness(client: Etcd3): Promise<Lease> {

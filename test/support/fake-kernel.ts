@@ -1,6 +1,7 @@
 /** An in-memory kernel with failNext… hooks, for unit tests of apply/agent (no root). */
 import { EventEmitter } from 'node:events';
-import { IFF_UP, IN6_ADDR_GEN_MODE_NONE, type BridgeAttributes, type Link, type NewLinkRequest } from '../../src/kernel/codec.js';
+import { IFF_UP, IN6_ADDR_GEN_MODE_NONE, type BridgeAttributes, type Link } from '../../src/model/link.js';
+import type { NewLinkRequest } from '../../src/kernel/link-codec.js';
 import { KernelError } from '../../src/kernel/errors.js';
 import type { Kernel } from '../../src/kernel/rtnl.js';
 

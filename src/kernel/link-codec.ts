@@ -4,25 +4,12 @@
  */
 
 import { IFF_UP, type BridgeAttributes, type Link, type LinkStats, type VxlanAttributes } from '../model/link.js';
-
-export { IFF_LOWER_UP, IFF_UP, IN6_ADDR_GEN_MODE_NONE, type BridgeAttributes, type Link, type LinkStats, type VxlanAttributes } from '../model/link.js';
+import { AF_INET6, AF_UNSPEC, be16, copyBytes, cstring, familyMessage, forEachAttr, readCString, u32, u8, type AttrList } from './netlink.js';
 
 export const RTM_NEWLINK = 16;
 export const RTM_DELLINK = 17;
 export const RTM_GETLINK = 18;
 export const RTM_SETLINK = 19;
-
-export const NLM_F_REQUEST = 0x1;
-export const NLM_F_DUMP = 0x300;
-export const NLM_F_EXCL = 0x200;
-export const NLM_F_CREATE = 0x400;
-export const NLM_F_ECHO = 0x8;
-
-
-const AF_UNSPEC = 0;
-const AF_INET6 = 10;
-const NLA_F_NESTED = 0x8000;
-const NLA_TYPE_MASK = 0x3fff;
 
 const IFLA_ADDRESS = 1;
 const IFLA_IFNAME = 3;
@@ -56,57 +43,15 @@ const IFLA_VXLAN_LOCAL6 = 17;
 
 const RTEXT_FILTER_SKIP_STATS = 1 << 3;
 
-// ---- encoding ----
-
-type AttrValue = Buffer | AttrList;
-type AttrList = Array<[number, AttrValue]>;
-
-/** Bytes the attributes take on the wire, each padded to 4. */
-function attrsLength(attrs: AttrList): number {
-  let length = 0;
-  for (const [, value] of attrs) length += align4(4 + (Buffer.isBuffer(value) ? value.length : attrsLength(value)));
-  return length;
-}
-
-/** Writes the attributes at `offset` of a zero-filled buffer sized by attrsLength(); returns the end. */
-function writeAttrs(attrs: AttrList, out: Buffer, offset: number): number {
-  for (const [type, value] of attrs) {
-    const start = offset;
-    offset += 4;
-    if (Buffer.isBuffer(value)) offset += value.copy(out, offset);
-    else offset = writeAttrs(value, out, offset);
-    out.writeUInt16LE(offset - start, start);
-    out.writeUInt16LE(Buffer.isBuffer(value) ? type : type | NLA_F_NESTED, start + 2);
-    offset = align4(offset);
-  }
-  return offset;
-}
-
-const align4 = (n: number) => (n + 3) & ~3;
-
 /** An ifinfomsg followed by attributes, in one allocation: thousands are built per bulk apply. */
 function linkMessage(index: number, flags: number, change: number, attrs: AttrList): Buffer {
-  const message = Buffer.alloc(IFINFOMSG_BYTES + attrsLength(attrs));
+  const message = familyMessage(IFINFOMSG_BYTES, attrs);
   message.writeUInt8(AF_UNSPEC, 0);
   message.writeInt32LE(index, 4);
   message.writeUInt32LE(flags >>> 0, 8);
   message.writeUInt32LE(change >>> 0, 12);
-  writeAttrs(attrs, message, IFINFOMSG_BYTES);
   return message;
 }
-
-const u8 = (v: number) => Buffer.from([v]);
-const u32 = (v: number) => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v);
-  return b;
-};
-const be16 = (v: number) => {
-  const b = Buffer.alloc(2);
-  b.writeUInt16BE(v);
-  return b;
-};
-const cstring = (s: string) => Buffer.from(`${s}\0`, 'utf8');
 
 const IFINFOMSG_BYTES = 16;
 
@@ -177,22 +122,6 @@ export function encodeDelLink(index: number): Buffer {
 
 // ---- decoding ----
 
-/** Calls visit(type, start, end) for each attribute in buf[start, end). */
-function forEachAttr(buf: Buffer, start: number, end: number, visit: (type: number, from: number, to: number) => void): void {
-  let offset = start;
-  while (offset + 4 <= end) {
-    const len = buf.readUInt16LE(offset);
-    if (len < 4 || offset + len > end) break;
-    visit(buf.readUInt16LE(offset + 2) & NLA_TYPE_MASK, offset + 4, offset + len);
-    offset += (len + 3) & ~3;
-  }
-}
-
-function readCString(buf: Buffer, from: number, to: number): string {
-  const nul = buf.indexOf(0, from);
-  return buf.toString('utf8', from, nul === -1 || nul > to ? to : nul);
-}
-
 /** The family byte of an RTM_*LINK payload (AF_BRIDGE events must be ignored). */
 export function linkFamily(payload: Buffer): number {
   return payload.readUInt8(0);
@@ -222,7 +151,7 @@ export function decodeLink(payload: Buffer, opts: { stats?: boolean } = {}): Lin
         link.master = payload.readUInt32LE(from);
         break;
       case IFLA_ADDRESS:
-        link.mac = Buffer.from(payload.subarray(from, to));
+        link.mac = copyBytes(payload, from, to);
         break;
       case IFLA_IFALIAS:
         link.alias = readCString(payload, from, to);
@@ -273,14 +202,14 @@ function decodeVxlan(buf: Buffer, start: number, end: number): VxlanAttributes {
         break;
       case IFLA_VXLAN_GROUP:
       case IFLA_VXLAN_GROUP6: {
-        const group = Buffer.from(buf.subarray(from, to));
+        const group = copyBytes(buf, from, to);
         // The kernel reports an unset group as all zeros.
         if (group.some((b) => b !== 0)) v.group = group;
         break;
       }
       case IFLA_VXLAN_LOCAL:
       case IFLA_VXLAN_LOCAL6: {
-        const local = Buffer.from(buf.subarray(from, to));
+        const local = copyBytes(buf, from, to);
         if (local.some((b) => b !== 0)) v.local = local;
         break;
       }

@@ -1,15 +1,9 @@
-/** The rtnetlink codec: IPv6 address generation mode (IFLA_AF_SPEC → AF_INET6 → IFLA_INET6_ADDR_GEN_MODE) and bridge attributes. */
+/** The rtnetlink link codec: IPv6 address generation mode (IFLA_AF_SPEC → AF_INET6 → IFLA_INET6_ADDR_GEN_MODE) and bridge attributes. */
 import { describe, expect, it } from 'vitest';
-import { IN6_ADDR_GEN_MODE_NONE, decodeLink, encodeLinkRequest } from '../src/kernel/codec.js';
+import { IN6_ADDR_GEN_MODE_NONE } from '../src/model/link.js';
+import { decodeLink, encodeLinkRequest } from '../src/kernel/link-codec.js';
+import { attr, u32 } from './support/netlink-bytes.js';
 
-function attr(type: number, payload: Buffer): Buffer {
-  const header = Buffer.alloc(4);
-  header.writeUInt16LE(4 + payload.length, 0);
-  header.writeUInt16LE(type, 2);
-  const pad = Buffer.alloc((4 - (payload.length % 4)) % 4);
-  return Buffer.concat([header, payload, pad]);
-}
-const u32 = (v: number) => Buffer.from(Uint32Array.of(v).buffer);
 const NESTED = 0x8000;
 
 describe('codec: IPv6 address generation mode', () => {
