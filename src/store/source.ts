@@ -9,8 +9,8 @@ import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
 import { Backoff, systemClock, type Clock } from './backoff.js';
-import { createEtcdClient, type EtcdOptions } from './client.js';
-import { EtcdSchema, newDataId, parseDataId, parseStatus, serializeDataId, serializeLiveness, serializeStatus, type AgentLiveness, type NetworkStatus } from './schema.js';
+import { createEtcdClient, EndpointRotation, type EtcdOptions } from './client.js';
+import { EtcdSchema, newDataId, parseDataId, parseSettings, parseStatus, serializeDataId, serializeLiveness, serializeStatus, type AgentLiveness, type NetworkStatus } from './schema.js';
 
 export interface StoredValue {
   value: Buffer;
@@ -29,6 +29,8 @@ export interface Snapshot {
   attachments: Map<string, StoredValue>;
   /** This host's status values, by suffix, as last written. */
   statuses: Map<string, string>;
+  /** The cloud-wide group base (`vxnetctl settings`), if one is set: the agent warns when its own differs. */
+  cloudGroupBase?: string;
 }
 
 export type Collection = 'networks' | 'attachments';
@@ -89,6 +91,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private readonly schema: EtcdSchema;
   private readonly dirs: { networks: string; attachments: string; statuses: string };
   private readonly agentKey: string;
+  private readonly endpoints: EndpointRotation;
   private client?: Etcd3;
   private lease?: Lease;
   private connected = false;
@@ -115,6 +118,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       statuses: this.schema.statusesDir(options.hostname),
     };
     this.agentKey = this.schema.agentKey(options.hostname);
+    this.endpoints = new EndpointRotation(options.etcd.endpoints);
   }
 
   get isConnected(): boolean {
@@ -136,7 +140,9 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
    */
   private async run(): Promise<void> {
     while (!this.stopping.signal.aborted) {
-      const client = (this.options.createClient ?? createEtcdClient)(this.options.etcd);
+      // One member per pass (see EndpointRotation): a dead one fails the pass at once.
+      const endpoint = this.endpoints.current;
+      const client = (this.options.createClient ?? createEtcdClient)(this.endpoints.options(this.options.etcd));
       this.client = client;
       const watchers = new Set<Watcher>();
       try {
@@ -150,16 +156,19 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         void this.flushStatus();
         const reason = await this.watchUntilBroken(client, lease, snapshot.revision + 1, watchers);
         if (this.stopping.signal.aborted) await this.revokeLiveness(lease);
-        else this.options.log.warn({ reason }, 'etcd watch broken; listing again');
+        else this.options.log.warn({ reason, endpoint }, 'etcd watch broken; listing again');
       } catch (error) {
         if (!this.stopping.signal.aborted) {
-          this.options.log.warn({ err: (error as Error).message, endpoints: this.options.etcd.endpoints }, 'etcd unavailable; retrying');
+          this.options.log.warn({ err: (error as Error).message, endpoint }, 'etcd unavailable; retrying');
         }
       } finally {
         this.setConnected(false);
         this.retire(client, watchers);
       }
       if (this.stopping.signal.aborted) break;
+      // Whatever ended the pass, the next one starts on the next member: if this one died, the
+      // agent is on a survivor after one backoff step.
+      this.endpoints.advance();
       await this.clock.sleep(this.backoff.next(), this.stopping.signal);
     }
   }
@@ -167,6 +176,8 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private async list(client: Etcd3): Promise<Snapshot> {
     const { dirs, schema } = this;
     const dataId = await this.dataId(client);
+    const settings = await client.get(schema.settingsKey).buffer();
+    const cloudSettings = settings === null ? undefined : parseSettings(settings);
     const networks = await client.getAll().prefix(dirs.networks).exec();
     const revision = Number(networks.header.revision);
     // Attachments and statuses at the same revision, so the three agree.
@@ -187,6 +198,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       networks: byName(networks.kvs, dirs.networks),
       attachments: byName(attachments.kvs, dirs.attachments),
       statuses: new Map(statuses.kvs.map((kv) => [schema.nameIn(dirs.statuses, kv.key.toString('utf8')), kv.value.toString('utf8')])),
+      ...(cloudSettings?.ok && cloudSettings.value.groupBase ? { cloudGroupBase: cloudSettings.value.groupBase } : {}),
     };
     this.writtenStatus.clear();
     for (const [name, value] of snapshot.statuses) this.writtenStatus.set(name, contentOfJson(value));
