@@ -137,8 +137,9 @@ Commands:
   status [HOST]           agent liveness and per-network status of every host
   settings get            show the cloud-wide settings (JSON)
   settings set --group-base BASE
-                          set the cloud-wide multicast group base (what every
-                          vxnetd's --group-base must be)
+                          set the cloud-wide multicast group base: give every
+                          vxnetd the same --group-base (each warns at start
+                          when its own differs)
 
 VNIs are written in lowercase hexadecimal without leading zeros (1 … ffffff).
 
@@ -356,7 +357,6 @@ async function run(client: Etcd3, invocation: Invocation, output: Output): Promi
     case 'settings set': {
       const settings = await setGroupBase(client, schema, command.groupBase);
       output.out(JSON.stringify(settings));
-      output.warn(`vxnetctl: every vxnetd must run with --group-base ${command.groupBase.text} (each warns at start when its own differs)`);
       return;
     }
     case 'network list': {
