@@ -50,6 +50,8 @@ describe('vxnetctl commands', () => {
     expect(parse(['network', 'create', '--vni', 'a', '--force']).command).toEqual({ name: 'network create', vni: 10, force: true });
     expect(usageError(['network', 'create', '--force'])).toBe('--force applies to network create only with --vni (a quarantined VNI)');
     expect(usageError(['network', 'list', '--force'])).toMatch(/--force does not apply to network list/);
+    // Only on the command line: an environment cannot force a delete.
+    expect(parse(['network', 'delete', '1'], { VXNETD_FORCE: 'true' }).command).toEqual({ name: 'network delete', vni: 1, force: false });
   });
 
   it('takes a quarantine of 1h … 8760h, 24h by default', () => {

@@ -96,7 +96,8 @@ const FLAGS: readonly FlagSpec[] = [
     // No FlagSpec default: a defaulted flag would count as given to every command.
     help: `network create: a VNI deleted less than this long ago is not handed out again (1h … 8760h; default: ${DEFAULT_QUARANTINE}); network delete: older quarantine records are pruned`,
   },
-  { name: 'force', boolean: true, help: 'network create --vni: use a quarantined VNI now; network delete: also delete the hosts\' attachments, in the same transaction' },
+  // Command line only: a VXNETD_FORCE left in an environment must never force a delete.
+  { name: 'force', boolean: true, commandLineOnly: true, help: 'network create --vni: use a quarantined VNI now; network delete: also delete the hosts\' attachments, in the same transaction' },
   { name: 'json', boolean: true, help: 'print JSON (network list, network get, status; network create always prints JSON)' },
   { name: 'vni', help: 'network create: the VNI in lowercase hex (default: the lowest free one)' },
   { name: 'mtu', help: `network create: MTU ${MTU_MIN}…${MTU_MAX} (default: underlay MTU minus encapsulation overhead)` },
