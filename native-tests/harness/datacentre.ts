@@ -301,11 +301,6 @@ export class DataCentre {
     await this.etcdMember(member).start();
   }
 
-  /** Every etcd member's log, one after the other. */
-  etcdLogs(): string {
-    return this.etcdServers.map((server) => server.logTail(Number.MAX_SAFE_INTEGER)).join('\n');
-  }
-
   /**
    * Stops etcd if it still runs (even if frozen), starts it again on the same data dir, waits until
    * healthy. `empty`: on a new data dir instead, which makes it another, empty cluster (a new cluster id).
