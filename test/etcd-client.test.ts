@@ -18,7 +18,7 @@ describe('etcd client options', () => {
     const { grpcOptions } = etcdClientConfig({ endpoints: ['http://e1:2379'] }, readFile);
     expect(DEFAULT_KEEPALIVE_MS).toBeGreaterThanOrEqual(5000);
     expect(grpcOptions!['grpc.keepalive_time_ms']).toBe(DEFAULT_KEEPALIVE_MS);
-    expect(grpcOptions!['grpc.keepalive_timeout_ms']).toBe(3000);
+    expect(grpcOptions!['grpc.keepalive_timeout_ms']).toBe(2000);
   });
 
   it('keeps short keepalives possible for tests that start etcd with a shorter minimum', () => {
