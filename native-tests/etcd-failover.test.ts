@@ -39,6 +39,16 @@ describe('etcd failover: each member of three killed in turn', () => {
     return true;
   };
 
+  /** What the agents logged about etcd, to tell in a failure where the time went. */
+  const etcdLogLines = () =>
+    hosts.flatMap((host) =>
+      agents[host]!.logs()
+        .filter((line: { op?: string; endpoint?: string; msg?: string }) => line.op === 'etcd' || line.endpoint !== undefined || /etcd/.test(line.msg ?? ''))
+        .map((line: { time?: number; msg?: string; endpoint?: string; err?: string; reason?: string }) =>
+          `${host} ${new Date(line.time ?? 0).toISOString()} ${line.msg} ${line.endpoint ?? ''} ${line.err ?? line.reason ?? ''}`,
+        ),
+    );
+
   beforeAll(async () => {
     dc = await DataCentre.create({ hosts, etcdMembers: MEMBERS });
     for (const host of hosts) agents[host] = await dc.startAgent(host);
@@ -52,13 +62,19 @@ describe('etcd failover: each member of three killed in turn', () => {
   it('writes through the survivors reach both hosts within the budget, whichever member dies', async () => {
     for (let member = 0; member < MEMBERS; member++) {
       await dc.killEtcdMember(member);
-      for (let write = 0; write < 2; write++) {
-        const created = await vxnetctl('network', 'create', '--description', `written while member ${member} is down`);
-        expect(created.code, created.stderr).toBe(0);
-        const { vni } = JSON.parse(created.stdout) as { vni: string };
-        await waitFor(() => onBothHosts(vni, true), `network ${vni} on both hosts with member ${member} down`, REALISED_WITHIN_MS, 100);
+      try {
+        for (let write = 0; write < 2; write++) {
+          const created = await vxnetctl('network', 'create', '--description', `written while member ${member} is down`);
+          expect(created.code, created.stderr).toBe(0);
+          const { vni } = JSON.parse(created.stdout) as { vni: string };
+          await waitFor(() => onBothHosts(vni, true), `network ${vni} on both hosts with member ${member} down`, REALISED_WITHIN_MS, 100).catch((error: Error) => {
+            throw new Error(`${error.message}\nagents' etcd log lines:\n${etcdLogLines().join('\n')}`);
+          });
+        }
+      } finally {
+        // Also after a failure: the next test needs every member.
+        await dc.startEtcdMember(member);
       }
-      await dc.startEtcdMember(member);
     }
     // The agents did lose their member on the way (otherwise this test proved nothing) …
     const endpointLost = (line: { msg?: string; endpoint?: string }) => /etcd (watch broken|unavailable)/.test(line.msg ?? '') && dc.etcdEndpoints.includes(line.endpoint ?? '');
