@@ -68,11 +68,15 @@ describe('attached scope next to all scope', () => {
     expect(await has('hv1', 'vxlan64')).toBe(true);
   });
 
-  it('a network deleted while attached is removed from the attached host too', async () => {
-    expect((await vxnetctl('network', 'delete', '64')).code).toBe(0);
+  it('a network deleted while attached (--force) is removed from the attached host too, its attachment with it', async () => {
+    const refused = await vxnetctl('network', 'delete', '64');
+    expect(refused.code).toBe(5);
+    expect(refused.stderr).toMatch(/hosts hv1 are still attached to network 64/);
+    expect((await vxnetctl('network', 'delete', '64', '--force')).code).toBe(0);
     for (const host of ['hv1', 'router']) {
       await waitFor(async () => !(await has(host, 'vxlan64')) && !(await has(host, 'br64')), `64 gone from ${host}`);
     }
+    expect(await etcd.get('/v1/hosts/hv1/networks/64').string()).toBeNull();
   });
 
   it('an attachment to a network that does not exist is reported in status, not retried in a loop', async () => {

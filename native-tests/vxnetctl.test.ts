@@ -33,6 +33,25 @@ function deleteRaw(key: string): Promise<void> {
   return callGateway('deleterange', { key: base64(key) });
 }
 
+interface RawKey {
+  key: string;
+  value: string;
+  modRevision: number;
+}
+
+/** Every key under `prefix` and the store's revision, read through etcd's JSON gateway. */
+async function readRaw(prefix: string): Promise<{ revision: number; keys: RawKey[] }> {
+  const end = Buffer.from(prefix);
+  end[end.length - 1]!++;
+  const response = await fetch(`${etcdUrl}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: base64(prefix), range_end: end.toString('base64') }) });
+  const body = (await response.json()) as { header: { revision: string }; kvs?: Array<{ key: string; value: string; mod_revision: string }> };
+  const text = (encoded: string) => Buffer.from(encoded, 'base64').toString();
+  return {
+    revision: Number(body.header.revision),
+    keys: (body.kvs ?? []).map((kv) => ({ key: text(kv.key), value: text(kv.value), modRevision: Number(kv.mod_revision) })),
+  };
+}
+
 function base64(text: string): string {
   return Buffer.from(text).toString('base64');
 }
@@ -188,6 +207,108 @@ describe('vxnetctl network create', () => {
   });
 });
 
+describe('vxnetctl quarantine of deleted VNIs', () => {
+  it('does not hand a deleted VNI out again; --vni of it is refused until --force', async () => {
+    const prefix = freshPrefix();
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--owner', 'tenant-a'])).toMatchObject({ vni: '1' });
+    expect(await vxnetctl(prefix, ['network', 'delete', '1'])).toMatchObject({ code: 0, stdout: 'deleted network 1\n' });
+    const [record] = (await readRaw(`${prefix}/deleted/`)).keys;
+    expect(record!.key).toBe(`${prefix}/deleted/1`);
+    expect(JSON.parse(record!.value)).toEqual({ deletedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/), owner: 'tenant-a' });
+
+    // 1 is quarantined and 2 reserved (ff05::2): the next network gets 3.
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--owner', 'tenant-b'])).toMatchObject({ vni: '3', created: true });
+    expectOneErrorLine(
+      await vxnetctl(prefix, ['network', 'create', '--vni', '1']),
+      5,
+      /network 1 \(owner "tenant-a"\) was deleted at \S+; its VNI is quarantined until \S+ .*pass --force to use it now/,
+    );
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--vni', '1', '--force'])).toMatchObject({ vni: '1', created: true });
+    // The network under the VNI again makes its record moot: it went in the same transaction.
+    expect((await readRaw(`${prefix}/deleted/`)).keys).toEqual([]);
+  });
+
+  it('hands out a VNI whose record has expired, and prunes expired records on the way', async () => {
+    const prefix = freshPrefix();
+    const longAgo = JSON.stringify({ deletedAt: '2020-01-01T00:00:00.000Z' });
+    await putRaw(`${prefix}/deleted/1`, longAgo);
+    await putRaw(`${prefix}/deleted/ff`, longAgo);
+    await putRaw(`${prefix}/deleted/3`, JSON.stringify({ deletedAt: new Date().toISOString() }));
+    expect(await vxnetctlJson(prefix, ['network', 'create'])).toMatchObject({ vni: '1' });
+    expect(await vxnetctlJson(prefix, ['network', 'create'])).toMatchObject({ vni: '4' });
+    expect((await readRaw(`${prefix}/deleted/`)).keys.map(({ key }) => key)).toEqual([`${prefix}/deleted/3`]);
+    // A shorter quarantine lets it go sooner.
+    await putRaw(`${prefix}/deleted/5`, JSON.stringify({ deletedAt: new Date(Date.now() - 2 * 3_600_000).toISOString() }));
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--quarantine', '1h'])).toMatchObject({ vni: '5' });
+  });
+});
+
+describe('vxnetctl network delete with hosts attached', () => {
+  it('is refused, naming the hosts; --force deletes network, attachments, owner index and writes the record in one revision', async () => {
+    const prefix = freshPrefix();
+    await vxnetctlJson(prefix, ['network', 'create', '--vni', 'a', '--owner', 'tenant']);
+    for (const host of ['hv-2', 'hv-1']) expect((await vxnetctl(prefix, ['host', 'attach', host, 'a'])).code).toBe(0);
+    await putRaw(`${prefix}/hosts/hv-3/networks/b`, '{}');
+
+    expectOneErrorLine(await vxnetctl(prefix, ['network', 'delete', 'a']), 5, /^vxnetctl: hosts hv-1, hv-2 are still attached to network a; .*--force/);
+    expect((await readRaw(`${prefix}/networks/`)).keys).toHaveLength(1);
+
+    const before = await readRaw(prefix);
+    const forced = await vxnetctl(prefix, ['network', 'delete', 'a', '--force']);
+    expect(forced).toMatchObject({ code: 0, stdout: 'deleted network a and the attachments of hv-1, hv-2\n', stderr: '' });
+    const after = await readRaw(prefix);
+    expect(after.revision).toBe(before.revision + 1);
+    // What is left: the record (written in that revision) and another network's attachment.
+    expect(after.keys.map(({ key, modRevision }) => [key, modRevision])).toEqual([
+      [`${prefix}/deleted/a`, after.revision],
+      [`${prefix}/hosts/hv-3/networks/b`, before.keys.find(({ key }) => key.endsWith('/hv-3/networks/b'))!.modRevision],
+    ]);
+  });
+});
+
+describe('vxnetctl owners and MTUs', () => {
+  it('refuses an owner that already has a network with another MTU, and returns it for the same or no MTU', async () => {
+    const prefix = freshPrefix();
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--owner', 'o', '--mtu', '1400'])).toMatchObject({ vni: '1', mtu: 1400, created: true });
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--owner', 'o', '--mtu', '1400'])).toMatchObject({ vni: '1', created: false });
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--owner', 'o'])).toMatchObject({ vni: '1', mtu: 1400, created: false });
+    expectOneErrorLine(
+      await vxnetctl(prefix, ['network', 'create', '--owner', 'o', '--mtu', '1300']),
+      5,
+      /owner "o" already has network 1 with MTU 1400, not 1300/,
+    );
+    await vxnetctlJson(prefix, ['network', 'create', '--owner', 'p']);
+    expectOneErrorLine(await vxnetctl(prefix, ['network', 'create', '--owner', 'p', '--mtu', '1400']), 5, /network 3 with no MTU set/);
+    expect((await readRaw(`${prefix}/networks/`)).keys).toHaveLength(2);
+  });
+});
+
+describe('vxnetctl cloud-wide settings', () => {
+  it('allocates by the cloud-wide group base, and refuses a --group-base that contradicts it', async () => {
+    const prefix = freshPrefix();
+    expect(await vxnetctlJson(prefix, ['settings', 'get'])).toEqual({});
+    // Under 224.0.0.0 the VNIs 1 … 1ff are the local network control block (224.0.0.0/23).
+    const set = await vxnetctl(prefix, ['settings', 'set', '--group-base', '224.0.0.0']);
+    expect(set.code, set.stderr).toBe(0);
+    expect(JSON.parse(set.stdout)).toEqual({ groupBase: '224.0.0.0' });
+    expect(await vxnetctlJson(prefix, ['settings', 'get'])).toEqual({ groupBase: '224.0.0.0' });
+    expect(await vxnetctlJson(prefix, ['network', 'create'])).toMatchObject({ vni: '200' });
+    expectOneErrorLine(await vxnetctl(prefix, ['network', 'create', '--vni', '1']), 2, /224\.0\.0\.1, which is reserved/);
+
+    // Under a transient base (ff15::) no group is IANA's: 2 is allocated, as ff15::2.
+    await vxnetctlJson(prefix, ['settings', 'set', '--group-base', 'ff15::']);
+    expect(await vxnetctlJson(prefix, ['network', 'create'])).toMatchObject({ vni: '1' });
+    expect(await vxnetctlJson(prefix, ['network', 'create'])).toMatchObject({ vni: '2' });
+    expect(await vxnetctlJson(prefix, ['network', 'get', '2', '--json'])).toMatchObject({ group: 'ff15::2' });
+    expectOneErrorLine(
+      await vxnetctl(prefix, ['network', 'create', '--group-base', 'ff05::']),
+      2,
+      /--group-base ff05:: \(or VXNETD_GROUP_BASE\) differs from the cloud-wide group base ff15::/,
+    );
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--group-base', 'ff15::'])).toMatchObject({ vni: '3' });
+  });
+});
+
 describe('vxnetctl exit codes', () => {
   it('exits 2 for a non-canonical VNI and for an unknown flag', async () => {
     const prefix = freshPrefix();
@@ -258,13 +379,10 @@ describe('vxnetctl hosts and status', () => {
     expectOneErrorLine(await vxnetctl(prefix, ['host', 'detach', 'hv-1', '64']), 3, /host hv-1 is not attached to network 64/);
     expect(await vxnetctlJson(prefix, ['network', 'get', '64', '--json'])).toMatchObject({ hosts: ['hv-2'] });
 
-    const deleted = await vxnetctl(prefix, ['network', 'delete', '64']);
-    expect(deleted).toMatchObject({ code: 0, stdout: 'deleted network 64\n' });
-    expect(deleted.stderr).toBe(
-      'vxnetctl: warning: hosts hv-2 are still attached to network 64; remove their attachments with: vxnetctl host detach HOST 64\n',
-    );
-    expect((await vxnetctl(prefix, ['network', 'get', '64'])).code).toBe(3);
+    expectOneErrorLine(await vxnetctl(prefix, ['network', 'delete', '64']), 5, /hosts hv-2 are still attached to network 64; detach them first/);
     expect(await vxnetctl(prefix, ['host', 'detach', 'hv-2', '64'])).toMatchObject({ code: 0 });
+    expect(await vxnetctl(prefix, ['network', 'delete', '64'])).toMatchObject({ code: 0, stdout: 'deleted network 64\n', stderr: '' });
+    expect((await vxnetctl(prefix, ['network', 'get', '64'])).code).toBe(3);
     expect(await vxnetctlJson(prefix, ['network', 'list', '--json'])).toEqual([
       { vni: '65', id: 101, mtu: 1400, owner: null, description: null },
     ]);

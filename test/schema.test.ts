@@ -7,13 +7,17 @@ import {
   EtcdSchema,
   hostnameProblem,
   parseAttachment,
+  parseDeletedNetwork,
   parseLiveness,
   parseOwnerIndex,
   parseSpec,
+  parseSettings,
   parseStatus,
   serializeAttachment,
+  serializeDeletedNetwork,
   serializeLiveness,
   serializeOwnerIndex,
+  serializeSettings,
   serializeSpec,
   serializeStatus,
   type AgentLiveness,
@@ -35,13 +39,15 @@ describe('keys', () => {
     [schema.statusKey('hv-1.example', 'a'), '/v1/hosts/hv-1.example/status/a', { kind: 'status', host: 'hv-1.example', vni: 10, hex: 'a' }],
     [schema.agentKey('HV1'), '/v1/hosts/HV1/agent', { kind: 'agent', host: 'HV1' }],
     [schema.ownerKey('customer-42'), `/v1/owners/${sha}`, { kind: 'owner', digest: sha }],
+    [schema.deletedKey(0xff01), '/v1/deleted/ff01', { kind: 'deleted', vni: 0xff01, hex: 'ff01' }],
+    [schema.settingsKey, '/v1/settings', { kind: 'settings' }],
   ])('%s is built and parsed back', (built, key, parsed) => {
     expect(built).toBe(key);
     expect(schema.parseKey(key)).toEqual(parsed);
   });
 
   it('names the directories the agent lists and watches', () => {
-    expect([schema.networksDir, schema.hostsDir, schema.ownersDir]).toEqual(['/v1/networks/', '/v1/hosts/', '/v1/owners/']);
+    expect([schema.networksDir, schema.hostsDir, schema.ownersDir, schema.deletedDir]).toEqual(['/v1/networks/', '/v1/hosts/', '/v1/owners/', '/v1/deleted/']);
     expect([schema.hostDir('h1'), schema.attachmentsDir('h1'), schema.statusesDir('h1')]).toEqual(['/v1/hosts/h1/', '/v1/hosts/h1/networks/', '/v1/hosts/h1/status/']);
     expect(schema.nameIn(schema.networksDir, '/v1/networks/FF01')).toBe('FF01');
     expect(() => schema.nameIn(schema.networksDir, '/v2/networks/1')).toThrow('key "/v2/networks/1" is not under /v1/networks/');
@@ -63,6 +69,8 @@ describe('keys', () => {
     ['/v1/hosts/h1/status/1/x', 'not a key of the data model (expected agent, networks/<vni-hex> or status/<vni-hex>)'],
     ['/v1/hosts/h1', 'not a key of the data model (expected agent, networks/<vni-hex> or status/<vni-hex>)'],
     ['/v1/owners/customer-42', 'not an owner index key (expected a SHA-256 in hex)'],
+    ['/v1/deleted/FF01', nonCanonicalVniReason('FF01')],
+    ['/v1/settings/x', 'not a key of the data model under /v1/'],
     ['/v1/other', 'not a key of the data model under /v1/'],
   ])('%j is not a key of the data model', (key, reason) => {
     expect(schema.parseKey(key)).toEqual({ kind: 'invalid', reason });
@@ -137,7 +145,25 @@ describe('values', () => {
     expect(parseOwnerIndex(bytes('FF01'))).toBeUndefined();
   });
 
+  it('quarantine records round-trip, with or without an owner', () => {
+    const record = { deletedAt: '2026-01-01T00:00:00.000Z', owner: 'customer-42' };
+    expect(serializeDeletedNetwork(record)).toBe('{"deletedAt":"2026-01-01T00:00:00.000Z","owner":"customer-42"}');
+    expect(parseDeletedNetwork(bytes(serializeDeletedNetwork(record)))).toEqual({ ok: true, value: record });
+    expect(parseDeletedNetwork(bytes(serializeDeletedNetwork({ deletedAt: record.deletedAt })))).toEqual({ ok: true, value: { deletedAt: record.deletedAt } });
+  });
+
+  it('settings carry a group base in its canonical form, validated as --group-base is, and keep unknown fields', () => {
+    expect(parseSettings(bytes('{"groupBase":"FF05:0:0::","later":1}'))).toEqual({ ok: true, value: { groupBase: 'ff05::', later: 1 } });
+    expect(parseSettings(bytes('{"groupBase":"239.0.0.0"}'))).toEqual({ ok: true, value: { groupBase: '239.0.0.0' } });
+    expect(parseSettings(bytes('{}'))).toEqual({ ok: true, value: {} });
+    expect(serializeSettings({ groupBase: 'ff0e::' })).toBe('{"groupBase":"ff0e::"}');
+  });
+
   it.each<[string, (value: Uint8Array) => unknown, string, string]>([
+    ['quarantine record', parseDeletedNetwork, '{"owner":"o"}', 'deletedAt must be a string, got nothing'],
+    ['quarantine record', parseDeletedNetwork, '{"deletedAt":"yesterday"}', 'deletedAt must be an ISO time, got "yesterday"'],
+    ['settings', parseSettings, '{"groupBase":"ff05::1"}', 'groupBase: group base ff05::1 must end in 24 zero bits so that base + VNI is unambiguous'],
+    ['settings', parseSettings, '{"groupBase":5}', 'groupBase must be a string, got 5'],
     ['status', parseStatus, 'garbage', 'value is not valid JSON: Unexpected token \'g\', "garbage" is not valid JSON'],
     ['status', parseStatus, '[1]', 'value is not a JSON object'],
     ['status', parseStatus, 'null', 'value is not a JSON object'],

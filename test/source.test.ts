@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events';
 import { GRPCDeadlineExceededError, GRPCInvalidArgumentError, GRPCResourceExhastedError, type Etcd3 } from 'etcd3';
 import { describe, expect, it } from 'vitest';
 import type { Clock } from '../src/store/backoff.js';
+import type { EtcdOptions } from '../src/store/client.js';
 import { serializeStatus, type NetworkStatus } from '../src/store/schema.js';
 import { DesiredStateSource, type DesiredStateSink, type Change, type Snapshot } from '../src/store/source.js';
 
@@ -39,11 +40,14 @@ interface FakeEtcdState {
   refused?: number[];
   /** Bytes of keys and values of each transaction written. */
   txnBytes?: number[];
+  /** The endpoints each client was built with. */
+  endpoints?: string[][];
 }
 
 function fakeClientFactory(state: FakeEtcdState) {
-  return () => {
+  return (options: EtcdOptions) => {
     state.clients++;
+    (state.endpoints ??= []).push(options.endpoints);
     const range = async (request: { key: Buffer; range_end: Buffer; limit: number; revision?: number }) => {
       if (state.failLists > 0) {
         state.failLists--;
@@ -163,10 +167,10 @@ function status(hex: string, reason?: string, updatedAt = '2025-01-01T00:00:00.0
 const stored = (hex: string, reason?: string, updatedAt?: string) => serializeStatus(status(hex, reason, updatedAt));
 const flush = () => new Promise((resolve) => setTimeout(resolve, 0));
 
-function makeSource(state: FakeEtcdState, clock: Clock, watchAttachments = false, sink?: DesiredStateSink) {
+function makeSource(state: FakeEtcdState, clock: Clock, watchAttachments = false, sink?: DesiredStateSink, endpoints = ['http://etcd:2379']) {
   return new DesiredStateSource({
     ...(sink ? { sink } : {}),
-    etcd: { endpoints: ['http://etcd:2379'] },
+    etcd: { endpoints },
     prefix: '/v1',
     hostname: 'hv1',
     watchAttachments,
@@ -216,6 +220,33 @@ describe('DesiredStateSource', () => {
     await flush();
     expect(calls).toEqual(['snapshot 64', 'snapshot applied', 'change 65']);
     await source.stop();
+  });
+
+  it('builds each client on one member, and the next one on the next member whatever ended the pass', async () => {
+    const members = ['http://[fd00::1]:2379', 'http://[fd00::2]:2379', 'http://[fd00::3]:2379'];
+    const state: FakeEtcdState = { revision: 7, kv: new Map(), failLists: 2, watchers: [], clients: 0 };
+    const source = makeSource(state, recordingClock(), false, undefined, members);
+    source.start();
+    for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
+    state.watchers[0]!.emit('disconnected');
+    for (let i = 0; i < 20 && state.watchers.length === 1; i++) await flush();
+    await source.stop();
+    // Two failed lists, a watch that broke, the pass that stopped: four clients, each on one member, in turn.
+    const used = state.endpoints!;
+    expect(used.map((endpoints) => endpoints.length)).toEqual([1, 1, 1, 1]);
+    const first = members.indexOf(used[0]![0]!);
+    expect(used.map(([endpoint]) => endpoint)).toEqual([0, 1, 2, 3].map((step) => members[(first + step) % members.length]));
+  });
+
+  it('hands on the cloud-wide group base when one is set', async () => {
+    const state: FakeEtcdState = { revision: 2, kv: new Map([['/v1/settings', '{"groupBase":"ff0e:0::"}']]), failLists: 0, watchers: [], clients: 0 };
+    const snapshots: Snapshot[] = [];
+    const source = makeSource(state, recordingClock());
+    source.on('snapshot', (snapshot) => snapshots.push(snapshot));
+    source.start();
+    for (let i = 0; i < 20 && snapshots.length === 0; i++) await flush();
+    await source.stop();
+    expect(snapshots[0]!.cloudGroupBase).toBe('ff0e::');
   });
 
   it("lists with this etcd's data id, and makes one (create-if-absent) where there is none", async () => {

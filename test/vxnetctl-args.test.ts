@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { UsageError } from '../src/cli/flags.js';
 import { exitCodeFor, formatTable, HELP, parseInvocation, type Invocation } from '../src/cli/vxnetctl.js';
 import { nonCanonicalVniReason } from '../src/model/vni.js';
-import { NotFoundError } from '../src/store/networks.js';
+import { ConflictError, NotFoundError, RefusedError } from '../src/store/networks.js';
 import { hostnameProblem } from '../src/store/schema.js';
 
 function parse(argv: string[], env: NodeJS.ProcessEnv = {}): Invocation {
@@ -23,14 +23,44 @@ function usageError(argv: string[], env: NodeJS.ProcessEnv = {}): string {
 
 describe('vxnetctl commands', () => {
   it('parses every command with its operands', () => {
-    expect(parse(['network', 'create']).command).toEqual({ name: 'network create' });
+    expect(parse(['network', 'create']).command).toEqual({ name: 'network create', force: false });
     expect(parse(['network', 'list']).command).toEqual({ name: 'network list' });
     expect(parse(['network', 'get', 'ff01']).command).toEqual({ name: 'network get', vni: 0xff01 });
-    expect(parse(['network', 'delete', '1']).command).toEqual({ name: 'network delete', vni: 1 });
+    expect(parse(['network', 'delete', '1']).command).toEqual({ name: 'network delete', vni: 1, force: false });
+    expect(parse(['network', 'delete', '1', '--force']).command).toEqual({ name: 'network delete', vni: 1, force: true });
     expect(parse(['host', 'attach', 'hv-1.example', 'ffffff']).command).toEqual({ name: 'host attach', host: 'hv-1.example', vni: 0xffffff });
     expect(parse(['host', 'detach', 'hv-1', 'a']).command).toEqual({ name: 'host detach', host: 'hv-1', vni: 10 });
     expect(parse(['status']).command).toEqual({ name: 'status' });
     expect(parse(['status', 'hv-1']).command).toEqual({ name: 'status', host: 'hv-1' });
+    expect(parse(['settings', 'get']).command).toEqual({ name: 'settings get' });
+    expect(parse(['settings', 'set', '--group-base', 'ff0e:0:0:0:0:0:0:0']).command).toEqual({
+      name: 'settings set',
+      groupBase: expect.objectContaining({ family: 'inet6', text: 'ff0e::' }),
+    });
+  });
+
+  it('settings set needs a valid --group-base, validated as vxnetd validates it', () => {
+    expect(usageError(['settings', 'set'])).toBe('settings set needs --group-base BASE (e.g. ff05::)');
+    expect(usageError(['settings', 'set', '--group-base', 'ff05::1'])).toMatch(/^--group-base: .*24 zero bits/);
+    expect(usageError(['settings', 'set', '--group-base', '2001:db8::'])).toMatch(/^--group-base: .*not an IPv6 multicast address/);
+    expect(usageError(['settings'])).toBe('settings needs a subcommand: get, set');
+  });
+
+  it('--force goes with network delete, and with network create only for an explicit --vni', () => {
+    expect(parse(['network', 'create', '--vni', 'a', '--force']).command).toEqual({ name: 'network create', vni: 10, force: true });
+    expect(usageError(['network', 'create', '--force'])).toBe('--force applies to network create only with --vni (a quarantined VNI)');
+    expect(usageError(['network', 'list', '--force'])).toMatch(/--force does not apply to network list/);
+    // Only on the command line: an environment cannot force a delete.
+    expect(parse(['network', 'delete', '1'], { VXNETD_FORCE: 'true' }).command).toEqual({ name: 'network delete', vni: 1, force: false });
+  });
+
+  it('takes a quarantine of 1h … 8760h, 24h by default', () => {
+    expect(parse(['network', 'create']).quarantineMs).toBe(24 * 3_600_000);
+    expect(parse(['network', 'create', '--quarantine', '2h']).quarantineMs).toBe(2 * 3_600_000);
+    expect(parse(['network', 'delete', '1'], { VXNETD_QUARANTINE: '8760h' }).quarantineMs).toBe(8760 * 3_600_000);
+    expect(usageError(['network', 'create', '--quarantine', '59m'])).toBe('--quarantine must be between 1h and 8760h, got "59m"');
+    expect(usageError(['network', 'create', '--quarantine', '8761h'])).toMatch(/between 1h and 8760h/);
+    expect(usageError(['network', 'list', '--quarantine', '2h'])).toMatch(/--quarantine does not apply to network list/);
   });
 
   it('parses network create options', () => {
@@ -40,6 +70,7 @@ describe('vxnetctl commands', () => {
       mtu: 1400,
       owner: 'customer-42',
       description: 'two words',
+      force: false,
     });
   });
 
@@ -47,6 +78,7 @@ describe('vxnetctl commands', () => {
     expect(usageError([])).toMatch(/missing command/);
     expect(usageError(['frob'])).toMatch(/unknown command "frob"/);
     expect(usageError(['network'])).toBe('network needs a subcommand: create, list, get, delete');
+    expect(usageError(['settings', 'frob'])).toMatch(/unknown command "settings frob"/);
     expect(usageError(['host'])).toBe('host needs a subcommand: attach, detach');
     expect(usageError(['network', 'frob'])).toMatch(/unknown command "network frob"/);
     expect(usageError(['network', 'get'])).toBe('usage: vxnetctl network get HEX');
@@ -62,7 +94,9 @@ describe('vxnetctl commands', () => {
     }
     expect(HELP).toContain('VXNETD_ETCD_ENDPOINTS');
     expect(HELP).toContain('VXNETD_GROUP_BASE');
-    expect(HELP).toContain('network create [--vni HEX]');
+    expect(HELP).toContain('network create [--vni HEX [--force]]');
+    expect(HELP).toContain('settings set --group-base BASE');
+    expect(HELP).toContain('5 refused');
   });
 });
 
@@ -92,7 +126,7 @@ describe('vxnetctl VNIs', () => {
 
   it('does not check reservations for get, delete and detach, so such networks can still be inspected and removed', () => {
     expect(parse(['network', 'get', '2']).command).toEqual({ name: 'network get', vni: 2 });
-    expect(parse(['network', 'delete', 'fb']).command).toEqual({ name: 'network delete', vni: 0xfb });
+    expect(parse(['network', 'delete', 'fb']).command).toEqual({ name: 'network delete', vni: 0xfb, force: false });
   });
 });
 
@@ -143,6 +177,7 @@ describe('vxnetctl flags', () => {
     expect(invocation.etcd).toEqual({ endpoints: ['http://127.0.0.1:2379'], callTimeoutMs: 3000 });
     expect(invocation.prefix).toBe('/v1');
     expect(invocation.groupBase.text).toBe('ff05::');
+    expect(invocation.groupBaseGiven).toBe(false);
     expect(invocation.json).toBe(false);
   });
 
@@ -163,6 +198,7 @@ describe('vxnetctl flags', () => {
     });
     expect(invocation.prefix).toBe('/test');
     expect(invocation.groupBase.text).toBe('239.0.0.0');
+    expect(invocation.groupBaseGiven).toBe(true);
     expect(parse(['network', 'list', '--prefix', '/other'], env).prefix).toBe('/other');
   });
 
@@ -202,6 +238,8 @@ describe('vxnetctl exit codes', () => {
   it('maps errors to the documented exit codes', () => {
     expect(exitCodeFor(new UsageError('x'))).toBe(2);
     expect(exitCodeFor(new NotFoundError('x'))).toBe(3);
+    expect(exitCodeFor(new RefusedError('x'))).toBe(5);
+    expect(exitCodeFor(new ConflictError('x'))).toBe(1);
     expect(exitCodeFor(new Error('x'))).toBe(1);
     expect(exitCodeFor('not even an error')).toBe(1);
   });

@@ -52,6 +52,8 @@ export interface DataCentreOptions {
   underlayMtu?: number;
   /** etcd key prefix handed to the agents, default '/v1'. */
   prefix?: string;
+  /** Members of the etcd cluster, each on its own address of the fabric bridge; default 1. */
+  etcdMembers?: number;
 }
 
 export interface PingOptions {
@@ -73,6 +75,7 @@ const VM_DEVICE = 'eth0';
 const FABRIC_BRIDGE = 'fab';
 const FABRIC_ROOT_PORT = 'root';
 const ETCD_CLIENT_PORT = 2379;
+const ETCD_PEER_PORT = 2380;
 const METRICS_PORT = 9730;
 /** Host and VM names end up in interface names (15 bytes at most), e.g. `vm-<name>`. */
 const SHORT_NAME = /^[a-z0-9][a-z0-9-]{0,11}$/;
@@ -92,7 +95,10 @@ export class DataCentre {
   readonly id: string;
   readonly prefix: string;
   readonly fabricNs: string;
+  /** The first etcd member's client URL (the only one, unless `etcdMembers` was given). */
   readonly etcdEndpoint: string;
+  /** Every etcd member's client URL, in member order: what the agents are given. */
+  readonly etcdEndpoints: string[];
   /** The root namespace's address on the fabric: how the test process reaches etcd and the agents. */
   readonly testAddress: string;
 
@@ -110,17 +116,18 @@ export class DataCentre {
   private readonly etcdClients: Etcd3[] = [];
   private tmpDir: string | undefined;
 
-  private etcdServer: EtcdServer | undefined;
+  private readonly etcdServers: EtcdServer[] = [];
   private currentEtcdClient: Etcd3 | undefined;
   private destruction: Promise<void> | undefined;
 
-  private constructor(id: string, prefix: string, programs: Programs) {
+  private constructor(id: string, prefix: string, programs: Programs, etcdMembers: number) {
     this.id = id;
     this.prefix = prefix;
     this.programs = programs;
     this.fabricNs = `vxf-${id}`;
     this.rootLink = `vxr${id}`;
-    this.etcdEndpoint = `http://[${this.fabricAddress}]:${ETCD_CLIENT_PORT}`;
+    this.etcdEndpoints = Array.from({ length: etcdMembers }, (_, member) => `http://[${this.etcdAddress(member)}]:${ETCD_CLIENT_PORT}`);
+    this.etcdEndpoint = this.etcdEndpoints[0]!;
     this.testAddress = `fd00:${id}::fe`;
   }
 
@@ -128,6 +135,8 @@ export class DataCentre {
     const programs = requirePrograms();
     const hostNames = opts.hosts ?? ['h1', 'h2'];
     const underlayMtu = opts.underlayMtu ?? 1500;
+    const etcdMembers = opts.etcdMembers ?? 1;
+    if (!Number.isInteger(etcdMembers) || etcdMembers < 1 || etcdMembers > 5) throw new Error(`1 to 5 etcd members, not ${etcdMembers}`);
     validateNames('host', hostNames);
     if (hostNames.length < 1 || hostNames.length > 200) throw new Error(`1 to 200 hosts, not ${hostNames.length}`);
     // Below 1280 the kernel turns IPv6 off on the device; 65535 is veth's maximum.
@@ -136,7 +145,7 @@ export class DataCentre {
     }
 
     for (let attempt = 0; attempt < ID_ATTEMPTS; attempt++) {
-      const dc = new DataCentre(randomInt(0x1000, 0x10000).toString(16), opts.prefix ?? '/v1', programs);
+      const dc = new DataCentre(randomInt(0x1000, 0x10000).toString(16), opts.prefix ?? '/v1', programs, etcdMembers);
       registerForLastResortCleanup(dc);
       try {
         if (!(await dc.claimId())) {
@@ -154,7 +163,7 @@ export class DataCentre {
   }
 
   get etcdPid(): number | undefined {
-    return this.etcdServer?.pid;
+    return this.etcdServers[0]?.pid;
   }
 
   host(name: string): HostHandle {
@@ -235,7 +244,7 @@ export class DataCentre {
     const defaults: Array<[string, string]> = [
       ['--underlay', UNDERLAY_DEVICE],
       ['--hostname', host],
-      ['--etcd-endpoints', this.etcdEndpoint],
+      ['--etcd-endpoints', this.etcdEndpoints.join(',')],
       ['--prefix', this.prefix],
       ['--metrics-listen', `[${handle.underlayAddress}]:${METRICS_PORT}`],
     ];
@@ -270,7 +279,7 @@ export class DataCentre {
   async etcd(): Promise<Etcd3> {
     this.assertAlive();
     if (!this.currentEtcdClient) {
-      this.currentEtcdClient = new Etcd3({ hosts: this.etcdEndpoint, dialTimeout: 3_000 });
+      this.currentEtcdClient = new Etcd3({ hosts: this.etcdEndpoints, dialTimeout: 3_000 });
       this.etcdClients.push(this.currentEtcdClient);
     }
     return this.currentEtcdClient;
@@ -278,7 +287,18 @@ export class DataCentre {
 
   /** Signals etcd: SIGSTOP freezes it (connections stay open), SIGCONT thaws it, SIGTERM stops it. */
   stopEtcd(sig: 'SIGSTOP' | 'SIGCONT' | 'SIGTERM'): void {
-    this.etcdServer?.signal(sig);
+    this.etcdServers[0]?.signal(sig);
+  }
+
+  /** Kills one member of the etcd cluster (SIGKILL) and waits until it is gone. */
+  async killEtcdMember(member: number): Promise<void> {
+    await this.etcdMember(member).kill();
+  }
+
+  /** Starts a killed member again on its data dir and waits until it is healthy (back in the cluster). */
+  async startEtcdMember(member: number): Promise<void> {
+    this.assertAlive();
+    await this.etcdMember(member).start();
   }
 
   /**
@@ -287,12 +307,14 @@ export class DataCentre {
    */
   async restartEtcd(opts: { empty?: boolean } = {}): Promise<void> {
     this.assertAlive();
-    if (!this.etcdServer) throw new Error('etcd was never started');
-    await this.etcdServer.stop();
+    const [server, ...others] = this.etcdServers;
+    if (!server) throw new Error('etcd was never started');
+    if (others.length) throw new Error('restartEtcd() is for a single-member etcd: use killEtcdMember() and startEtcdMember()');
+    await server.stop();
     this.currentEtcdClient?.close();
     this.currentEtcdClient = undefined;
     if (opts.empty) rmSync(join(this.tmpDir!, 'etcd-data'), { recursive: true, force: true });
-    await this.etcdServer.start();
+    await server.start();
   }
 
   /**
@@ -320,6 +342,17 @@ export class DataCentre {
 
   private get fabricAddress(): string {
     return `fd00:${this.id}::1`;
+  }
+
+  /** etcd member 0 on the fabric bridge's address, the others on fd00:<id>::1:<n> (hosts have ::2, ::3 …). */
+  private etcdAddress(member: number): string {
+    return member === 0 ? this.fabricAddress : `fd00:${this.id}::1:${member + 1}`;
+  }
+
+  private etcdMember(member: number): EtcdServer {
+    const server = this.etcdServers[member];
+    if (!server) throw new Error(`no etcd member ${member} in data centre ${this.id} (members: ${this.etcdServers.length})`);
+    return server;
   }
 
   /**
@@ -363,21 +396,37 @@ export class DataCentre {
     await this.ip('link', 'set', this.rootLink, 'up');
 
     this.tmpDir = mkdtempSync(join(tmpdir(), `vxnetd-native-${this.id}-`));
-    this.etcdServer = new EtcdServer({
-      ipBinary: this.programs.ip,
-      etcdBinary: this.programs.etcd,
-      netns: fabric,
-      memberName: `vxnetd-native-${this.id}`,
-      dataDir: join(this.tmpDir, 'etcd-data'),
-      logFile: join(this.tmpDir, 'etcd.log'),
-      clientUrl: this.etcdEndpoint,
-      onSpawn: (p) => this.track(p),
-    });
-    await this.etcdServer.start();
+    await this.startEtcd();
 
     for (const [index, name] of hostNames.entries()) {
       await this.addHost(name, `fd00:${this.id}::${(index + 2).toString(16)}`, underlayMtu);
     }
+  }
+
+  /** One member (as before) or a cluster whose members talk to each other over the fabric bridge. */
+  private async startEtcd(): Promise<void> {
+    const members = this.etcdEndpoints.length;
+    const memberName = (member: number) => `vxnetd-native-${this.id}${members > 1 ? `-${member}` : ''}`;
+    const peerUrl = (member: number) => `http://[${this.etcdAddress(member)}]:${ETCD_PEER_PORT}`;
+    const initialCluster = Array.from({ length: members }, (_, member) => `${memberName(member)}=${peerUrl(member)}`).join(',');
+    for (let member = 0; member < members; member++) {
+      if (member > 0) await this.ip('-n', this.fabricNs, 'addr', 'add', `${this.etcdAddress(member)}/64`, 'dev', FABRIC_BRIDGE, 'nodad');
+      this.etcdServers.push(
+        new EtcdServer({
+          ipBinary: this.programs.ip,
+          etcdBinary: this.programs.etcd,
+          netns: this.fabricNs,
+          memberName: memberName(member),
+          dataDir: join(this.tmpDir!, members > 1 ? `etcd-data-${member}` : 'etcd-data'),
+          logFile: join(this.tmpDir!, members > 1 ? `etcd-${member}.log` : 'etcd.log'),
+          clientUrl: this.etcdEndpoints[member]!,
+          ...(members > 1 ? { cluster: { peerUrl: peerUrl(member), initialCluster } } : {}),
+          onSpawn: (p) => this.track(p),
+        }),
+      );
+    }
+    // Together: a member of a new cluster is healthy only once a quorum has elected a leader.
+    await Promise.all(this.etcdServers.map((server) => server.start()));
   }
 
   private async addHost(name: string, underlayAddress: string, mtu: number): Promise<void> {

@@ -14,6 +14,11 @@ export interface EtcdServerConfig {
   /** etcd's own log (stdout and stderr), appended to across restarts. */
   logFile: string;
   clientUrl: string;
+  /**
+   * For a member of a cluster: its peer URL and the whole cluster (`name=peerUrl,…`). Without
+   * them, a single-member cluster whose peer URL is on its namespace's loopback.
+   */
+  cluster?: { peerUrl: string; initialCluster: string };
   /** Called with every process started, so its owner can kill it on destroy. */
   onSpawn: (p: TrackedProcess) => void;
 }
@@ -33,7 +38,8 @@ export class EtcdServer {
     const { netns, memberName, dataDir, clientUrl } = this.config;
     // The peer port only has to be unique inside etcd's own namespace, whose
     // loopback nobody else uses.
-    const peerUrl = 'http://[::1]:2380';
+    const peerUrl = this.config.cluster?.peerUrl ?? 'http://[::1]:2380';
+    const initialCluster = this.config.cluster?.initialCluster ?? `${memberName}=${peerUrl}`;
     const args = [
       '--name', memberName,
       '--data-dir', dataDir,
@@ -41,7 +47,7 @@ export class EtcdServer {
       '--advertise-client-urls', clientUrl,
       '--listen-peer-urls', peerUrl,
       '--initial-advertise-peer-urls', peerUrl,
-      '--initial-cluster', `${memberName}=${peerUrl}`,
+      '--initial-cluster', initialCluster,
       '--logger', 'zap',
       '--log-outputs', 'stderr',
     ];
@@ -84,6 +90,11 @@ export class EtcdServer {
 
   signal(sig: NodeJS.Signals): void {
     this.current?.signal(sig);
+  }
+
+  /** Kills etcd at once (SIGKILL, as a crash would) and waits until it is gone. */
+  async kill(): Promise<void> {
+    await this.current?.terminate('SIGKILL', 0);
   }
 
   /** Stops etcd (SIGTERM, SIGKILL after the grace period) and waits until it is gone. */

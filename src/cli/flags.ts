@@ -105,8 +105,8 @@ function formatDuration(ms: number): string {
 }
 
 export const ETCD_FLAGS: readonly FlagSpec[] = [
-  { name: 'etcd-endpoints', help: 'comma-separated etcd URLs', default: 'http://127.0.0.1:2379' },
-  { name: 'etcd-ca', help: 'CA certificate file for etcd TLS' },
+  { name: 'etcd-endpoints', help: 'comma-separated etcd URLs (every member: a dead one is left for the next)', default: 'http://127.0.0.1:2379' },
+  { name: 'etcd-ca', help: "CA certificate file for etcd TLS; without it, etcd's certificate is checked against Node's default trusted CAs (Mozilla's list, plus NODE_EXTRA_CA_CERTS)" },
   { name: 'etcd-cert', help: 'client certificate file for etcd TLS' },
   { name: 'etcd-key', help: 'client key file for etcd TLS' },
   { name: 'etcd-user', help: 'etcd user name' },

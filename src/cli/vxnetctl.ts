@@ -2,37 +2,45 @@
 /** vxnetctl: writes networks and host attachments into etcd safely, and shows what the agents report. */
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import type { Etcd3 } from 'etcd3';
 import { groupFor, parseGroupBase, type GroupBase } from '../model/group.js';
 import { MTU_MAX, MTU_MIN } from '../model/spec.js';
 import { nonCanonicalVniReason, parseVniHex, vniHex } from '../model/vni.js';
-import { createEtcdClient, type EtcdOptions } from '../store/client.js';
+import { openEtcdClient, type EtcdOptions } from '../store/client.js';
 import {
   attachedHosts,
   attachHost,
   createNetwork,
   deleteNetwork,
   detachHost,
+  effectiveGroupBase,
   getNetwork,
   isEtcdTimeout,
   isEtcdUnreachable,
   listNetworks,
   NotFoundError,
+  readSettings,
   readStatus,
+  RefusedError,
   reservedVniProblem,
+  setGroupBase,
   specFor,
   type HostStatus,
   type InvalidEntry,
   type Network,
 } from '../store/networks.js';
 import { EtcdSchema, hostnameProblem } from '../store/schema.js';
-import { ETCD_FLAGS, etcdOptionsFrom, helpText, parseArgs, parseInteger, parsePrefix, UsageError, type FlagSpec } from './flags.js';
+import { ETCD_FLAGS, etcdOptionsFrom, helpText, parseArgs, parseDurationMs, parseInteger, parsePrefix, UsageError, type FlagSpec } from './flags.js';
 
 export type Command =
-  | { name: 'network create'; vni?: number; mtu?: number; owner?: string; description?: string }
+  | { name: 'network create'; vni?: number; mtu?: number; owner?: string; description?: string; force: boolean }
   | { name: 'network list' }
-  | { name: 'network get' | 'network delete'; vni: number }
+  | { name: 'network get'; vni: number }
+  | { name: 'network delete'; vni: number; force: boolean }
   | { name: 'host attach' | 'host detach'; host: string; vni: number }
-  | { name: 'status'; host?: string };
+  | { name: 'status'; host?: string }
+  | { name: 'settings get' }
+  | { name: 'settings set'; groupBase: GroupBase };
 
 type CommandName = Command['name'];
 
@@ -41,7 +49,11 @@ export interface Invocation {
   json: boolean;
   etcd: EtcdOptions;
   prefix: string;
+  /** --group-base: used where etcd has no cloud-wide group base (`vxnetctl settings`). */
   groupBase: GroupBase;
+  /** Whether --group-base was given (command line or environment), rather than defaulted. */
+  groupBaseGiven: boolean;
+  quarantineMs: number;
 }
 
 export type ParseResult = { help: true } | { help: false; invocation: Invocation };
@@ -55,14 +67,37 @@ const OPERANDS: Record<CommandName, readonly string[]> = {
   'host attach': ['HOST', 'HEX'],
   'host detach': ['HOST', 'HEX'],
   status: ['[HOST]'],
+  'settings get': [],
+  'settings set': [],
 };
 
 // An unreachable etcd should fail within seconds, not hang a hook script.
 const ETCD_CALL_TIMEOUT_MS = 3000;
 
+/** vxnetd's default --group-base, used while etcd holds no cloud-wide one. */
+const DEFAULT_GROUP_BASE = 'ff05::';
+/**
+ * A quarantine shorter than an hour would not outlast an agent restarted for maintenance; one
+ * longer than a year keeps VNIs away for nothing (there are 16 million).
+ */
+const QUARANTINE_BOUNDS = { minMs: 3_600_000, maxMs: 8760 * 3_600_000 };
+const DEFAULT_QUARANTINE = '24h';
+
 const FLAGS: readonly FlagSpec[] = [
   ...ETCD_FLAGS,
-  { name: 'group-base', help: 'multicast group base, as given to vxnetd: VNIs whose group (base + VNI) is reserved are never allocated', default: 'ff05::' },
+  {
+    name: 'group-base',
+    help:
+      `settings set: the cloud-wide multicast group base (as every vxnetd's --group-base); VNIs whose group (base + VNI) is reserved under it are never allocated. ` +
+      `Other commands use the cloud-wide one and refuse a --group-base that differs from it; while none is set, this flag's value (default: ${DEFAULT_GROUP_BASE})`,
+  },
+  {
+    name: 'quarantine',
+    // No FlagSpec default: a defaulted flag would count as given to every command.
+    help: `network create: a VNI deleted less than this long ago is not handed out again (1h … 8760h; default: ${DEFAULT_QUARANTINE}); network delete: older quarantine records are pruned`,
+  },
+  // Command line only: a VXNETD_FORCE left in an environment must never force a delete.
+  { name: 'force', boolean: true, commandLineOnly: true, help: 'network create --vni: use a quarantined VNI now; network delete: also delete the hosts\' attachments, in the same transaction' },
   { name: 'json', boolean: true, help: 'print JSON (network list, network get, status; network create always prints JSON)' },
   { name: 'vni', help: 'network create: the VNI in lowercase hex (default: the lowest free one)' },
   { name: 'mtu', help: `network create: MTU ${MTU_MIN}…${MTU_MAX} (default: underlay MTU minus encapsulation overhead)` },
@@ -78,26 +113,40 @@ const FLAG_COMMANDS: Readonly<Record<string, readonly CommandName[]>> = {
   mtu: ['network create'],
   owner: ['network create'],
   description: ['network create'],
+  force: ['network create', 'network delete'],
+  quarantine: ['network create', 'network delete'],
 };
 
 const USAGE = `Usage: vxnetctl COMMAND [flags]
 
 Commands:
-  network create [--vni HEX] [--mtu N] [--owner X] [--description S]
+  network create [--vni HEX [--force]] [--mtu N] [--owner X] [--description S]
                           create a network at the lowest free VNI (or --vni) and
                           print it as JSON; with --owner, return that owner's
-                          network if it has one ("created": false)
+                          network if it has one ("created": false; refused if
+                          --mtu differs from its MTU). VNIs deleted less than
+                          --quarantine ago are skipped; --vni of one is refused
+                          unless --force
   network list            list networks
   network get HEX         show one network and the hosts attached to it
-  network delete HEX      delete a network
+  network delete HEX [--force]
+                          delete a network and quarantine its VNI; refused while
+                          hosts are attached, unless --force, which deletes their
+                          attachments in the same transaction
   host attach HOST HEX    attach a host to an existing network
   host detach HOST HEX    detach a host from a network
   status [HOST]           agent liveness and per-network status of every host
+  settings get            show the cloud-wide settings (JSON)
+  settings set --group-base BASE
+                          set the cloud-wide multicast group base: give every
+                          vxnetd the same --group-base (each warns at start
+                          when its own differs)
 
 VNIs are written in lowercase hexadecimal without leading zeros (1 … ffffff).
 
 Exit status: 0 success, 1 failure, 2 usage error, 3 not found,
-4 etcd unreachable.`;
+4 etcd unreachable, 5 refused (hosts still attached, VNI quarantined, the
+owner's network has another MTU): nothing was written.`;
 
 export const HELP = helpText(USAGE, FLAGS);
 
@@ -114,7 +163,8 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
       throw new UsageError(`--${name} does not apply to ${command.name} (it applies to: ${accepted.join(', ')})`);
     }
   }
-  const groupBase = parseGroupBaseFlag(flags.get('group-base')!);
+  const groupBaseText = flags.get('group-base');
+  const groupBase = parseGroupBaseFlag(groupBaseText ?? DEFAULT_GROUP_BASE);
   if (command.name === 'network create' && command.vni !== undefined) {
     const problem = reservedVniProblem(groupBase, command.vni);
     if (problem) throw new UsageError(problem);
@@ -127,6 +177,8 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
       etcd: { ...etcdOptionsFrom(flags), callTimeoutMs: ETCD_CALL_TIMEOUT_MS },
       prefix: parsePrefix(flags.get('prefix')!),
       groupBase,
+      groupBaseGiven: groupBaseText !== undefined,
+      quarantineMs: parseDurationMs('quarantine', flags.get('quarantine') ?? DEFAULT_QUARANTINE, QUARANTINE_BOUNDS),
     },
   };
 }
@@ -134,7 +186,7 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
 function parseCommand(positionals: readonly string[], flags: Map<string, string>): Command {
   const [group, verb] = positionals;
   if (group === undefined) throw new UsageError('missing command (see --help)');
-  if ((group === 'network' || group === 'host') && verb === undefined) {
+  if ((group === 'network' || group === 'host' || group === 'settings') && verb === undefined) {
     const verbs = Object.keys(OPERANDS).filter((name) => name.startsWith(`${group} `));
     throw new UsageError(`${group} needs a subcommand: ${verbs.map((name) => name.split(' ')[1]).join(', ')}`);
   }
@@ -150,10 +202,17 @@ function parseCommand(positionals: readonly string[], flags: Map<string, string>
     case 'network create':
       return parseCreate(flags);
     case 'network list':
+    case 'settings get':
       return { name };
     case 'network get':
-    case 'network delete':
       return { name, vni: parseVni(operands[0]!) };
+    case 'network delete':
+      return { name, vni: parseVni(operands[0]!), force: parseBoolean('force', flags.get('force')) };
+    case 'settings set': {
+      const text = flags.get('group-base');
+      if (text === undefined) throw new UsageError('settings set needs --group-base BASE (e.g. ff05::)');
+      return { name, groupBase: parseGroupBaseFlag(text) };
+    }
     case 'host attach':
     case 'host detach':
       return { name, host: parseHost(operands[0]!), vni: parseVni(operands[1]!) };
@@ -173,8 +232,11 @@ function parseCreate(flags: Map<string, string>): Command {
   const description = flags.get('description');
   // An unset shell variable (--owner "$CUSTOMER") would otherwise make every caller share one network.
   if (owner === '') throw new UsageError('--owner must not be empty');
+  const force = parseBoolean('force', flags.get('force'));
+  if (force && vniText === undefined) throw new UsageError('--force applies to network create only with --vni (a quarantined VNI)');
   const command = {
     name: 'network create' as const,
+    force,
     ...(vniText !== undefined ? { vni: parseVni(vniText, '--vni') } : {}),
     ...(mtuText !== undefined ? { mtu: parseInteger('mtu', mtuText, MTU_MIN, MTU_MAX) } : {}),
     ...(owner !== undefined ? { owner } : {}),
@@ -223,7 +285,7 @@ export interface Output {
 
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, output: Output): Promise<number> {
   let invocation: Invocation | undefined;
-  let client: ReturnType<typeof createEtcdClient> | undefined;
+  let client: Etcd3 | undefined;
   try {
     const parsed = parseInvocation(argv, env);
     if (parsed.help) {
@@ -231,7 +293,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, outp
       return 0;
     }
     invocation = parsed.invocation;
-    client = createEtcdClient(invocation.etcd);
+    client = await openEtcdClient(invocation.etcd, new EtcdSchema(invocation.prefix).settingsKey);
     await run(client, invocation, output);
     return 0;
   } catch (error) {
@@ -246,6 +308,7 @@ export function exitCodeFor(error: unknown): number {
   if (error instanceof UsageError) return 2;
   if (error instanceof NotFoundError) return 3;
   if (isEtcdUnreachable(error)) return 4;
+  if (error instanceof RefusedError) return 5;
   return 1;
 }
 
@@ -261,13 +324,40 @@ function describeError(error: unknown, invocation: Invocation | undefined): stri
   return message.split('\n')[0]!;
 }
 
-async function run(client: ReturnType<typeof createEtcdClient>, invocation: Invocation, output: Output): Promise<void> {
-  const { command, prefix, groupBase, json } = invocation;
+/**
+ * The group base that decides which VNIs are reserved: the cloud-wide one (etcd), else --group-base.
+ * A --group-base that contradicts the cloud-wide one is refused: one of the two is wrong, and
+ * allocating by either could hand out a VNI the agents refuse.
+ */
+async function groupBaseFor(client: Etcd3, schema: EtcdSchema, invocation: Invocation): Promise<GroupBase> {
+  const base = effectiveGroupBase(await readSettings(client, schema), invocation.groupBase);
+  if (invocation.groupBaseGiven && base.text !== invocation.groupBase.text) {
+    throw new UsageError(
+      `--group-base ${invocation.groupBase.text} (or VXNETD_GROUP_BASE) differs from the cloud-wide group base ${base.text} in ${schema.settingsKey}; ` +
+        `omit it, or change the cloud-wide one with vxnetctl settings set --group-base`,
+    );
+  }
+  return base;
+}
+
+async function run(client: Etcd3, invocation: Invocation, output: Output): Promise<void> {
+  const { command, prefix, json, quarantineMs } = invocation;
   const schema = new EtcdSchema(prefix);
   switch (command.name) {
     case 'network create': {
-      const { network, created } = await createNetwork(client, schema, { ...command, groupBase });
+      const groupBase = await groupBaseFor(client, schema, invocation);
+      const problem = command.vni === undefined ? undefined : reservedVniProblem(groupBase, command.vni);
+      if (problem) throw new UsageError(problem);
+      const { network, created } = await createNetwork(client, schema, { ...command, groupBase, quarantineMs });
       output.out(JSON.stringify({ ...networkJson(network), created }));
+      return;
+    }
+    case 'settings get':
+      output.out(JSON.stringify(await readSettings(client, schema)));
+      return;
+    case 'settings set': {
+      const settings = await setGroupBase(client, schema, command.groupBase);
+      output.out(JSON.stringify(settings));
       return;
     }
     case 'network list': {
@@ -280,7 +370,7 @@ async function run(client: ReturnType<typeof createEtcdClient>, invocation: Invo
     case 'network get': {
       const network = await getNetwork(client, schema, command.vni);
       const hosts = await attachedHosts(client, schema, command.vni);
-      const group = groupFor(groupBase, command.vni).text;
+      const group = groupFor(await groupBaseFor(client, schema, invocation), command.vni).text;
       if (json) {
         output.out(JSON.stringify({ ...networkJson(network), group, hosts }));
       } else {
@@ -300,16 +390,9 @@ async function run(client: ReturnType<typeof createEtcdClient>, invocation: Invo
       return;
     }
     case 'network delete': {
+      const { detached } = await deleteNetwork(client, schema, command.vni, { force: command.force, quarantineMs });
       const hex = vniHex(command.vni);
-      const hosts = await attachedHosts(client, schema, command.vni);
-      await deleteNetwork(client, schema, command.vni);
-      output.out(`deleted network ${hex}`);
-      if (hosts.length > 0) {
-        output.warn(
-          `vxnetctl: warning: hosts ${hosts.map(cell).join(', ')} are still attached to network ${hex}; ` +
-            `remove their attachments with: vxnetctl host detach HOST ${hex}`,
-        );
-      }
+      output.out(detached.length ? `deleted network ${hex} and the attachments of ${detached.join(', ')}` : `deleted network ${hex}`);
       return;
     }
     case 'host attach': {

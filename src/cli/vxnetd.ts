@@ -130,6 +130,17 @@ async function run(config: AgentConfig): Promise<void> {
   }
 
   let stopping = false;
+  let warnedGroupBase: string | undefined;
+  source.on('snapshot', (snapshot) => {
+    const cloudGroupBase = snapshot.cloudGroupBase;
+    if (cloudGroupBase !== undefined && cloudGroupBase !== config.groupBase.text && cloudGroupBase !== warnedGroupBase) {
+      warnedGroupBase = cloudGroupBase;
+      log.warn(
+        { op: 'config', groupBase: config.groupBase.text, cloudGroupBase },
+        `--group-base ${config.groupBase.text} differs from the cloud-wide group base ${cloudGroupBase} (vxnetctl settings get): vxnetctl allocates VNIs by the cloud-wide one, so set --group-base ${cloudGroupBase} here or change the setting`,
+      );
+    }
+  });
   source.on('connected', (connected) => {
     if (stopping) return;
     readinessChanged();

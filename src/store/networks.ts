@@ -7,25 +7,33 @@
  * truth, and an index key that points at a missing or re-owned network is
  * treated as stale and replaced.
  */
-import { GRPCDeadlineExceededError, GRPCUnavailableError, type Etcd3, type IKeyValue } from 'etcd3';
-import { groupFor, reservedGroupReason, type GroupBase } from '../model/group.js';
+import type { Etcd3, IKeyValue } from 'etcd3';
+import { groupFor, parseGroupBase, reservedGroupReason, type GroupBase } from '../model/group.js';
 import type { NetworkSpec } from '../model/spec.js';
 import { vniHex, VNI_MAX, VNI_MIN } from '../model/vni.js';
 import { readPrefix } from './paged-range.js';
 import {
   parseAttachment,
+  parseDeletedNetwork,
   parseLiveness,
   parseOwnerIndex,
+  parseSettings,
   parseSpec,
   parseStatus,
   serializeAttachment,
+  serializeDeletedNetwork,
   serializeOwnerIndex,
+  serializeSettings,
   serializeSpec,
   type AgentLiveness,
+  type CloudSettings,
+  type DeletedNetwork,
   type EtcdSchema,
   type NetworkStatus,
   type Parsed,
 } from './schema.js';
+
+export { isEtcdTimeout, isEtcdUnreachable } from './client.js';
 
 export interface Network {
   vni: number;
@@ -52,6 +60,12 @@ export interface CreateRequest {
   owner?: string;
   description?: string;
   groupBase: GroupBase;
+  /** How long a deleted VNI is not handed out again (see EtcdSchema.deletedKey). */
+  quarantineMs: number;
+  /** Reuse a quarantined --vni now. */
+  force?: boolean;
+  /** The time quarantines are measured against (tests pass their own). */
+  now?: () => number;
 }
 
 export interface CreateResult {
@@ -70,14 +84,12 @@ export class ConflictError extends Error {
   override name = 'ConflictError';
 }
 
-/** True when etcd could not be reached or did not answer within the call deadline. */
-export function isEtcdUnreachable(error: unknown): boolean {
-  return error instanceof GRPCUnavailableError || isEtcdTimeout(error);
-}
-
-/** True when etcd accepted the connection (or never answered) but did not reply within the call deadline. */
-export function isEtcdTimeout(error: unknown): boolean {
-  return error instanceof GRPCDeadlineExceededError;
+/**
+ * Refused on purpose, nothing written: the owner's network has another MTU, hosts are still
+ * attached, the VNI is quarantined. The message says what would make it pass (often --force).
+ */
+export class RefusedError extends ConflictError {
+  override name = 'RefusedError';
 }
 
 /** Why a VNI must not be used with this group base, or undefined if it may. */
@@ -89,7 +101,7 @@ export function reservedVniProblem(groupBase: GroupBase, vni: number): string | 
 }
 
 /** The spec vxnetctl writes, checked by the same parser the agent uses so it can never write what the agent rejects. */
-export function specFor(request: Omit<CreateRequest, 'vni' | 'groupBase'>): NetworkSpec {
+export function specFor(request: Pick<CreateRequest, 'mtu' | 'owner' | 'description'>): NetworkSpec {
   const spec: NetworkSpec = {
     type: 'vxlan',
     ...(request.mtu !== undefined ? { mtu: request.mtu } : {}),
@@ -133,14 +145,21 @@ export async function getNetwork(client: Etcd3, schema: EtcdSchema, vni: number)
 // Each failed attempt means another creator won a VNI (or the owner) in the
 // meantime, so this bounds the number of concurrent creators we outlast.
 const MAX_CREATE_ATTEMPTS = 100;
+/** etcd's default --max-txn-ops: the most comparisons, and the most operations, in one transaction. */
+const ETCD_MAX_TXN_OPS = 128;
+/** Expired quarantine records pruned per transaction: bounded, so that a backlog never makes a transaction big. */
+const PRUNES_PER_TXN = 8;
+
+type TxnWrite = ReturnType<Etcd3['put']> | ReturnType<Etcd3['delete']>;
 
 /**
- * Creates a network: at the requested VNI, or at the lowest free VNI whose
- * multicast group is not reserved. With an owner, that owner's existing
- * network is returned instead (created: false), also under concurrency.
+ * Creates a network: at the requested VNI, or at the lowest free VNI whose multicast group is not
+ * reserved and that was not deleted less than the quarantine ago. With an owner, that owner's
+ * existing network is returned instead (created: false), also under concurrency.
  */
 export async function createNetwork(client: Etcd3, schema: EtcdSchema, request: CreateRequest): Promise<CreateResult> {
   const spec = specFor(request);
+  const now = request.now ?? Date.now;
   if (request.vni !== undefined) {
     const problem = reservedVniProblem(request.groupBase, request.vni);
     if (problem) throw new RangeError(problem);
@@ -152,24 +171,35 @@ export async function createNetwork(client: Etcd3, schema: EtcdSchema, request: 
     const indexed = ownerIndex && (await readKey(client, ownerIndex.key));
     const listing = await listNetworks(client, schema);
     const owned = ownerIndex && findOwnedNetwork(ownerIndex, indexed, listing);
-    if (owned && 'existing' in owned) return { network: sameVniOrThrow(owned.existing, request), created: false };
+    if (owned && 'existing' in owned) return { network: sameNetworkOrThrow(owned.existing, request), created: false };
 
     const taken = takenVnis(listing);
     if (request.vni !== undefined && taken.has(request.vni)) {
       throw new ConflictError(`network ${vniHex(request.vni)} already exists; choose another --vni or omit it to allocate one`);
     }
-    const vni = request.vni ?? lowestFreeVni(taken, request.groupBase);
+    const quarantine = await readQuarantine(client, schema, now(), request.quarantineMs);
+    if (request.vni !== undefined && !request.force) {
+      const record = quarantine.active.get(request.vni);
+      if (record) throw new RefusedError(quarantinedMessage(request.vni, record));
+    }
+    const vni = request.vni ?? lowestFreeVni(new Set([...taken, ...quarantine.active.keys()]), request.groupBase);
     const key = schema.networkKey(vni);
     const transaction = client.if(key, 'Create', '==', 0);
-    const writes = [client.put(key).value(serializeSpec(spec))];
+    const writes: TxnWrite[] = [client.put(key).value(serializeSpec(spec))];
     if (owned) {
       const { key: ownerKey, column, expected } = owned.claim;
       transaction.and(ownerKey, column, '==', expected);
       writes.push(client.put(ownerKey).value(serializeOwnerIndex(vni)));
     }
+    // The VNI's record as we read it: one written since (the VNI created and deleted meanwhile) fails the commit.
+    const record = quarantine.records.get(vni);
+    transaction.and(schema.deletedKey(vni), 'Mod', '==', record?.modRevision ?? 0);
+    // A network under the VNI again makes its record moot (an expired one, or one --force overrides).
+    if (record) writes.push(client.delete().key(schema.deletedKey(vni)));
+    addPrunes(client, schema, transaction, writes, quarantine, vni);
     const result = await transaction.then(...writes).commit();
     if (result.succeeded) return { network: { vni, hex: vniHex(vni), spec }, created: true };
-    // Lost a race for the VNI or the owner: the next attempt's fresh reads see the winner.
+    // Lost a race for the VNI, the owner or a record: the next attempt's fresh reads see the winner.
   }
   throw new ConflictError(
     `gave up after ${MAX_CREATE_ATTEMPTS} attempts: other creators kept taking the chosen VNI; retry`,
@@ -202,10 +232,22 @@ function findOwnedNetwork(
   return { claim: indexed ? { key, column: 'Mod', expected: indexed.mod_revision } : { key, column: 'Create', expected: 0 } };
 }
 
-function sameVniOrThrow(existing: Network, request: CreateRequest): Network {
+/**
+ * The owner's existing network, if it is what the request asks for. An MTU asked for and not the
+ * existing network's is refused: returning the network anyway would let a hook believe its VMs get
+ * an MTU they do not. (A description is free text, and a different one is no reason to fail.)
+ */
+function sameNetworkOrThrow(existing: Network, request: CreateRequest): Network {
   if (request.vni !== undefined && request.vni !== existing.vni) {
     throw new ConflictError(
       `owner ${JSON.stringify(request.owner)} already has network ${existing.hex}, not ${vniHex(request.vni)}; omit --vni or use another owner`,
+    );
+  }
+  if (request.mtu !== undefined && request.mtu !== existing.spec.mtu) {
+    const mtu = existing.spec.mtu === undefined ? 'no MTU set (the underlay limit)' : `MTU ${existing.spec.mtu}`;
+    throw new RefusedError(
+      `owner ${JSON.stringify(request.owner)} already has network ${existing.hex} with ${mtu}, not ${request.mtu}; ` +
+        `omit --mtu to get that network, or use another owner`,
     );
   }
   return existing;
@@ -224,28 +266,167 @@ export function lowestFreeVni(taken: ReadonlySet<number>, groupBase: GroupBase):
   throw new ConflictError(`every VNI ${VNI_MIN}…${VNI_MAX} is taken or reserved`);
 }
 
-/** Deletes a network and, in the same transaction, the owner index key that points at it. */
-export async function deleteNetwork(client: Etcd3, schema: EtcdSchema, vni: number): Promise<void> {
+export interface DeleteRequest {
+  /** Also delete the hosts' attachments (otherwise their presence refuses the delete). */
+  force?: boolean;
+  /** How long records are kept: older ones are pruned on the way (see addPrunes). */
+  quarantineMs: number;
+  now?: () => number;
+}
+
+export interface DeleteResult {
+  /** Hosts whose attachments went with the network (only with force). */
+  detached: string[];
+}
+
+/**
+ * Ops of one delete transaction besides the attachments: the network, the owner index, the
+ * quarantine record and the pruned records, each with its comparison. etcd takes at most 128
+ * (--max-txn-ops) of each kind.
+ */
+export const MAX_FORCED_ATTACHMENTS = ETCD_MAX_TXN_OPS - 3 - PRUNES_PER_TXN;
+
+/**
+ * Deletes a network in one transaction with the owner index key that points at it and its
+ * quarantine record (EtcdSchema.deletedKey); refused while hosts are attached, unless forced,
+ * which deletes their attachments in the same transaction. The transaction compares every key it
+ * read, so a network changed or re-created, or an attachment rewritten, meanwhile makes it read
+ * again. (An attachment added by another host between the read and the commit is not seen: etcd
+ * cannot compare "no key under these prefixes".)
+ */
+export async function deleteNetwork(client: Etcd3, schema: EtcdSchema, vni: number, request: DeleteRequest): Promise<DeleteResult> {
   const key = schema.networkKey(vni);
   const hex = vniHex(vni);
-  const stored = await readKey(client, key);
-  if (!stored) throw new NotFoundError(`network ${hex} does not exist (key ${key})`);
-  const parsed = parseSpec(stored.value);
-  const owner = parsed.ok ? parsed.spec.owner : undefined;
-  const deleteNetworkKey = client.delete().key(key);
-  let deleted: string;
-  if (owner === undefined) {
-    deleted = (await deleteNetworkKey.exec()).deleted;
-  } else {
-    const ownerKey = schema.ownerKey(owner);
-    const result = await client
-      .if(ownerKey, 'Value', '==', serializeOwnerIndex(vni))
-      .then(deleteNetworkKey, client.delete().key(ownerKey))
-      .else(deleteNetworkKey)
-      .commit();
-    deleted = result.responses[0]!.response_delete_range.deleted;
+  const now = request.now ?? Date.now;
+  for (let attempt = 1; attempt <= MAX_CREATE_ATTEMPTS; attempt++) {
+    const stored = await readKey(client, key);
+    if (!stored) throw new NotFoundError(`network ${hex} does not exist (key ${key})`);
+    const parsed = parseSpec(stored.value);
+    const owner = parsed.ok ? parsed.spec.owner : undefined;
+    const attachments = (await readHostKeys(client, schema)).hostKeys.filter((entry) => entry.kind === 'attachment' && entry.vni === vni);
+    const hosts = attachments.map((entry) => entry.host).sort();
+    if (hosts.length > 0 && !request.force) {
+      throw new RefusedError(
+        `hosts ${hosts.join(', ')} are still attached to network ${hex}; detach them first (vxnetctl host detach HOST ${hex}), ` +
+          `or pass --force to delete their attachments with the network`,
+      );
+    }
+    if (hosts.length > MAX_FORCED_ATTACHMENTS) {
+      throw new RefusedError(
+        `${hosts.length} hosts are attached to network ${hex}, more than one etcd transaction can detach with it (${MAX_FORCED_ATTACHMENTS}); ` +
+          `detach some with vxnetctl host detach HOST ${hex}, then delete it`,
+      );
+    }
+    const transaction = client.if(key, 'Mod', '==', stored.mod_revision);
+    const writes: TxnWrite[] = [client.delete().key(key)];
+    for (const attachment of attachments) {
+      transaction.and(attachment.kv.key.toString(), 'Mod', '==', attachment.kv.mod_revision);
+      writes.push(client.delete().key(attachment.kv.key.toString()));
+    }
+    if (owner !== undefined) {
+      const ownerKey = schema.ownerKey(owner);
+      const indexed = await readKey(client, ownerKey);
+      if (indexed && parseOwnerIndex(indexed.value) === vni) {
+        transaction.and(ownerKey, 'Mod', '==', indexed.mod_revision);
+        writes.push(client.delete().key(ownerKey));
+      }
+    }
+    const deletedAt = new Date(now()).toISOString();
+    writes.push(client.put(schema.deletedKey(vni)).value(serializeDeletedNetwork({ deletedAt, ...(owner !== undefined ? { owner } : {}) })));
+    addPrunes(client, schema, transaction, writes, await readQuarantine(client, schema, now(), request.quarantineMs), vni);
+    const result = await transaction.then(...writes).commit();
+    if (result.succeeded) return { detached: hosts };
   }
-  if (deleted === '0') throw new NotFoundError(`network ${hex} does not exist (deleted concurrently)`);
+  throw new ConflictError(`gave up after ${MAX_CREATE_ATTEMPTS} attempts: network ${hex} or its attachments kept changing; retry`);
+}
+
+// ---- quarantine ----
+
+interface QuarantineRecord extends DeletedNetwork {
+  modRevision: string;
+  /** When the VNI may be handed out again (epoch ms). */
+  until: number;
+}
+
+interface Quarantine {
+  /** Every record, by VNI (a record that does not parse counts as deleted now: it still quarantines). */
+  records: Map<number, QuarantineRecord>;
+  /** Records younger than the quarantine. */
+  active: Map<number, QuarantineRecord>;
+  /** Records older than the quarantine, with their keys: pruned a few at a time. */
+  expired: Array<{ vni: number; modRevision: string }>;
+}
+
+async function readQuarantine(client: Etcd3, schema: EtcdSchema, now: number, quarantineMs: number): Promise<Quarantine> {
+  const response = await client.getAll().prefix(schema.deletedDir).exec();
+  const quarantine: Quarantine = { records: new Map(), active: new Map(), expired: [] };
+  for (const kv of response.kvs) {
+    const parsedKey = schema.parseKey(kv.key.toString());
+    if (parsedKey.kind !== 'deleted') continue;
+    const parsed = parseDeletedNetwork(kv.value);
+    const deletedAt = parsed.ok ? parsed.value.deletedAt : new Date(now).toISOString();
+    const record = { ...(parsed.ok ? parsed.value : {}), deletedAt, modRevision: kv.mod_revision, until: Date.parse(deletedAt) + quarantineMs };
+    quarantine.records.set(parsedKey.vni, record);
+    if (record.until > now) quarantine.active.set(parsedKey.vni, record);
+    else quarantine.expired.push({ vni: parsedKey.vni, modRevision: kv.mod_revision });
+  }
+  return quarantine;
+}
+
+/** Adds deletes of a few expired records (each compared, so that a fresh record is never pruned), except `keep`'s. */
+function addPrunes(
+  client: Etcd3,
+  schema: EtcdSchema,
+  transaction: ReturnType<Etcd3['if']>,
+  writes: TxnWrite[],
+  quarantine: Quarantine,
+  keep: number,
+): void {
+  for (const { vni, modRevision } of quarantine.expired.filter((record) => record.vni !== keep).slice(0, PRUNES_PER_TXN)) {
+    transaction.and(schema.deletedKey(vni), 'Mod', '==', modRevision);
+    writes.push(client.delete().key(schema.deletedKey(vni)));
+  }
+}
+
+function quarantinedMessage(vni: number, record: DeletedNetwork & { until: number }): string {
+  const owner = record.owner === undefined ? '' : ` (owner ${JSON.stringify(record.owner)})`;
+  return (
+    `network ${vniHex(vni)}${owner} was deleted at ${record.deletedAt}; its VNI is quarantined until ${new Date(record.until).toISOString()} ` +
+    `so that no host still plugged into the old network finds a new one under it; pass --force to use it now`
+  );
+}
+
+// ---- cloud-wide settings ----
+
+/** The cloud-wide settings; {} when none were ever written. */
+export async function readSettings(client: Etcd3, schema: EtcdSchema): Promise<CloudSettings> {
+  const value = await client.get(schema.settingsKey).buffer();
+  if (value === null) return {};
+  const parsed = parseSettings(value);
+  if (!parsed.ok) throw new ConflictError(`${schema.settingsKey} is invalid: ${parsed.reason}; fix it with vxnetctl settings set`);
+  return parsed.value;
+}
+
+/** Sets the cloud-wide group base, keeping the other settings (compare-and-swap, so a concurrent change is not lost). */
+export async function setGroupBase(client: Etcd3, schema: EtcdSchema, groupBase: GroupBase): Promise<CloudSettings> {
+  const key = schema.settingsKey;
+  for (let attempt = 1; attempt <= MAX_CREATE_ATTEMPTS; attempt++) {
+    const stored = await readKey(client, key);
+    const parsed = stored ? parseSettings(stored.value) : undefined;
+    // A value that does not parse is replaced: setting it right is what this command is for.
+    const settings: CloudSettings = { ...(parsed?.ok ? parsed.value : {}), groupBase: groupBase.text };
+    const result = await client
+      .if(key, 'Mod', '==', stored?.mod_revision ?? 0)
+      .then(client.put(key).value(serializeSettings(settings)))
+      .commit();
+    if (result.succeeded) return settings;
+  }
+  throw new ConflictError(`gave up after ${MAX_CREATE_ATTEMPTS} attempts: ${key} kept changing; retry`);
+}
+
+/** The group base allocations must respect: the cloud-wide one, else `fallback` (vxnetctl's --group-base). */
+export function effectiveGroupBase(settings: CloudSettings, fallback: GroupBase): GroupBase {
+  return settings.groupBase === undefined ? fallback : parseGroupBase(settings.groupBase);
 }
 
 /** Attaches a host to an existing network; false if it was already attached (its value is kept). */

@@ -8,12 +8,15 @@
  *   <prefix>/hosts/<host>/status/<hex>       NetworkStatus, written by the agent on <host>
  *   <prefix>/hosts/<host>/agent              AgentLiveness, bound to the agent's lease
  *   <prefix>/owners/<sha256(owner) in hex>   vxnetctl's owner index: the VNI hex of that owner's network
+ *   <prefix>/deleted/<hex>                   DeletedNetwork: vxnetctl's quarantine record of a deleted VNI
+ *   <prefix>/settings                        CloudSettings: cloud-wide settings (the multicast group base)
  *
  * The owner index is vxnetctl's own (vxnetd never reads it): written in the same transaction as
  * the network key, so that concurrent `network create --owner X` cannot both create a network.
  * The owner is hashed because it is free text (it may contain '/').
  */
 import { createHash } from 'node:crypto';
+import { parseGroupBase } from '../model/group.js';
 import { parseAttachment as checkAttachment, parseNetworkSpec, type NetworkSpec, type SpecResult } from '../model/spec.js';
 import { nonCanonicalVniReason, parseVniHex, vniHex } from '../model/vni.js';
 
@@ -58,7 +61,9 @@ export type ParsedKey =
   | { kind: 'attachment' | 'status'; host: string; vni: number; hex: string }
   | { kind: 'agent'; host: string }
   | { kind: 'owner'; digest: string }
+  | { kind: 'deleted'; vni: number; hex: string }
   | { kind: 'data-id' }
+  | { kind: 'settings' }
   /** Not a key of the data model, and why. */
   | { kind: 'invalid'; reason: string };
 
@@ -69,11 +74,13 @@ export class EtcdSchema {
   readonly networksDir: string;
   readonly hostsDir: string;
   readonly ownersDir: string;
+  readonly deletedDir: string;
 
   constructor(readonly prefix: string) {
     this.networksDir = `${prefix}/networks/`;
     this.hostsDir = `${prefix}/hosts/`;
     this.ownersDir = `${prefix}/owners/`;
+    this.deletedDir = `${prefix}/deleted/`;
   }
 
   networkKey(vni: VniRef): string {
@@ -115,6 +122,21 @@ export class EtcdSchema {
     return `${this.prefix}/data-id`;
   }
 
+  /**
+   * The quarantine record of a deleted network's VNI, written by `vxnetctl network delete` in the
+   * delete's own transaction. vxnetctl does not hand the VNI to a new network until the record is
+   * older than its --quarantine: an agent that was stopped meanwhile must not find another tenant's
+   * network under the VNI its VMs are still plugged into. vxnetd never reads it.
+   */
+  deletedKey(vni: VniRef): string {
+    return this.deletedDir + hexOf(vni);
+  }
+
+  /** Cloud-wide settings (CloudSettings), written by `vxnetctl settings set`. */
+  get settingsKey(): string {
+    return `${this.prefix}/settings`;
+  }
+
   ownerKey(owner: string): string {
     return this.ownersDir + createHash('sha256').update(owner, 'utf8').digest('hex');
   }
@@ -142,6 +164,11 @@ export class EtcdSchema {
       const digest = key.slice(this.ownersDir.length);
       return OWNER_DIGEST.test(digest) ? { kind: 'owner', digest } : { kind: 'invalid', reason: 'not an owner index key (expected a SHA-256 in hex)' };
     }
+    if (key.startsWith(this.deletedDir)) {
+      const hex = key.slice(this.deletedDir.length);
+      const named = vniKey(hex);
+      return named ? { kind: 'deleted', ...named } : { kind: 'invalid', reason: nonCanonicalVniReason(hex) };
+    }
     if (key.startsWith(this.hostsDir)) {
       const [host = '', kind, hex, ...rest] = key.slice(this.hostsDir.length).split('/');
       const problem = hostnameProblem(host);
@@ -155,6 +182,7 @@ export class EtcdSchema {
       return { kind: 'invalid', reason: 'not a key of the data model (expected agent, networks/<vni-hex> or status/<vni-hex>)' };
     }
     if (key === this.dataIdKey) return { kind: 'data-id' };
+    if (key === this.settingsKey) return { kind: 'settings' };
     return { kind: 'invalid', reason: `not a key of the data model under ${this.prefix}/` };
   }
 }
@@ -274,6 +302,53 @@ export function serializeOwnerIndex(vni: number): string {
 /** The VNI an owner index key points at; undefined for anything else (the index is only a hint). */
 export function parseOwnerIndex(value: Uint8Array): number | undefined {
   return parseVniHex(Buffer.from(value).toString('utf8'));
+}
+
+/** A quarantine record (EtcdSchema.deletedKey). */
+export interface DeletedNetwork {
+  /** ISO time of the delete. */
+  deletedAt: string;
+  /** The deleted network's owner, if it had one: who may have VMs still plugged in somewhere. */
+  owner?: string;
+}
+
+export function serializeDeletedNetwork({ deletedAt, owner }: DeletedNetwork): string {
+  return JSON.stringify({ deletedAt, owner });
+}
+
+export function parseDeletedNetwork(value: Uint8Array): Parsed<DeletedNetwork> {
+  return parseObject(value, (fields) => {
+    const deletedAt = required(fields, 'deletedAt', 'string');
+    if (Number.isNaN(Date.parse(deletedAt))) throw new ValueError(`deletedAt must be an ISO time, got ${shown(deletedAt)}`);
+    return { deletedAt, ...optional(fields, 'owner', 'string') };
+  });
+}
+
+/**
+ * Cloud-wide settings (EtcdSchema.settingsKey). `groupBase` is the multicast group base every
+ * vxnetd uses (its --group-base): vxnetctl allocates no VNI whose group would be reserved under it.
+ * Unknown fields are kept by whoever rewrites the value (forward compatibility).
+ */
+export interface CloudSettings {
+  /** Canonical text of the group base, as parseGroupBase() prints it. */
+  groupBase?: string;
+  [field: string]: unknown;
+}
+
+export function serializeSettings(settings: CloudSettings): string {
+  return JSON.stringify(settings);
+}
+
+export function parseSettings(value: Uint8Array): Parsed<CloudSettings> {
+  return parseObject(value, (fields) => {
+    const groupBase = optional(fields, 'groupBase', 'string').groupBase;
+    if (groupBase === undefined) return { ...fields };
+    try {
+      return { ...fields, groupBase: parseGroupBase(groupBase).text };
+    } catch (error) {
+      throw new ValueError(`groupBase: ${(error as Error).message}`);
+    }
+  });
 }
 
 class ValueError extends Error {}

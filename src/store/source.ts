@@ -10,9 +10,9 @@ import { randomBytes } from 'node:crypto';
 import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
 import { quoteBrief } from '../model/spec.js';
 import { Backoff, systemClock, type Clock } from './backoff.js';
-import { createEtcdClient, type EtcdOptions } from './client.js';
+import { createEtcdClient, EndpointRotation, type EtcdOptions } from './client.js';
 import { ETCD_MAX_REQUEST_BYTES, ETCD_MAX_TXN_OPS, isRequestRefused, readPrefixes } from './paged-range.js';
-import { EtcdSchema, newDataId, parseDataId, parseStatus, serializeDataId, serializeLiveness, serializeStatus, type AgentLiveness, type NetworkStatus } from './schema.js';
+import { EtcdSchema, newDataId, parseDataId, parseSettings, parseStatus, serializeDataId, serializeLiveness, serializeStatus, type AgentLiveness, type NetworkStatus } from './schema.js';
 
 export interface StoredValue {
   value: Buffer;
@@ -31,6 +31,8 @@ export interface Snapshot {
   attachments: Map<string, StoredValue>;
   /** This host's status values, by suffix, as last written. */
   statuses: Map<string, string>;
+  /** The cloud-wide group base (`vxnetctl settings`), if one is set: the agent warns when its own differs. */
+  cloudGroupBase?: string;
 }
 
 export type Collection = 'networks' | 'attachments';
@@ -112,6 +114,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private readonly schema: EtcdSchema;
   private readonly dirs: { networks: string; attachments: string; statuses: string };
   private readonly agentKey: string;
+  private readonly endpoints: EndpointRotation;
   private client?: Etcd3;
   private lease?: Lease;
   private connected = false;
@@ -144,6 +147,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       statuses: this.schema.statusesDir(options.hostname),
     };
     this.agentKey = this.schema.agentKey(options.hostname);
+    this.endpoints = new EndpointRotation(options.etcd.endpoints);
   }
 
   get isConnected(): boolean {
@@ -165,7 +169,9 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
    */
   private async run(): Promise<void> {
     while (!this.stopping.signal.aborted) {
-      const client = (this.options.createClient ?? createEtcdClient)(this.options.etcd);
+      // One member per pass (see EndpointRotation): a dead one fails the pass at once.
+      const endpoint = this.endpoints.current;
+      const client = (this.options.createClient ?? createEtcdClient)(this.endpoints.options(this.options.etcd));
       this.client = client;
       const watchers = new Set<Watcher>();
       try {
@@ -180,16 +186,19 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         void this.flushStatus();
         const reason = await this.watchUntilBroken(client, lease, snapshot.revision + 1, watchers);
         if (this.stopping.signal.aborted) await this.revokeLiveness(lease);
-        else this.options.log.warn({ reason }, 'etcd watch broken; listing again');
+        else this.options.log.warn({ reason, endpoint }, 'etcd watch broken; listing again');
       } catch (error) {
         if (!this.stopping.signal.aborted) {
-          this.options.log.warn({ err: (error as Error).message, endpoints: this.options.etcd.endpoints }, 'etcd unavailable; retrying');
+          this.options.log.warn({ err: (error as Error).message, endpoint }, 'etcd unavailable; retrying');
         }
       } finally {
         this.setConnected(false);
         this.retire(client, watchers);
       }
       if (this.stopping.signal.aborted) break;
+      // Whatever ended the pass, the next one starts on the next member: if this one died, the
+      // agent is on a survivor after one backoff step.
+      this.endpoints.advance();
       await this.clock.sleep(this.backoff.next(), this.stopping.signal);
     }
   }
@@ -197,6 +206,8 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private async list(client: Etcd3): Promise<Snapshot> {
     const { dirs, schema } = this;
     const dataId = await this.dataId(client);
+    const settings = await client.get(schema.settingsKey).buffer();
+    const cloudSettings = settings === null ? undefined : parseSettings(settings);
     // Paged, and all three at one revision, so they agree.
     const {
       revision,
@@ -215,6 +226,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       networks: byName(networks!, dirs.networks),
       attachments: byName(attachments!, dirs.attachments),
       statuses: new Map(statuses!.map((kv) => [schema.nameIn(dirs.statuses, kv.key.toString('utf8')), kv.value.toString('utf8')])),
+      ...(cloudSettings?.ok && cloudSettings.value.groupBase ? { cloudGroupBase: cloudSettings.value.groupBase } : {}),
     };
     this.writtenStatus.clear();
     this.refusedStatus.clear();
