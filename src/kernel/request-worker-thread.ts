@@ -161,14 +161,18 @@ export class RequestThread {
 }
 
 /*
- * The binding peeks at each datagram for its size before reading it. Reading into fixed 32 KiB
- * buffers instead made dumps come in fewer, larger datagrams, but the binding allocates the whole
- * buffer for every reply, acknowledgements included: RSS 171-179 MiB against 115-127 MiB while
- * converging 1,000 networks (bench/RESULTS.md, "issue 15: before and after").
+ * By default the binding peeks at each datagram for its size before reading it. With `readBytes`
+ * it reads into buffers of that size instead, and the kernel fills a dump's datagrams up to it: a
+ * dump of thousands of links comes in far fewer datagrams and reads. Only for the dump thread: the
+ * binding allocates the whole buffer for every datagram, and for requests that meant one per
+ * acknowledgement (RSS 171-179 MiB against 115-127 MiB converging 1,000 networks; bench/RESULTS.md,
+ * "issue 15: before and after").
  */
 
 if (!isMainThread && parentPort && (workerData as { role?: string } | undefined)?.role === REQUEST_THREAD) {
   // Loaded here, in the thread only: importing this module elsewhere (unit tests) needs no binding.
   const { RawNetlinkSocket: Raw } = createRequire(import.meta.url)('netlink/dist/raw.js') as { RawNetlinkSocket: typeof RawNetlinkSocket };
-  new RequestThread(parentPort as unknown as AgentPort, () => new Raw(NETLINK_ROUTE));
+  const readBytes = (workerData as { readBytes?: number }).readBytes;
+  const options = readBytes ? ({ messagePeeking: false, msgBufferSize: readBytes } as ConstructorParameters<typeof Raw>[1]) : undefined;
+  new RequestThread(parentPort as unknown as AgentPort, () => new Raw(NETLINK_ROUTE, options));
 }

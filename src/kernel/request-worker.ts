@@ -77,8 +77,9 @@ function threadFromSource(): string {
 }
 
 /** Starts the thread that owns one raw rtnetlink socket. */
-export function startRequestWorker(): Worker {
-  const workerData = { role: REQUEST_THREAD };
+/** `readBytes`: read datagrams into buffers this large instead of peeking (for dumps: request-worker-thread.ts says why). */
+export function startRequestWorker(opts: { readBytes?: number } = {}): Worker {
+  const workerData = { role: REQUEST_THREAD, ...opts };
   return FROM_SOURCE ? new Worker(threadFromSource(), { eval: true, workerData }) : new Worker(THREAD_MODULE, { workerData });
 }
 

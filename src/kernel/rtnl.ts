@@ -41,13 +41,15 @@ import {
   forEachMessage,
   writeHeader,
 } from './netlink.js';
-import { WorkerRequestSocket } from './request-worker.js';
+import { startRequestWorker, WorkerRequestSocket } from './request-worker.js';
 
 const NETLINK_ROUTE = 0;
 const RTNLGRP_LINK = 1;
 const RECEIVE_BUFFER_BYTES = 32 * 1024 * 1024;
 const REQUEST_TIMEOUT_MS = 5000;
 const DUMP_TIMEOUT_MS = 15000;
+/** The dump thread's reads: the kernel fills a dump's datagrams up to the largest read it has seen (at most 32 KiB). */
+const DUMP_READ_BYTES = 32 * 1024;
 /** A dump the kernel keeps interrupting (its list changed meanwhile) is read again, at most this often in all. */
 const DUMP_ATTEMPTS = 5;
 /** One per network the agent applies at once (NETWORKS_IN_FLIGHT); beyond ~50 one socket's receive buffer overflowed. */
@@ -441,7 +443,12 @@ export class NetlinkKernel implements Kernel {
    * of KiB queue ahead of the acknowledgements, so every apply waited for it, applies piled up into
    * bulk applies, and those asked for more dumps (bench/RESULTS.md, "issue 15: before and after").
    */
-  private readonly dumps = new RequestChannel(DUMP_TIMEOUT_MS, (error) => this.events.emit('socket-error', 'dump', error), undefined, DUMP_TIMEOUT_MS);
+  private readonly dumps = new RequestChannel(
+    DUMP_TIMEOUT_MS,
+    (error) => this.events.emit('socket-error', 'dump', error),
+    () => new WorkerRequestSocket(startRequestWorker({ readBytes: DUMP_READ_BYTES })),
+    DUMP_TIMEOUT_MS,
+  );
   private readonly eventSocket: LinkEventSocket;
   private readonly inFlight = new Semaphore(MAX_REQUESTS_IN_FLIGHT);
   private closed = false;
