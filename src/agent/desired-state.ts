@@ -3,7 +3,7 @@
  * listed and watched. The only owner of that state; pure apart from counting spec errors once.
  */
 import { desiredNetwork, type DesiredNetwork, type HostSettings, type Underlay } from '../model/network.js';
-import { parseAttachment, parseNetworkSpec, SpecError, type SpecResult } from '../model/spec.js';
+import { cutText, parseAttachment, parseNetworkSpec, SpecError, type SpecResult } from '../model/spec.js';
 import { nonCanonicalVniReason, parseVniHex } from '../model/vni.js';
 import type { Change, Snapshot, StoredValue } from '../store/source.js';
 
@@ -27,6 +27,8 @@ export type Wanted =
 
 /** Spec errors remembered as counted: a key's name is up to ~1.5 MiB, and bad keys may keep coming. */
 const MAX_COUNTED_ERRORS = 10_000;
+/** Characters of an invalid key a log line shows. */
+const MAX_KEY_SHOWN = 64;
 
 export class DesiredState {
   private readonly networks = new Map<string, NetworkEntry>();
@@ -123,10 +125,10 @@ export class DesiredState {
 
   private setNetwork(name: string, stored: StoredValue): void {
     if (parseVniHex(name) === undefined) {
-      this.countOnce(`${name.slice(0, 64)}@${stored.modRevision}`, 'invalid_key', () =>
+      this.countOnce(`${name.slice(0, MAX_KEY_SHOWN)}@${stored.modRevision}`, 'invalid_key', () =>
         this.log.warn(
-          { key: name.length > 64 ? `${name.slice(0, 64)}…` : name, op: 'validate' },
-          `ignoring network key: ${nonCanonicalVniReason(name.length > 64 ? `${name.slice(0, 64)}… (${name.length} characters, cut)` : name)}`,
+          { key: cutText(name, MAX_KEY_SHOWN), op: 'validate' },
+          `ignoring network key: ${nonCanonicalVniReason(cutText(name, MAX_KEY_SHOWN))}`,
         ),
       );
       return;

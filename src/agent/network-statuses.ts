@@ -1,4 +1,5 @@
 /** The status of every network on this host (DESIGN.md §1): the only owner, and what it hands to etcd. */
+import { cutText } from '../model/spec.js';
 import { bridgeName, vxlanName } from '../model/vni.js';
 import type { NetworkStatus } from '../store/schema.js';
 
@@ -20,7 +21,7 @@ export type StatusWriter = (hex: string, status: NetworkStatus | null) => void;
 export const MAX_REASON_CHARS = 400;
 
 export function boundedReason(reason: string): string {
-  return reason.length <= MAX_REASON_CHARS ? reason : `${reason.slice(0, MAX_REASON_CHARS)}… (${reason.length} characters, cut)`;
+  return cutText(reason, MAX_REASON_CHARS);
 }
 
 export class NetworkStatuses {

@@ -13,7 +13,6 @@
  * HTTP handler must serve render().
  */
 import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics, type Registry } from 'prom-client';
-import type { Link } from '../model/link.js';
 import type { Kernel } from '../kernel/rtnl.js';
 import { renderNetdev } from './netdev.js';
 
@@ -145,27 +144,10 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     registers,
   });
 
-  // One dump per scrape, shared by everything that needs it; a scrape that
-  // arrives while a dump is in flight joins it instead of queueing another.
-  let inFlight: Promise<Link[]> | undefined;
-  const dumpOnce = (): Promise<Link[]> => {
-    if (!inFlight) {
-      let dump: Promise<Link[]>;
-      try {
-        dump = Promise.resolve(kernel.dumpLinks({ stats: true }));
-      } catch (error) {
-        dump = Promise.reject(error);
-      }
-      const settled = dump.finally(() => {
-        if (inFlight === settled) inFlight = undefined;
-      });
-      inFlight = settled;
-    }
-    return inFlight;
-  };
-
+  // One dump per render; renders are shared (below), so scrapes that arrive together share it.
+  // Through then(): a dumpLinks() that throws at once becomes a rejection like any other.
   const render = async (): Promise<RenderResult> => {
-    const dump = dumpOnce().then(
+    const dump = Promise.resolve().then(() => kernel.dumpLinks({ stats: true })).then(
       (links) => ({ ok: true as const, links }),
       (error: unknown) => ({ ok: false as const, error }),
     );

@@ -109,6 +109,10 @@ function wrongType(field: string, expected: string, got: unknown): SpecError {
 
 /** A value as JSON, cut to a length a status or a log line can carry, and marked as cut. */
 export function quoteBrief(value: unknown, max = 40): string {
-  const shown = JSON.stringify(value) ?? String(value);
-  return shown.length > max ? `${shown.slice(0, max)}… (${shown.length} characters, cut)` : shown;
+  return cutText(JSON.stringify(value) ?? String(value), max);
+}
+
+/** Text cut to `max` characters and marked as cut: statuses and log lines stay small whatever etcd holds. */
+export function cutText(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max)}… (${text.length} characters, cut)` : text;
 }
