@@ -212,15 +212,6 @@ export class ReconcileLoop {
     return counts;
   }
 
-  /** Forgets an object that no longer exists anywhere (its status would otherwise stay). */
-  forget(kindName: string, key: string): void {
-    const id = idOf(kindName, key);
-    const entry = this.entries.get(id);
-    if (!entry || this.running.has(id)) return;
-    entry.retryTimer?.cancel();
-    this.entries.delete(id);
-  }
-
   /** Resolves when nothing is queued, running or in a full round (retry timers may still be set). */
   idle(): Promise<void> {
     if (this.isIdle()) return Promise.resolve();
