@@ -229,7 +229,8 @@ describe('DesiredStateSource', () => {
     source.start();
     for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
     state.watchers[0]!.emit('disconnected');
-    for (let i = 0; i < 20 && state.watchers.length === 1; i++) await flush();
+    // Two watchers a pass in scope all: networks and the members index.
+    for (let i = 0; i < 20 && state.watchers.length === 2; i++) await flush();
     await source.stop();
     // Two failed lists, a watch that broke, the pass that stopped: four clients, each on one member, in turn.
     const used = state.endpoints!;
@@ -300,7 +301,8 @@ describe('DesiredStateSource', () => {
     expect(clock.sleeps).toEqual([200]);
 
     state.failLists = 2;
-    state.watchers[1]!.emit('disconnected');
+    // The second pass's networks watcher (each pass also watches the members index).
+    state.watchers[2]!.emit('disconnected');
     for (let i = 0; i < 30 && snapshots.length < 3; i++) await flush();
     // The first retry after a good run waits the initial delay again.
     expect(clock.sleeps).toEqual([200, 200, 400, 800]);
@@ -497,7 +499,8 @@ describe('DesiredStateSource', () => {
     const networkPages = state.ranges!.filter((range) => range.from.startsWith('/v1/networks/'));
     // Pages of 256, 512, then up to 1,024 keys while their replies stay small.
     expect(networkPages.map((range) => range.from)).toEqual(['/v1/networks/', '/v1/networks/1ff\0', '/v1/networks/3ff\0']);
-    expect(state.ranges!.map((range) => range.revision)).toEqual([undefined, 41, 41, 41, 41]);
+    // networks (3 pages), attachments, statuses, members index: one revision.
+    expect(state.ranges!.map((range) => range.revision)).toEqual([undefined, 41, 41, 41, 41, 41]);
     await source.stop();
   });
 

@@ -43,6 +43,11 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
     private readonly bulk: BulkApplyGuard,
     private readonly log: DevicePairLog,
     private readonly settings: { hostname: string; underlay: string; takeOver?: string },
+    /**
+     * A reconcile of the network ended with it wanted on this host (`member`, devices in place or
+     * kept despite a bad spec) or gone from it; `changed`: devices were changed.
+     */
+    private readonly settled: (hex: string, member: boolean, changed: boolean) => void = () => undefined,
   ) {}
 
   /** Devices left alone because they are of another identity or of an earlier vxnetd and not wanted here. */
@@ -86,6 +91,7 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
     if (wanted.wanted && 'error' in wanted) {
       // Existing devices are kept: VMs on them keep working until the spec is fixed.
       this.statuses.error(hex, wanted.error.message, wanted.specRevision);
+      this.settled(hex, true, false);
       return { result: 'blocked', reason: wanted.error.message };
     }
     // Missing data is not an empty desired state: nothing is deleted before a full list.
@@ -143,7 +149,7 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
     if (type === 'del') return !this.desired.isWanted(hex) && this.statuses.get(hex) === undefined;
     if (hexFromDeviceName(link.name)?.hex !== hex) return false;
     const underlay = this.facts.underlay;
-    if (!underlay || this.statuses.get(hex)?.state !== 'ready') return false;
+    if (!underlay || !this.statuses.devicesReady(hex)) return false;
     const wanted = this.desired.wanted(hex, underlay);
     if (!wanted.wanted || !('network' in wanted)) return false;
     return deviceMatches(wanted.network, link, this.ownership(hex), this.facts.bridgeIndex(hex));
@@ -159,8 +165,10 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
   private finish(hex: string, wanted: { specRevision: number; network: DesiredNetwork } | undefined, changed: boolean, attachedToMissing: boolean): Outcome {
     if (wanted) {
       this.statuses.ready(hex, wanted.specRevision, wanted.network.vxlan.mtu);
+      this.settled(hex, true, changed);
       return { result: 'done', changed };
     }
+    this.settled(hex, false, changed);
     if (attachedToMissing) return { result: 'done', changed };
     this.facts.forgetNetwork(hex);
     this.ownerships.delete(hex);
