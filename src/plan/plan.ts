@@ -190,7 +190,7 @@ function planVxlan(hex: string, desired: DesiredNetwork, vxlan: Link | undefined
   };
   if (!vxlan) return [create];
 
-  const have = vxlan.vxlan;
+  const have = vxlan.vxlan && { ...vxlan.vxlan, group: isUnspecified(vxlan.vxlan.group) ? undefined : vxlan.vxlan.group };
   const replaceWhy =
     !have
       ? 'the kernel reports no vxlan attributes for it'
@@ -242,6 +242,11 @@ function needsQuietIpv6(wanted: boolean, link: Link): boolean {
 
 function hasChanges(changes: LinkChanges): boolean {
   return Object.keys(changes).length > 0;
+}
+
+/** The kernel reports no group for a vxlan without one; a group of only zeros means the same. */
+function isUnspecified(group: Buffer | undefined): boolean {
+  return group === undefined || group.every((byte) => byte === 0);
 }
 
 function sameBytes(a: Buffer | undefined, b: Buffer | undefined): boolean {

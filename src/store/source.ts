@@ -530,12 +530,20 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   }
 
   private flushStatus(): Promise<void> {
-    this.flushing ??= this.flushLoop().finally(() => (this.flushing = undefined));
+    this.flushing ??= this.flushLoop().finally(() => {
+      this.flushing = undefined;
+      // A write queued after the loop's last check but before this callback would wait for the next one.
+      if (this.hasPendingWrites() && this.connected && this.client && !this.stopping.signal.aborted) void this.flushStatus();
+    });
     return this.flushing;
   }
 
+  private hasPendingWrites(): boolean {
+    return this.pendingStatus.size > 0 || this.pendingMembers.size > 0;
+  }
+
   private async flushLoop(): Promise<void> {
-    while ((this.pendingStatus.size || this.pendingMembers.size) && this.connected && this.client) {
+    while (this.hasPendingWrites() && this.connected && this.client) {
       const wait = this.lastStatusTxnAt + STATUS_COALESCE_MS - this.clock.now();
       if (this.coalescing && wait > 0 && this.pendingStatus.size < STATUS_TXN_OPS) {
         this.statusWait = new AbortController();
