@@ -85,13 +85,14 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
       return { result: 'blocked', reason };
     }
     const wanted = this.desired.wanted(hex, underlay);
+    // Carried here as soon as it is wanted, whatever its devices come to: other hosts flood to it meanwhile.
+    if (wanted.wanted) this.settled(hex, true, false);
     if (!wanted.wanted && wanted.attachedToMissing) {
       this.statuses.error(hex, `attached to this host, but network ${hex} does not exist under /networks/`);
     }
     if (wanted.wanted && 'error' in wanted) {
       // Existing devices are kept: VMs on them keep working until the spec is fixed.
       this.statuses.error(hex, wanted.error.message, wanted.specRevision);
-      this.settled(hex, true, false);
       return { result: 'blocked', reason: wanted.error.message };
     }
     // Missing data is not an empty desired state: nothing is deleted before a full list.
