@@ -2,28 +2,18 @@
  * Issue 5: one hypervisor in `attached` scope and one router in `all` scope
  * against the same etcd, driven by the real vxnetctl.
  */
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataCentre, waitFor } from './harness/datacentre.js';
 import { readStatus } from './harness/observe.js';
+import { runVxnetctl } from './harness/vxnetctl.js';
 
-const VXNETCTL = fileURLToPath(new URL('../dist/cli/vxnetctl.js', import.meta.url));
 
 describe('attached scope next to all scope', () => {
   let dc: DataCentre;
   let etcd: Etcd3;
 
-  const vxnetctl = (...args: string[]) =>
-    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [VXNETCTL, '--etcd-endpoints', dc.etcdEndpoint, ...args], { env: { PATH: process.env.PATH } });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
+  const vxnetctl = (...args: string[]) => runVxnetctl(dc, args);
   const has = async (host: string, device: string) => (await dc.link(dc.host(host).ns, device)) !== undefined;
   const status = (host: string, hex: string) => readStatus(etcd, host, hex);
 

@@ -5,14 +5,12 @@
  * changes beside them, report each big value as its own network's error, and vxnetctl lists,
  * gets, deletes and reports status. Real etcd, real agents, real vxnetctl.
  */
-import { fileURLToPath } from 'node:url';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataCentre, waitFor, type AgentHandle, type VmHandle } from './harness/datacentre.js';
 import { pairConverged, managedLinks, readStatus } from './harness/observe.js';
-import { runCommand, type CommandResult } from './harness/processes.js';
+import { runVxnetctl } from './harness/vxnetctl.js';
 
-const VXNETCTL = fileURLToPath(new URL('../dist/cli/vxnetctl.js', import.meta.url));
 const MTU = 1430;
 const BIG_BYTES = 1_400_000;
 /** Four of them make a directory of 5.6 MB, over grpc-js's default 4 MiB reply. */
@@ -36,8 +34,7 @@ describe('values of any size etcd allows', () => {
     await Promise.all([...agents.values()].map((agent) => agent.waitReady()));
   };
   const converged = async (host: string, hex: string) => pairConverged(await managedLinks(dc, dc.host(host).ns), hex, MTU);
-  const vxnetctl = (...args: string[]): Promise<CommandResult> =>
-    runCommand([process.execPath, VXNETCTL, '--etcd-endpoints', dc.etcdEndpoint, ...args], { timeoutMs: 30_000, env: { PATH: process.env.PATH } });
+  const vxnetctl = (...args: string[]) => runVxnetctl(dc, args);
 
   beforeAll(async () => {
     dc = await DataCentre.create({ hosts: ['h1', 'h2'] });

@@ -4,14 +4,12 @@
  * Multicast mode is the control (VMs on different hosts cannot reach each other); in unicast mode
  * each vxlan floods to one all-zeros forwarding entry per other host of the network, exactly those.
  */
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import type { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataCentre, waitFor, type AgentHandle, type VmHandle } from './harness/datacentre.js';
 import { elapsedUntil, ifindexes, readStatus, scrape, sumSamples } from './harness/observe.js';
+import { runVxnetctl } from './harness/vxnetctl.js';
 
-const VXNETCTL = fileURLToPath(new URL('../dist/cli/vxnetctl.js', import.meta.url));
 const UNICAST = ['--flood', 'unicast'];
 
 describe('unicast flooding over an underlay without multicast', () => {
@@ -22,15 +20,7 @@ describe('unicast flooding over an underlay without multicast', () => {
   let vm2: VmHandle;
   let vm3: VmHandle;
 
-  const vxnetctl = (...args: string[]) =>
-    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, [VXNETCTL, '--etcd-endpoints', dc.etcdEndpoint, ...args], { env: { PATH: process.env.PATH } });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
+  const vxnetctl = (...args: string[]) => runVxnetctl(dc, args);
 
   /** The destinations of a vxlan's all-zeros entries, sorted, as `bridge fdb` shows them ('permanent' entries only unless `all`). */
   const floodList = async (host: string, device: string, all = false): Promise<string[] | undefined> => {
