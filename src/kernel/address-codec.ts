@@ -3,7 +3,7 @@
  * attributes vxnetd needs). Pure (no sockets), so it is unit-tested directly.
  */
 import type { Address } from '../model/address.js';
-import { copyBytes, familyMessage, forEachAttr, u32, type AttrList } from './netlink.js';
+import { copyBytes, familyMessage, forEachAttr, u32, u8, type AttrList } from './netlink.js';
 
 export const RTM_NEWADDR = 20;
 export const RTM_DELADDR = 21;
@@ -13,6 +13,7 @@ const IFA_ADDRESS = 1;
 const IFA_LOCAL = 2;
 const IFA_CACHEINFO = 6;
 const IFA_FLAGS = 8;
+const IFA_PROTO = 11;
 
 const IFADDRMSG_BYTES = 8;
 const FOREVER = 0xffffffff;
@@ -32,12 +33,15 @@ function addressMessage(family: number, prefixLength: number, flags: number, sco
  * Payload of an RTM_NEWADDR or RTM_DELADDR. IFA_LOCAL and IFA_ADDRESS both carry the address (the
  * kernel takes IFA_LOCAL as the device's own); IFA_FLAGS carries flags beyond the header's 8 bits.
  */
-export function encodeAddress(address: Pick<Address, 'family' | 'index' | 'prefixLength' | 'address' | 'flags' | 'scope'> & { local?: Buffer; validLifetime?: number; preferredLifetime?: number }): Buffer {
+export function encodeAddress(
+  address: Pick<Address, 'family' | 'index' | 'prefixLength' | 'address' | 'flags' | 'scope'> & { local?: Buffer; validLifetime?: number; preferredLifetime?: number; protocol?: number },
+): Buffer {
   const attrs: AttrList = [
     [IFA_LOCAL, address.local ?? address.address],
     [IFA_ADDRESS, address.address],
     [IFA_FLAGS, u32(address.flags)],
   ];
+  if (address.protocol !== undefined) attrs.push([IFA_PROTO, u8(address.protocol)]);
   if (address.validLifetime !== undefined || address.preferredLifetime !== undefined) {
     const cacheinfo = Buffer.alloc(16);
     cacheinfo.writeUInt32LE(address.preferredLifetime ?? FOREVER, 0);
@@ -71,6 +75,9 @@ export function decodeAddress(payload: Buffer): Address {
         break;
       case IFA_FLAGS:
         address.flags = payload.readUInt32LE(from);
+        break;
+      case IFA_PROTO:
+        address.protocol = payload.readUInt8(from);
         break;
       case IFA_CACHEINFO:
         if (to - from < 8) break;

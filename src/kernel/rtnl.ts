@@ -11,7 +11,9 @@ import { EventEmitter } from 'node:events';
 import type { RawNetlinkSocket } from 'netlink';
 import { RawNetlinkSocket as RawSocket } from 'netlink/dist/raw.js';
 import type { Link } from '../model/link.js';
+import type { Address } from '../model/address.js';
 import { NTF_SELF, type Neighbour } from '../model/neighbour.js';
+import { RTM_DELADDR, RTM_GETADDR, RTM_NEWADDR, decodeAddress, encodeAddress, encodeGetAddresses } from './address-codec.js';
 import { KernelError } from './errors.js';
 import {
   RTM_DELLINK,
@@ -50,6 +52,7 @@ import { startRequestWorker, WorkerRequestSocket } from './request-worker.js';
 const NETLINK_ROUTE = 0;
 const RTNLGRP_LINK = 1;
 const RTNLGRP_NEIGH = 3;
+const RTNLGRP_IPV6_IFADDR = 9;
 const RECEIVE_BUFFER_BYTES = 32 * 1024 * 1024;
 const REQUEST_TIMEOUT_MS = 5000;
 const DUMP_TIMEOUT_MS = 15000;
@@ -61,11 +64,17 @@ const DUMP_ATTEMPTS = 5;
 const MAX_REQUESTS_IN_FLIGHT = 32;
 
 /** The `op` label of vxnetd_netlink_requests_total: links by verb, forwarding entries as neigh_*. */
-export type RequestKind = 'create' | 'change' | 'delete' | 'get' | 'dump' | 'neigh_add' | 'neigh_del' | 'neigh_dump';
+export type RequestKind = 'create' | 'change' | 'delete' | 'get' | 'dump' | 'neigh_add' | 'neigh_del' | 'neigh_dump' | 'addr_add' | 'addr_del' | 'addr_dump';
 
 export interface LinkEvent {
   type: 'new' | 'del';
   link: Link;
+}
+
+/** An IPv6 address was added, changed (its flags: DAD done or failed) or deleted. */
+export interface AddressEvent {
+  type: 'new' | 'del';
+  address: Address;
 }
 
 /** A forwarding entry of a device's own table (AF_BRIDGE, NTF_SELF) was added, changed or deleted. */
@@ -92,6 +101,11 @@ export interface Kernel {
   appendForwardingEntry(entry: Neighbour, operation: string): Promise<void>;
   /** Deletes one forwarding entry (MAC and destination). */
   deleteForwardingEntry(entry: Neighbour, operation: string): Promise<void>;
+  /** Addresses of a family (AF_INET6 …) on every device. */
+  dumpAddresses(family: number): Promise<Address[]>;
+  /** Adds an address (exclusive: an address already there fails with EEXIST). */
+  addAddress(address: Address, operation: string): Promise<void>;
+  deleteAddress(address: Address, operation: string): Promise<void>;
   /**
    * Stops link notifications while the agent applies in bulk: an overflowing
    * event socket aborts the process inside the netlink library (POLLERR),
@@ -99,7 +113,7 @@ export interface Kernel {
    */
   pauseEvents(): void;
   resumeEvents(): void;
-  /** 'link' (LinkEvent), 'neighbour' (NeighbourEvent, when subscribed) and 'overflow' (events were lost: resync everything). */
+  /** 'link' (LinkEvent), 'neighbour' (NeighbourEvent), 'address' (AddressEvent) when subscribed, and 'overflow' (events were lost: resync everything). */
   readonly events: EventEmitter;
   /** Resolves when the request thread has ended: exit the process only after that. */
   close(): Promise<void>;
@@ -460,6 +474,8 @@ export interface NetlinkKernelOptions {
    * since every MAC a bridge learns or forgets is a notification too.
    */
   neighbourEvents?: boolean;
+  /** Also hear IPv6 address changes (RTNLGRP_IPV6_IFADDR): routers, which keep addresses on bridges. */
+  addressEvents?: boolean;
 }
 
 export class NetlinkKernel implements Kernel {
@@ -488,7 +504,7 @@ export class NetlinkKernel implements Kernel {
       () => withReceiveBuffer(new RawSocket(NETLINK_ROUTE), options.eventReceiveBufferBytes),
       (datagram) => this.dispatchEvents(datagram),
       (error) => this.events.emit('overflow', error),
-      options.neighbourEvents ? [RTNLGRP_LINK, RTNLGRP_NEIGH] : [RTNLGRP_LINK],
+      [RTNLGRP_LINK, ...(options.neighbourEvents ? [RTNLGRP_NEIGH] : []), ...(options.addressEvents ? [RTNLGRP_IPV6_IFADDR] : [])],
     );
   }
 
@@ -513,6 +529,10 @@ export class NetlinkKernel implements Kernel {
   private dispatchEvents(datagram: Buffer): void {
     forEachMessage(datagram, (type, _flags, _seq, start, end) => {
       if (type === RTM_NEWNEIGH || type === RTM_DELNEIGH) return this.dispatchNeighbour(type, datagram.subarray(start, end));
+      if (type === RTM_NEWADDR || type === RTM_DELADDR) {
+        this.events.emit('address', { type: type === RTM_NEWADDR ? 'new' : 'del', address: decodeAddress(datagram.subarray(start, end)) } satisfies AddressEvent);
+        return;
+      }
       if (type !== RTM_NEWLINK && type !== RTM_DELLINK) return;
       const payload = datagram.subarray(start, end);
       // A port leaving a bridge also sends an AF_BRIDGE RTM_DELLINK for a device that still exists.
@@ -546,6 +566,27 @@ export class NetlinkKernel implements Kernel {
 
   async deleteForwardingEntry(entry: Neighbour, operation: string): Promise<void> {
     await this.request('neigh_del', RTM_DELNEIGH, encodeNeighbour(entry), 0, operation);
+  }
+
+  async dumpAddresses(family: number): Promise<Address[]> {
+    const operation = 'dump addresses';
+    if (this.closed) throw new KernelError('ESHUTDOWN', operation);
+    try {
+      const { parts, consistent } = await this.dumps.dump(RTM_GETADDR, encodeGetAddresses(family), operation);
+      this.observer.request?.('addr_dump', consistent ? 'ok' : 'EINTR');
+      return parts.map(decodeAddress);
+    } catch (error) {
+      this.observer.request?.('addr_dump', error instanceof KernelError ? error.errno : 'error');
+      throw error;
+    }
+  }
+
+  async addAddress(address: Address, operation: string): Promise<void> {
+    await this.request('addr_add', RTM_NEWADDR, encodeAddress(address), NLM_F_CREATE | NLM_F_EXCL, operation);
+  }
+
+  async deleteAddress(address: Address, operation: string): Promise<void> {
+    await this.request('addr_del', RTM_DELADDR, encodeAddress(address), 0, operation);
   }
 
   async dumpLinks(opts: { stats?: boolean } = {}): Promise<Link[]> {
