@@ -293,7 +293,7 @@ describe('availability', () => {
     });
     let clock = 0;
     const sleep = async (ms: number) => void (clock += ms);
-    await expect(waitForIpam(client, schema, 1, { timeoutMs: 1000, now: () => clock, sleep })).rejects.toThrow(
+    await expect(waitForIpam(client, schema, 1, { timeoutMs: 1000, intervalMs: 500, now: () => clock, sleep, watchChanges: null })).rejects.toThrow(
       new NotAvailableError('IPAM of network 1 is not available after 1 s: waiting for r2 (has not reported on this IPAM entry yet)'),
     );
     kv.put(schema.statusKey('r2', 1), status({ revision, prefix: entry.prefix }));
@@ -309,6 +309,7 @@ describe('availability', () => {
     const result = await waitForIpam(client, schema, 1, {
       timeoutMs: 10_000,
       intervalMs: 500,
+      watchChanges: null,
       now: () => clock,
       sleep: async (ms) => {
         sleeps.push(ms);
@@ -318,6 +319,29 @@ describe('availability', () => {
     });
     expect(result.availability.available).toBe(true);
     expect(sleeps).toEqual([500, 500, 500]);
+  });
+
+  it('a change the watch reports wakes the wait at once; the watch is stopped when it returns', async () => {
+    const { kv, client } = await cloud();
+    const { revision, entry } = await create(client, 1);
+    kv.put(schema.agentKey('r1'), liveness('router'));
+    let notify: (() => void) | undefined;
+    let stopped = false;
+    const started = Date.now();
+    const waiting = waitForIpam(client, schema, 1, {
+      timeoutMs: 120_000,
+      intervalMs: 60_000,
+      watchChanges: async (onChange) => {
+        notify = onChange;
+        return async () => void (stopped = true);
+      },
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    kv.put(schema.statusKey('r1', 1), status({ revision, prefix: entry.prefix }));
+    notify!();
+    expect((await waiting).availability.available).toBe(true);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(stopped).toBe(true);
   });
 
   it('a network without IPAM, or none at all, is not found', async () => {

@@ -292,27 +292,109 @@ export async function readIpamStatus(client: Etcd3, schema: EtcdSchema, vni: num
 
 export interface WaitOptions {
   timeoutMs: number;
-  /** Between reads; the routers' reports arrive through etcd, so this is how late a change is seen. */
+  /**
+   * Longest time between reads. Reads also follow every change an etcd watch shows (a liveness
+   * key, the network's status on any host, its IPAM entry), so this only bounds how late a change
+   * the watch missed is seen.
+   */
   intervalMs?: number;
   now?: () => number;
+  /** Replaces the wakeable timer (tests); changes then wake nothing. */
   sleep?: (ms: number) => Promise<void>;
+  /** Starts telling `onChange` about changes and returns how to stop; default: etcd watches. Tests pass none. */
+  watchChanges?: ((onChange: () => void) => Promise<() => Promise<void>>) | null;
 }
+
+/** Between reads while a watch reports changes: the reads after a change are what count. */
+const WATCHED_INTERVAL_MS = 5000;
+/** Between reads when nothing reports changes. */
+const POLL_INTERVAL_MS = 500;
 
 /**
  * Reads until the IPAM entry is available, or throws NotAvailableError naming the routers it still
- * waits for. An entry deleted meanwhile ends the wait with NotFoundError.
+ * waits for. An entry deleted meanwhile ends the wait with NotFoundError. Each read is a whole
+ * one (entry, liveness, statuses); the watch only says when to read again, so that a watch that
+ * misses or reorders events can delay the answer, never make it wrong.
  */
 export async function waitForIpam(client: Etcd3, schema: EtcdSchema, vni: number, options: WaitOptions): Promise<IpamStatus> {
   const now = options.now ?? Date.now;
-  const sleep = options.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
   const deadline = now() + options.timeoutMs;
-  for (;;) {
-    const status = await readIpamStatus(client, schema, vni);
-    if (status.availability.available) return status;
-    const left = deadline - now();
-    if (left <= 0) throw new NotAvailableError(`IPAM of network ${vniHex(vni)} is not available after ${options.timeoutMs / 1000} s: ${waitingText(status.availability)}`);
-    await sleep(Math.min(options.intervalMs ?? 500, left));
+  let changed = false;
+  let wake: (() => void) | undefined;
+  const onChange = () => {
+    changed = true;
+    wake?.();
+  };
+  const watchChanges = options.watchChanges === undefined ? (notify: () => void) => watchIpamChanges(client, schema, vni, notify) : options.watchChanges;
+  const stop = watchChanges ? await watchChanges(onChange) : undefined;
+  const interval = options.intervalMs ?? (stop ? WATCHED_INTERVAL_MS : POLL_INTERVAL_MS);
+  const pause =
+    options.sleep ??
+    ((ms: number) =>
+      new Promise<void>((resolve) => {
+        if (changed) return resolve();
+        const timer = setTimeout(done, ms);
+        wake = done;
+        function done() {
+          clearTimeout(timer);
+          wake = undefined;
+          resolve();
+        }
+      }));
+  try {
+    for (;;) {
+      changed = false;
+      const status = await readIpamStatus(client, schema, vni);
+      if (status.availability.available) return status;
+      const left = deadline - now();
+      if (left <= 0) throw new NotAvailableError(`IPAM of network ${vniHex(vni)} is not available after ${options.timeoutMs / 1000} s: ${waitingText(status.availability)}`);
+      await pause(Math.min(interval, left));
+    }
+  } finally {
+    await stop?.();
   }
+}
+
+/** How long to wait for etcd to confirm a watch before reading anyway (the reads' interval covers a late one). */
+const WATCH_CONFIRM_MS = 2000;
+
+/**
+ * Watches what availability depends on: every host's keys (filtered to liveness keys and statuses
+ * of this network) and the network's IPAM entry. Resolves once etcd confirmed both watches (or
+ * after WATCH_CONFIRM_MS), so that a change made after the first read is not missed.
+ */
+async function watchIpamChanges(client: Etcd3, schema: EtcdSchema, vni: number, onChange: () => void): Promise<() => Promise<void>> {
+  const relevant = (key: string) => {
+    const parsed = schema.parseKey(key);
+    return parsed.kind === 'agent' || parsed.kind === 'ipam' || (parsed.kind === 'status' && parsed.vni === vni);
+  };
+  // watcher(), not create(): create() never settles when the stream drops before etcd confirms.
+  const watchers = [client.watch().prefix(schema.hostsDir).watcher(), client.watch().key(schema.ipamKey(vni)).watcher()];
+  const live = new Set(watchers);
+  const confirmed = watchers.map(
+    (watcher) =>
+      new Promise<void>((resolve) => {
+        watcher.once('connected', () => resolve());
+        // A watch that fails leaves the reads' interval to see changes.
+        for (const end of ['error', 'end'] as const) {
+          watcher.once(end, () => {
+            live.delete(watcher);
+            resolve();
+          });
+        }
+        watcher.on('put', (kv: IKeyValue) => relevant(kv.key.toString()) && onChange());
+        watcher.on('delete', (kv: IKeyValue) => relevant(kv.key.toString()) && onChange());
+        // etcd3 emits 'error' on an emitter with no listener as an exception.
+        watcher.on('error', () => undefined);
+      }),
+  );
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.all(confirmed), new Promise<void>((resolve) => (timer = setTimeout(resolve, WATCH_CONFIRM_MS)))]);
+  clearTimeout(timer);
+  return async () => {
+    // A watcher that ended is etcd3's no longer: cancelling it again would never settle.
+    await Promise.all([...live].map((watcher) => Promise.race([watcher.cancel().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 1000).unref())])));
+  };
 }
 
 /** What availability waits for, in one line. */
