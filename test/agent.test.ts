@@ -16,6 +16,7 @@ function snapshot(networks: Record<string, string>, attachments: string[] = []):
     networks: new Map(Object.entries(networks).map(([k, v]) => [k, value(v)])),
     attachments: new Map(attachments.map((hex) => [hex, value('{}')])),
     statuses: new Map(),
+    members: new Map(),
   };
 }
 

@@ -22,8 +22,10 @@ describe('vxnetd configuration', () => {
       resyncIntervalMs: 60_000,
       ttl: 5,
       dstport: 4789,
+      flood: 'multicast',
     });
     expect(config.groupBase.text).toBe('ff05::');
+    expect(run(['--underlay', 'eth0', '--flood', 'unicast']).flood).toBe('unicast');
   });
 
   it('every flag has an environment variable; the command line wins', () => {
@@ -55,6 +57,7 @@ describe('vxnetd configuration', () => {
   it.each([
     [[], /--underlay is required/],
     [['--underlay', 'u0', '--scope', 'some'], /--scope must be "all" or "attached"/],
+    [['--underlay', 'u0', '--flood', 'broadcast'], /--flood must be "multicast" or "unicast", got "broadcast"/],
     [['--underlay', 'u0', '--ttl', '0'], /--ttl must be between 1 and 255/],
     [['--underlay', 'u0', '--dstport', 'x'], /--dstport must be a whole number/],
     [['--underlay', 'u0', '--group-base', '2001:db8::'], /--group-base: .*not an IPv6 multicast address/],

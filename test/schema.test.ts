@@ -41,6 +41,7 @@ describe('keys', () => {
     [schema.ownerKey('customer-42'), `/v1/owners/${sha}`, { kind: 'owner', digest: sha }],
     [schema.deletedKey(0xff01), '/v1/deleted/ff01', { kind: 'deleted', vni: 0xff01, hex: 'ff01' }],
     [schema.settingsKey, '/v1/settings', { kind: 'settings' }],
+    [schema.memberKey(0xff01, 'hv-1'), '/v1/members/ff01/hv-1', { kind: 'member', vni: 0xff01, hex: 'ff01', host: 'hv-1' }],
   ])('%s is built and parsed back', (built, key, parsed) => {
     expect(built).toBe(key);
     expect(schema.parseKey(key)).toEqual(parsed);
@@ -48,6 +49,8 @@ describe('keys', () => {
 
   it('names the directories the agent lists and watches', () => {
     expect([schema.networksDir, schema.hostsDir, schema.ownersDir, schema.deletedDir]).toEqual(['/v1/networks/', '/v1/hosts/', '/v1/owners/', '/v1/deleted/']);
+    // With the trailing slash: the members of 1 are not those of 10.
+    expect([schema.membersDir, schema.membersOf(1)]).toEqual(['/v1/members/', '/v1/members/1/']);
     expect([schema.hostDir('h1'), schema.attachmentsDir('h1'), schema.statusesDir('h1')]).toEqual(['/v1/hosts/h1/', '/v1/hosts/h1/networks/', '/v1/hosts/h1/status/']);
     expect(schema.nameIn(schema.networksDir, '/v1/networks/FF01')).toBe('FF01');
     expect(() => schema.nameIn(schema.networksDir, '/v2/networks/1')).toThrow('key "/v2/networks/1" is not under /v1/networks/');
@@ -70,6 +73,10 @@ describe('keys', () => {
     ['/v1/hosts/h1', 'not a key of the data model (expected agent, networks/<vni-hex> or status/<vni-hex>)'],
     ['/v1/owners/customer-42', 'not an owner index key (expected a SHA-256 in hex)'],
     ['/v1/deleted/FF01', nonCanonicalVniReason('FF01')],
+    ['/v1/members/FF01/h1', nonCanonicalVniReason('FF01')],
+    ['/v1/members/ff01', 'not a member key (expected members/<vni-hex>/<host>)'],
+    ['/v1/members/ff01/h1/x', 'not a member key (expected members/<vni-hex>/<host>)'],
+    ['/v1/members/ff01/a b', hostMessage('a b')],
     ['/v1/settings/x', 'not a key of the data model under /v1/'],
     ['/v1/other', 'not a key of the data model under /v1/'],
   ])('%j is not a key of the data model', (key, reason) => {

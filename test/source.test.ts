@@ -7,7 +7,7 @@ import type { EtcdOptions } from '../src/store/client.js';
 import { serializeStatus, type NetworkStatus } from '../src/store/schema.js';
 import { DesiredStateSource, type DesiredStateSink, type Change, type Snapshot } from '../src/store/source.js';
 
-type FakeWatcher = EventEmitter & { cancelled: boolean };
+type FakeWatcher = EventEmitter & { cancelled: boolean; dir?: string; from?: string };
 type FakeLease = EventEmitter & { released: boolean };
 
 interface FakeEtcdState {
@@ -97,10 +97,12 @@ function fakeClientFactory(state: FakeEtcdState) {
       },
       watch: () => {
         const builder = {
-          prefix: () => builder,
-          startRevision: () => builder,
+          dir: '',
+          from: '',
+          prefix: (dir: string) => Object.assign(builder, { dir }),
+          startRevision: (from: string) => Object.assign(builder, { from }),
           watcher: () => {
-            const watcher = Object.assign(new EventEmitter(), { cancelled: false, cancel: async () => void (watcher.cancelled = true) });
+            const watcher = Object.assign(new EventEmitter(), { dir: builder.dir, from: builder.from, cancelled: false, cancel: async () => void (watcher.cancelled = true) });
             state.watchers.push(watcher);
             return watcher;
           },
@@ -167,9 +169,10 @@ function status(hex: string, reason?: string, updatedAt = '2025-01-01T00:00:00.0
 const stored = (hex: string, reason?: string, updatedAt?: string) => serializeStatus(status(hex, reason, updatedAt));
 const flush = () => new Promise((resolve) => setTimeout(resolve, 0));
 
-function makeSource(state: FakeEtcdState, clock: Clock, watchAttachments = false, sink?: DesiredStateSink, endpoints = ['http://etcd:2379']) {
+function makeSource(state: FakeEtcdState, clock: Clock, watchAttachments = false, sink?: DesiredStateSink, endpoints = ['http://etcd:2379'], memberAddress?: () => string | undefined) {
   return new DesiredStateSource({
     ...(sink ? { sink } : {}),
+    ...(memberAddress ? { memberAddress } : {}),
     etcd: { endpoints },
     prefix: '/v1',
     hostname: 'hv1',
@@ -229,7 +232,8 @@ describe('DesiredStateSource', () => {
     source.start();
     for (let i = 0; i < 20 && state.watchers.length === 0; i++) await flush();
     state.watchers[0]!.emit('disconnected');
-    for (let i = 0; i < 20 && state.watchers.length === 1; i++) await flush();
+    // Two watchers a pass in scope all: networks and the members index.
+    for (let i = 0; i < 20 && state.watchers.length === 2; i++) await flush();
     await source.stop();
     // Two failed lists, a watch that broke, the pass that stopped: four clients, each on one member, in turn.
     const used = state.endpoints!;
@@ -300,7 +304,8 @@ describe('DesiredStateSource', () => {
     expect(clock.sleeps).toEqual([200]);
 
     state.failLists = 2;
-    state.watchers[1]!.emit('disconnected');
+    // The second pass's networks watcher (each pass also watches the members index).
+    state.watchers[2]!.emit('disconnected');
     for (let i = 0; i < 30 && snapshots.length < 3; i++) await flush();
     // The first retry after a good run waits the initial delay again.
     expect(clock.sleeps).toEqual([200, 200, 400, 800]);
@@ -497,7 +502,8 @@ describe('DesiredStateSource', () => {
     const networkPages = state.ranges!.filter((range) => range.from.startsWith('/v1/networks/'));
     // Pages of 256, 512, then up to 1,024 keys while their replies stay small.
     expect(networkPages.map((range) => range.from)).toEqual(['/v1/networks/', '/v1/networks/1ff\0', '/v1/networks/3ff\0']);
-    expect(state.ranges!.map((range) => range.revision)).toEqual([undefined, 41, 41, 41, 41]);
+    // networks (3 pages), attachments, statuses, members index: one revision.
+    expect(state.ranges!.map((range) => range.revision)).toEqual([undefined, 41, 41, 41, 41, 41]);
     await source.stop();
   });
 
@@ -642,5 +648,111 @@ describe('DesiredStateSource', () => {
     expect(state.txns).toHaveLength(1);
     expect(state.refused).toBeUndefined();
     await source.stop(0);
+  });
+});
+
+describe('DesiredStateSource: the members index', () => {
+  const kv = (key: string, value: string, revision = 5) => ({ key: Buffer.from(key), value: Buffer.from(value), mod_revision: String(revision), create_revision: String(revision) });
+
+  it('scope all: lists and watches the whole index; publishes this host where it carries a network, only what differs, and again when someone deletes it', async () => {
+    const state: FakeEtcdState = {
+      revision: 7,
+      kv: new Map([
+        ['/v1/networks/64', '{}'],
+        ['/v1/members/64/h2', '{"address":"fd00::2"}'],
+        ['/v1/members/64/hv1', '{"address":"fd00::1"}'],
+      ]),
+      failLists: 0,
+      watchers: [],
+      clients: 0,
+    };
+    let address = 'fd00::1';
+    const source = makeSource(state, recordingClock(), false, undefined, undefined, () => address);
+    const snapshots: Snapshot[] = [];
+    source.on('snapshot', (snapshot) => snapshots.push(snapshot));
+    source.start();
+    for (let i = 0; i < 20 && state.watchers.length < 2; i++) await flush();
+    expect([...snapshots[0]!.members.get('64')!.keys()]).toEqual(['h2', 'hv1']);
+    expect(state.watchers.map((w) => w.dir)).toEqual(['/v1/networks/', '/v1/members/']);
+
+    source.publishMembership('64', true);
+    source.publishMembership('65', true);
+    for (let i = 0; i < 10; i++) await flush();
+    expect(state.txns!.flat(), 'the key already in etcd is not written again').toEqual(['put /v1/members/65/hv1']);
+    expect(state.kv.get('/v1/members/65/hv1')).toBe('{"address":"fd00::1"}');
+
+    // `vxnetctl host remove --force`, or a hand edit: a running agent that still carries the network puts it back.
+    state.watchers[1]!.emit('delete', kv('/v1/members/64/hv1', ''));
+    for (let i = 0; i < 10; i++) await flush();
+    expect(state.txns!.flat().at(-1)).toBe('put /v1/members/64/hv1');
+
+    address = 'fd00::11';
+    source.checkMemberAddress();
+    for (let i = 0; i < 10; i++) await flush();
+    expect(state.txns!.at(-1)!.sort()).toEqual(['put /v1/members/64/hv1', 'put /v1/members/65/hv1']);
+    expect(state.kv.get('/v1/members/64/hv1')).toBe('{"address":"fd00::11"}');
+
+    source.publishMembership('65', false);
+    for (let i = 0; i < 10; i++) await flush();
+    expect(state.txns!.flat().at(-1)).toBe('delete /v1/members/65/hv1');
+    await source.stop();
+  });
+
+  it('scope attached: reads and watches the members of attached networks only, from when each was attached', async () => {
+    const state: FakeEtcdState = {
+      revision: 7,
+      kv: new Map([
+        ['/v1/networks/64', '{}'],
+        ['/v1/networks/65', '{}'],
+        ['/v1/hosts/hv1/networks/64', '{}'],
+        ['/v1/members/64/h2', '{"address":"fd00::2"}'],
+        ['/v1/members/65/h3', '{"address":"fd00::3"}'],
+      ]),
+      failLists: 0,
+      watchers: [],
+      clients: 0,
+    };
+    const replaced: Array<[string, string[] | undefined]> = [];
+    const memberChanges: string[] = [];
+    const sink: DesiredStateSink = {
+      applySnapshot: async () => undefined,
+      applyChange: () => undefined,
+      applyMemberChange: (change) => memberChanges.push(`${change.hex}/${change.host} ${change.value ? 'put' : 'delete'}`),
+      replaceMembers: (hex, hosts) => replaced.push([hex, hosts && [...hosts.keys()]]),
+    };
+    const source = makeSource(state, recordingClock(), true, sink, undefined, () => 'fd00::1');
+    const snapshots: Snapshot[] = [];
+    source.on('snapshot', (snapshot) => snapshots.push(snapshot));
+    source.start();
+    for (let i = 0; i < 20 && state.watchers.length < 3; i++) await flush();
+    expect([...snapshots[0]!.members.keys()], 'not the members of 65').toEqual(['64']);
+    expect(state.ranges!.map((r) => r.from)).not.toContain('/v1/members/');
+    expect(state.watchers.map((w) => [w.dir, w.from])).toEqual([
+      ['/v1/networks/', '8'],
+      ['/v1/hosts/hv1/networks/', '8'],
+      ['/v1/members/64/', '8'],
+    ]);
+
+    // Attached to 65 at revision 12: its members are read at 12 and watched from 13.
+    state.watchers[1]!.emit('put', kv('/v1/hosts/hv1/networks/65', '{}', 12));
+    for (let i = 0; i < 10 && state.watchers.length < 4; i++) await flush();
+    expect(state.ranges!.at(-1)).toEqual({ from: '/v1/members/65/', revision: 12 });
+    expect(replaced).toEqual([['65', ['h3']]]);
+    expect([state.watchers[3]!.dir, state.watchers[3]!.from]).toEqual(['/v1/members/65/', '13']);
+    state.watchers[3]!.emit('put', kv('/v1/members/65/h4', '{"address":"fd00::4"}', 14));
+    await flush();
+    expect(memberChanges).toEqual(['65/h4 put']);
+
+    // Detached: the watcher goes, and so does the agent's copy.
+    state.watchers[1]!.emit('delete', kv('/v1/hosts/hv1/networks/65', '', 15));
+    for (let i = 0; i < 5; i++) await flush();
+    expect(state.watchers[3]!.cancelled).toBe(true);
+    expect(replaced.at(-1)).toEqual(['65', undefined]);
+    // Its members key (never read in this pass) is deleted when the agent says so.
+    source.publishMembership('65', true);
+    source.publishMembership('65', false);
+    for (let i = 0; i < 10; i++) await flush();
+    expect(state.txns!.flat()).toContain('delete /v1/members/65/hv1');
+    await source.stop();
   });
 });

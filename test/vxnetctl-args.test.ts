@@ -79,7 +79,7 @@ describe('vxnetctl commands', () => {
     expect(usageError(['frob'])).toMatch(/unknown command "frob"/);
     expect(usageError(['network'])).toBe('network needs a subcommand: create, list, get, delete');
     expect(usageError(['settings', 'frob'])).toMatch(/unknown command "settings frob"/);
-    expect(usageError(['host'])).toBe('host needs a subcommand: attach, detach');
+    expect(usageError(['host'])).toBe('host needs a subcommand: attach, detach, remove');
     expect(usageError(['network', 'frob'])).toMatch(/unknown command "network frob"/);
     expect(usageError(['network', 'get'])).toBe('usage: vxnetctl network get HEX');
     expect(usageError(['network', 'get', 'ff01', 'ff02'])).toBe('usage: vxnetctl network get HEX');

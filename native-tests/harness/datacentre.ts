@@ -18,7 +18,7 @@ import { Etcd3 } from 'etcd3';
 import { AgentProcess, type AgentHandle } from './agent.js';
 import { EtcdServer } from './etcd-server.js';
 import { registerForLastResortCleanup, unregisterFromLastResortCleanup } from './last-resort-cleanup.js';
-import { describeFailure, requirePrograms, runCommand, type CommandResult, type Programs, type TrackedProcess } from './processes.js';
+import { describeFailure, requireOptionalProgram, requirePrograms, runCommand, type CommandResult, type Programs, type TrackedProcess } from './processes.js';
 
 export { waitFor } from './wait.js';
 export type { AgentHandle } from './agent.js';
@@ -288,6 +288,20 @@ export class DataCentre {
   /** Signals etcd: SIGSTOP freezes it (connections stay open), SIGCONT thaws it, SIGTERM stops it. */
   stopEtcd(sig: 'SIGSTOP' | 'SIGCONT' | 'SIGTERM'): void {
     this.etcdServers[0]?.signal(sig);
+  }
+
+  /**
+   * An underlay without multicast: the fabric bridge drops every frame to a VXLAN group (ff05::/16),
+   * while neighbour discovery (ff02::1:ff…) and unicast keep flowing. Gone with the fabric namespace.
+   */
+  async blockUnderlayMulticast(): Promise<void> {
+    const nft = requireOptionalProgram('nft', 'nftables');
+    const rules = ['add table bridge vxnetd_test', 'add chain bridge vxnetd_test forward_filter { type filter hook forward priority 0 ; }', 'add rule bridge vxnetd_test forward_filter ip6 daddr ff05::/16 counter drop'];
+    for (const rule of rules) {
+      const argv = [nft, ...rule.split(' ')];
+      const result = await this.exec(this.fabricNs, argv);
+      if (result.code !== 0) throw new Error(describeFailure(argv, result));
+    }
   }
 
   /** Kills one member of the etcd cluster (SIGKILL) and waits until it is gone. */

@@ -152,6 +152,13 @@ const REQUIRED_PROGRAMS: Record<string, string> = {
   ping: 'iputils-ping',
 };
 
+/** A program only some tests need: its path, or an error naming the Debian package to install. */
+export function requireOptionalProgram(binary: string, debianPackage: string): string {
+  const path = findOnPath(binary);
+  if (!path) throw new Error(`\`${binary}\` not found: apt-get install ${debianPackage} (or run scripts/setup)`);
+  return path;
+}
+
 /** Resolved absolute paths of the external programs, checked once. */
 export interface Programs {
   ip: string;

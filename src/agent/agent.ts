@@ -4,16 +4,18 @@
  * time. To follow an etcd change to the kernel: applyChange() → DesiredState.apply() →
  * ReconcileLoop.schedule() → DevicePairs.reconcile() → planNetwork() → applyPlan() → Kernel.
  */
-import type { Kernel, LinkEvent } from '../kernel/rtnl.js';
+import type { Kernel, LinkEvent, NeighbourEvent } from '../kernel/rtnl.js';
 import { identityText } from '../model/identity.js';
 import type { HostSettings } from '../model/network.js';
 import { isValidVni, vniHex, vxlanName } from '../model/vni.js';
 import { ReconcileLoop, type LoopLog } from '../reconcile/loop.js';
 import { systemTimers, type BackoffPolicy, type Timers } from '../reconcile/timers.js';
-import type { Change, Snapshot } from '../store/source.js';
+import type { Change, MemberChange, Snapshot, StoredValue } from '../store/source.js';
 import { BulkApplyGuard } from './bulk-apply.js';
 import { DesiredState } from './desired-state.js';
 import { DEVICE_PAIRS, DevicePairs } from './device-pairs.js';
+import { FLOOD_ENTRIES, FloodEntries } from './flood-entries.js';
+import { FloodMembers } from './flood-members.js';
 import { KernelFacts } from './kernel-facts.js';
 import { NetworkStatuses, type NetworkStatus, type StatusWriter } from './network-statuses.js';
 
@@ -37,6 +39,8 @@ export interface AgentHooks {
   bulkApply?(active: boolean): void;
   /** The agent became ready: a full reconcile over a complete list from etcd succeeded. */
   ready?(): void;
+  /** This host carries the network (it is wanted here) or no longer does: its key in the members index follows. */
+  membership?(hex: string, member: boolean): void;
 }
 
 export interface AgentOptions {
@@ -60,10 +64,14 @@ export class Agent {
   private readonly statuses: NetworkStatuses;
   private readonly loop: ReconcileLoop;
   private readonly devicePairs: DevicePairs;
+  private readonly members: FloodMembers;
+  /** Unicast flooding only. */
+  private readonly floodEntries?: FloodEntries;
   /** Full rounds numbered this or higher began after a complete list: one that succeeds makes the agent ready. */
   private readyFromRound = Infinity;
   private isReady = false;
   private readonly onLink = (event: LinkEvent) => this.linkChanged(event);
+  private readonly onNeighbour = (event: NeighbourEvent) => this.neighbourChanged(event);
   private readonly onOverflow = (error: Error) => {
     this.log.warn({ err: error?.message }, 'link events were lost; full resync');
     this.requestResync('lost link events');
@@ -92,22 +100,39 @@ export class Agent {
         idle: () => bulk.loopIdle(),
       },
     });
-    this.devicePairs = new DevicePairs(kernel, this.desired, this.facts, this.statuses, bulk, log, {
-      hostname: options.host.hostname,
-      underlay: options.underlay,
-      ...(options.takeOver !== undefined ? { takeOver: options.takeOver } : {}),
-    });
+    this.members = new FloodMembers(options.host.hostname, log);
+    this.devicePairs = new DevicePairs(
+      kernel,
+      this.desired,
+      this.facts,
+      this.statuses,
+      bulk,
+      log,
+      {
+        hostname: options.host.hostname,
+        underlay: options.underlay,
+        ...(options.takeOver !== undefined ? { takeOver: options.takeOver } : {}),
+      },
+      (hex, member, changed) => this.networkSettled(hex, member, changed),
+    );
     this.loop.register(this.devicePairs);
+    if (options.host.flood === 'unicast') {
+      // Registered after the device pairs: a full round reads the links (the vxlans' ifindexes) first.
+      this.floodEntries = new FloodEntries(kernel, this.desired, this.facts, this.members, this.statuses, bulk, log, options.host.groupBase.family);
+      this.loop.register(this.floodEntries);
+    }
   }
 
   start(): void {
     this.kernel.events.on('link', this.onLink);
+    this.kernel.events.on('neighbour', this.onNeighbour);
     this.kernel.events.on('overflow', this.onOverflow);
     this.loop.start();
   }
 
   stop(): void {
     this.kernel.events.off('link', this.onLink);
+    this.kernel.events.off('neighbour', this.onNeighbour);
     this.kernel.events.off('overflow', this.onOverflow);
     this.loop.stop();
   }
@@ -129,6 +154,17 @@ export class Agent {
     return this.loop.statusOf(DEVICE_PAIRS, hex);
   }
 
+  /** Unicast flooding: per network in place, the other hosts its vxlan floods to. */
+  floodPeerCounts(): Array<{ hex: string; peers: number }> {
+    const counts: Array<{ hex: string; peers: number }> = [];
+    if (!this.floodEntries) return counts;
+    for (const hex of this.statuses.names()) {
+      const peers = this.statuses.floodPeers(hex);
+      if (peers !== undefined) counts.push({ hex, peers });
+    }
+    return counts;
+  }
+
   /** Resolves when nothing is queued or running (retries waiting out their delay do not count). */
   idle(): Promise<void> {
     return this.loop.idle();
@@ -142,6 +178,7 @@ export class Agent {
       this.log.warn({ op: 'identity', identity, was: this.desired.identity }, `this agent's identity changed to ${identity}: devices made under the old one are left alone`);
     }
     this.devicePairs.visitInNextFullRound(this.desired.replace(snapshot, identity));
+    this.members.replaceAll(snapshot.members);
     this.readyFromRound = Math.min(this.readyFromRound, this.loop.nextRound);
     await this.loop.fullRound('etcd list', { retryFailedNow: true });
   }
@@ -150,6 +187,17 @@ export class Agent {
   applyChange(change: Change): void {
     const network = this.desired.apply(change);
     if (network !== undefined) this.loop.schedule(DEVICE_PAIRS, network, { retryFailedNow: true });
+  }
+
+  /** One watched change of the members index. */
+  applyMemberChange(change: MemberChange): void {
+    if (this.members.apply(change)) this.scheduleFlood(change.hex);
+  }
+
+  /** The members index of one network, from now on watched (a map) or no longer (undefined). */
+  replaceMembers(hex: string, hosts: Map<string, StoredValue> | undefined): void {
+    this.members.replace(hex, hosts);
+    this.scheduleFlood(hex);
   }
 
   requestResync(reason: string): void {
@@ -161,6 +209,22 @@ export class Agent {
     this.isReady = true;
     this.log.info({ networks: this.counts() }, 'first reconcile finished');
     this.hooks.ready?.();
+  }
+
+  private networkSettled(hex: string, member: boolean, changed: boolean): void {
+    this.hooks.membership?.(hex, member);
+    if (member && (changed || this.loop.statusOf(FLOOD_ENTRIES, hex)?.state !== 'done')) this.scheduleFlood(hex);
+  }
+
+  private scheduleFlood(hex: string): void {
+    if (this.floodEntries && this.desired.isWanted(hex)) this.loop.schedule(FLOOD_ENTRIES, hex, { retryFailedNow: true });
+  }
+
+  private neighbourChanged(event: NeighbourEvent): void {
+    const hex = this.floodEntries?.networkOf(event);
+    // Judged per destination: the newest notification about each is what the kernel has now.
+    const part = event.neighbour.destination?.toString('hex') ?? 'none';
+    if (hex !== undefined) this.loop.poke(FLOOD_ENTRIES, hex, part, () => !this.floodEntries!.explains(hex, event));
   }
 
   private linkChanged(event: LinkEvent): void {

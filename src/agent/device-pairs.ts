@@ -43,6 +43,11 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
     private readonly bulk: BulkApplyGuard,
     private readonly log: DevicePairLog,
     private readonly settings: { hostname: string; underlay: string; takeOver?: string },
+    /**
+     * A reconcile of the network ended with it wanted on this host (`member`, devices in place or
+     * kept despite a bad spec) or gone from it; `changed`: devices were changed.
+     */
+    private readonly settled: (hex: string, member: boolean, changed: boolean) => void = () => undefined,
   ) {}
 
   /** Devices left alone because they are of another identity or of an earlier vxnetd and not wanted here. */
@@ -80,6 +85,8 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
       return { result: 'blocked', reason };
     }
     const wanted = this.desired.wanted(hex, underlay);
+    // Carried here as soon as it is wanted, whatever its devices come to: other hosts flood to it meanwhile.
+    if (wanted.wanted) this.settled(hex, true, false);
     if (!wanted.wanted && wanted.attachedToMissing) {
       this.statuses.error(hex, `attached to this host, but network ${hex} does not exist under /networks/`);
     }
@@ -143,7 +150,7 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
     if (type === 'del') return !this.desired.isWanted(hex) && this.statuses.get(hex) === undefined;
     if (hexFromDeviceName(link.name)?.hex !== hex) return false;
     const underlay = this.facts.underlay;
-    if (!underlay || this.statuses.get(hex)?.state !== 'ready') return false;
+    if (!underlay || !this.statuses.devicesReady(hex)) return false;
     const wanted = this.desired.wanted(hex, underlay);
     if (!wanted.wanted || !('network' in wanted)) return false;
     return deviceMatches(wanted.network, link, this.ownership(hex), this.facts.bridgeIndex(hex));
@@ -159,8 +166,10 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
   private finish(hex: string, wanted: { specRevision: number; network: DesiredNetwork } | undefined, changed: boolean, attachedToMissing: boolean): Outcome {
     if (wanted) {
       this.statuses.ready(hex, wanted.specRevision, wanted.network.vxlan.mtu);
+      this.settled(hex, true, changed);
       return { result: 'done', changed };
     }
+    this.settled(hex, false, changed);
     if (attachedToMissing) return { result: 'done', changed };
     this.facts.forgetNetwork(hex);
     this.ownerships.delete(hex);

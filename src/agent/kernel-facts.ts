@@ -48,6 +48,9 @@ export class KernelFacts {
    */
   private devicesSeen?: Set<string>;
   private readonly bridges = new Map<string, number>();
+  /** Each network's vxlan (by name and our alias of that network) and back: forwarding-entry notifications name only the ifindex. */
+  private readonly vxlans = new Map<string, number>();
+  private readonly vxlanNetworks = new Map<number, string>();
   private readonly vniHolders = new Map<number, VniHolder>();
   private readonly vniByIndex = new Map<number, number>();
 
@@ -68,7 +71,12 @@ export class KernelFacts {
     for (const link of links) this.noteVni(link);
     const byNetwork = groupLinksByNetwork(links);
     this.devicesSeen = new Set(byNetwork.keys());
-    for (const [hex, actual] of byNetwork) if (actual.bridge) this.noteBridge(hex, actual.bridge);
+    this.vxlans.clear();
+    this.vxlanNetworks.clear();
+    for (const [hex, actual] of byNetwork) {
+      if (actual.bridge) this.noteBridge(hex, actual.bridge);
+      if (actual.vxlan) this.noteVxlan(hex, actual.vxlan);
+    }
     return byNetwork;
   }
 
@@ -88,6 +96,10 @@ export class KernelFacts {
     if (!network) return { underlayChanged: false, ...freed };
     if (type === 'new') this.devicesSeen?.add(network);
     if (type === 'new' && named?.role === 'bridge') this.noteBridge(network, link);
+    if (named?.role === 'vxlan' || this.vxlanNetworks.has(link.index)) {
+      this.forgetVxlan(link.index);
+      if (type === 'new' && named?.role === 'vxlan') this.noteVxlan(named.hex, link);
+    }
     return { underlayChanged: false, network, ...freed };
   }
 
@@ -131,12 +143,39 @@ export class KernelFacts {
     if (hexFromOwnerAlias(bridge.alias) === hex) this.bridges.set(hex, bridge.index);
   }
 
+  /** This network's vxlan's ifindex as last seen (only one carrying a vxnetd alias of this network counts). */
+  vxlanIndex(hex: string): number | undefined {
+    return this.vxlans.get(hex);
+  }
+
+  /** The network whose vxlan has this ifindex. */
+  networkOfVxlan(index: number): string | undefined {
+    return this.vxlanNetworks.get(index);
+  }
+
+  noteVxlan(hex: string, vxlan: Pick<Link, 'index' | 'alias'>): void {
+    if (hexFromOwnerAlias(vxlan.alias) !== hex) return;
+    const before = this.vxlans.get(hex);
+    if (before !== undefined) this.vxlanNetworks.delete(before);
+    this.vxlans.set(hex, vxlan.index);
+    this.vxlanNetworks.set(vxlan.index, hex);
+  }
+
+  private forgetVxlan(index: number): void {
+    const hex = this.vxlanNetworks.get(index);
+    if (hex === undefined) return;
+    this.vxlanNetworks.delete(index);
+    if (this.vxlans.get(hex) === index) this.vxlans.delete(hex);
+  }
+
   noteCreatedBridge(hex: string, index: number): void {
     this.bridges.set(hex, index);
   }
 
   forgetNetwork(hex: string): void {
     this.bridges.delete(hex);
+    const vxlan = this.vxlans.get(hex);
+    if (vxlan !== undefined) this.forgetVxlan(vxlan);
   }
 
   /** The underlay is gone (the kernel said so in a refusal before any notification did). */

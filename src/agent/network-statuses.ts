@@ -24,8 +24,25 @@ export function boundedReason(reason: string): string {
   return cutText(reason, MAX_REASON_CHARS);
 }
 
+/** What the flood entries of a network (unicast flooding) came to: the peers flooded to, or why they could not be set. */
+export type FloodPart = { peers: number; problem?: undefined } | { peers?: undefined; problem: string };
+
+interface DevicePart {
+  state: NetworkStatus['state'];
+  reason?: string;
+  specRevision?: number;
+  mtu?: number;
+}
+
+/**
+ * A network's status is its devices' (DevicePairs) and, in unicast mode, its flood entries'
+ * (FloodEntries): each kind reports its part, and the status written is both — ready only when
+ * both are.
+ */
 export class NetworkStatuses {
   private readonly statuses = new Map<string, NetworkStatus>();
+  private readonly devices = new Map<string, DevicePart>();
+  private readonly flooding = new Map<string, FloodPart>();
 
   constructor(
     private readonly log: StatusLog,
@@ -48,27 +65,56 @@ export class NetworkStatuses {
     return { ready, error };
   }
 
+  /** Whether the network's devices are as desired (the flood entries' part aside). */
+  devicesReady(hex: string): boolean {
+    return this.devices.get(hex)?.state === 'ready';
+  }
+
   ready(hex: string, specRevision: number, mtu: number): void {
-    this.set(hex, 'ready', undefined, specRevision, mtu);
+    this.devices.set(hex, { state: 'ready', specRevision, mtu });
+    this.set(hex);
   }
 
   error(hex: string, reason: string, specRevision?: number): void {
-    this.set(hex, 'error', boundedReason(reason), specRevision);
+    this.devices.set(hex, { state: 'error', reason: boundedReason(reason), ...(specRevision !== undefined ? { specRevision } : {}) });
+    this.set(hex);
+  }
+
+  /** The flood entries' part; undefined: the network has none (multicast mode, or gone). Written only once the devices reported. */
+  flood(hex: string, part: FloodPart | undefined): void {
+    const before = this.flooding.get(hex);
+    if (part === undefined) this.flooding.delete(hex);
+    else this.flooding.set(hex, part.problem === undefined ? part : { problem: boundedReason(part.problem) });
+    if (before?.peers === part?.peers && before?.problem === part?.problem) return;
+    if (this.devices.has(hex)) this.set(hex);
+  }
+
+  floodPeers(hex: string): number | undefined {
+    return this.flooding.get(hex)?.peers;
   }
 
   clear(hex: string): void {
+    this.devices.delete(hex);
+    this.flooding.delete(hex);
     if (this.statuses.delete(hex)) this.log.info({ vni: hex, op: 'status' }, `network ${hex} removed from this host`);
     this.write(hex, null);
   }
 
-  private set(hex: string, state: NetworkStatus['state'], reason?: string, specRevision?: number, mtu?: number): void {
+  private set(hex: string): void {
+    const device = this.devices.get(hex)!;
+    const flood = this.flooding.get(hex);
+    const floodProblem = device.state === 'ready' ? flood?.problem : undefined;
+    const state = floodProblem ? 'error' : device.state;
+    const reason = floodProblem ? `flood entries: ${floodProblem}` : device.reason;
+    const mtu = device.mtu;
     const status: NetworkStatus = {
       state,
       ...(reason ? { reason } : {}),
       vxlan: vxlanName(hex),
       bridge: bridgeName(hex),
       ...(mtu !== undefined ? { mtu } : {}),
-      ...(specRevision !== undefined ? { specRevision } : {}),
+      ...(device.specRevision !== undefined ? { specRevision: device.specRevision } : {}),
+      ...(flood?.peers !== undefined ? { floodPeers: flood.peers } : {}),
       updatedAt: new Date(this.now()).toISOString(),
     };
     const previous = this.statuses.get(hex);

@@ -1,6 +1,7 @@
 /** vxnetd's flags → a validated configuration (pure, unit-tested). */
 import { hostname as osHostname } from 'node:os';
 import { formatAddress, parseAddress, parseGroupBase, type GroupBase } from '../model/group.js';
+import type { FloodMode } from '../model/network.js';
 import type { EtcdOptions } from '../store/client.js';
 import { hostnameProblem } from '../store/schema.js';
 import { ETCD_FLAGS, UsageError, etcdOptionsFrom, parseArgs, parseDurationMs, parseInteger, parsePrefix, type FlagSpec } from './flags.js';
@@ -16,7 +17,12 @@ export const VXNETD_FLAGS: readonly FlagSpec[] = [
   { name: 'group-base', help: 'multicast group base; group = base + VNI (IPv6 such as ff05::, or IPv4 such as 239.0.0.0)', default: 'ff05::' },
   { name: 'ttl', help: 'TTL of VXLAN packets', default: '5' },
   { name: 'dstport', help: 'VXLAN UDP destination port', default: '4789' },
-  { name: 'local', help: 'source address of VXLAN packets (same family as the group base)' },
+  { name: 'local', help: 'source address of VXLAN packets (same family as the group base); also the address other hosts flood to in unicast mode' },
+  {
+    name: 'flood',
+    help: '"multicast": broadcast and unknown traffic goes to the group (base + VNI); "unicast": to every other host of the network, one copy each (underlays without multicast); every agent of a cloud uses the same',
+    default: 'multicast',
+  },
   {
     name: 'take-over',
     help: 'adopt the devices of this other vxnetd identity as it appears in their alias (e.g. "host=old etcd=cdf818194e3a8c32 prefix=/v1"), after renaming a host or moving to another etcd cluster',
@@ -42,6 +48,7 @@ export interface AgentConfig {
   ttl: number;
   dstport: number;
   local?: Buffer;
+  flood: FloodMode;
 }
 
 /**
@@ -79,6 +86,8 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (hostnameRefused) throw new UsageError(`--hostname: ${hostnameRefused}`);
   const scope = flags.get('scope');
   if (scope !== 'all' && scope !== 'attached') throw new UsageError(`--scope must be "all" or "attached", got ${JSON.stringify(scope)}`);
+  const flood = flags.get('flood');
+  if (flood !== 'multicast' && flood !== 'unicast') throw new UsageError(`--flood must be "multicast" or "unicast", got ${JSON.stringify(flood)}`);
   const logLevel = flags.get('log-level')!;
   if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
 
@@ -111,6 +120,7 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
       ttl: parseInteger('ttl', flags.get('ttl')!, 1, 255),
       dstport: parseInteger('dstport', flags.get('dstport')!, 1, 65535),
       ...(local ? { local } : {}),
+      flood,
     },
   };
 }

@@ -28,6 +28,7 @@ import {
   type HostStatus,
   type InvalidEntry,
   type Network,
+  removeHost,
 } from '../store/networks.js';
 import { EtcdSchema, hostnameProblem } from '../store/schema.js';
 import { NotAvailableError } from '../store/ipam.js';
@@ -51,6 +52,7 @@ export type Command =
   | { name: 'network get'; vni: number }
   | { name: 'network delete'; vni: number; force: boolean }
   | { name: 'host attach' | 'host detach'; host: string; vni: number }
+  | { name: 'host remove'; host: string; force: boolean }
   | { name: 'status'; host?: string }
   | { name: 'settings get' }
   | { name: 'settings set'; groupBase: GroupBase }
@@ -80,6 +82,7 @@ const OPERANDS: Record<CommandName, readonly string[]> = {
   'network delete': ['HEX'],
   'host attach': ['HOST', 'HEX'],
   'host detach': ['HOST', 'HEX'],
+  'host remove': ['HOST'],
   status: ['[HOST]'],
   'settings get': [],
   'settings set': [],
@@ -112,7 +115,7 @@ const FLAGS: readonly FlagSpec[] = [
     help: `network create: a VNI deleted less than this long ago is not handed out again (1h … 8760h; default: ${DEFAULT_QUARANTINE}); network delete: older quarantine records are pruned`,
   },
   // Command line only: a VXNETD_FORCE left in an environment must never force a delete.
-  { name: 'force', boolean: true, commandLineOnly: true, help: 'network create --vni: use a quarantined VNI now; network delete: also delete the hosts\' attachments and the network\'s IPAM, in the same transaction' },
+  { name: 'force', boolean: true, commandLineOnly: true, help: 'network create --vni: use a quarantined VNI now; network delete: also delete the hosts\' attachments and the network\'s IPAM, in the same transaction; host remove: even while its agent runs' },
   { name: 'json', boolean: true, help: 'print JSON (network list, network get, status; network create always prints JSON)' },
   { name: 'vni', help: 'network create: the VNI in lowercase hex (default: the lowest free one)' },
   { name: 'mtu', help: `network create: MTU ${MTU_MIN}…${MTU_MAX} (default: underlay MTU minus encapsulation overhead)` },
@@ -129,7 +132,7 @@ const FLAG_COMMANDS: Readonly<Record<string, readonly CommandName[]>> = {
   mtu: ['network create'],
   owner: ['network create'],
   description: ['network create'],
-  force: ['network create', 'network delete'],
+  force: ['network create', 'network delete', 'host remove'],
   quarantine: ['network create', 'network delete'],
   ...IPAM_FLAG_COMMANDS,
 };
@@ -153,6 +156,10 @@ Commands:
                           transaction
   host attach HOST HEX    attach a host to an existing network
   host detach HOST HEX    detach a host from a network
+  host remove HOST [--force]
+                          take a host out of the cloud: delete its keys and its
+                          entries in the members index (no agent floods to it
+                          any more); refused while its agent runs, unless --force
   status [HOST]           agent liveness and per-network status of every host
   settings get            show the cloud-wide settings (JSON)
   settings set --group-base BASE
@@ -237,6 +244,8 @@ function parseCommand(positionals: readonly string[], flags: Map<string, string>
     case 'host attach':
     case 'host detach':
       return { name, host: parseHost(operands[0]!), vni: parseVni(operands[1]!) };
+    case 'host remove':
+      return { name, host: parseHost(operands[0]!), force: parseBoolean('force', flags.get('force')) };
     case 'status':
       return operands[0] === undefined ? { name } : { name, host: parseHost(operands[0]) };
   }
@@ -429,6 +438,11 @@ async function run(client: Etcd3, invocation: Invocation, output: Output): Promi
       await detachHost(client, schema, command.host, command.vni);
       output.out(`detached ${command.host} from network ${vniHex(command.vni)}`);
       return;
+    case 'host remove': {
+      const { hostKeys, memberOf } = await removeHost(client, schema, command.host, { force: command.force });
+      output.out(`removed host ${command.host}: ${hostKeys} keys under ${schema.hostDir(command.host)}, members of ${memberOf.length ? memberOf.join(', ') : 'no network'}`);
+      return;
+    }
     case 'status': {
       const { hosts, invalid } = await readStatus(client, schema, command.host);
       warnInvalid(output, invalid);

@@ -7,6 +7,7 @@ import { startHttpServer } from '../agent/http.js';
 import { createSystemdNotifier } from '../agent/sdnotify.js';
 import { cachedUnderlayAddress } from '../agent/underlay-address.js';
 import { NetlinkKernel } from '../kernel/rtnl.js';
+import { formatAddress } from '../model/group.js';
 import { createMetrics } from '../metrics/metrics.js';
 import { DesiredStateSource } from '../store/source.js';
 import { loggableConfig, parseAgentConfig, VXNETD_FLAGS, VXNETD_USAGE, type AgentConfig } from './config.js';
@@ -15,6 +16,7 @@ import { BatchedLog } from './log-stream.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 const SHUTDOWN_DEADLINE_MS = 4500;
+const MEMBER_ADDRESS_CHECK_MS = 60_000;
 
 async function main(): Promise<void> {
   let parsed;
@@ -46,7 +48,7 @@ async function run(config: AgentConfig): Promise<void> {
   }
 
   let metrics: ReturnType<typeof createMetrics> | undefined;
-  const kernel = new NetlinkKernel({ request: (op, result) => metrics?.countNetlinkRequest(op, result) });
+  const kernel = new NetlinkKernel({ request: (op, result) => metrics?.countNetlinkRequest(op, result) }, { neighbourEvents: config.flood === 'unicast' });
   kernel.events.on('socket-error', (role: string, error: Error) => log.warn({ socket: role, err: error.message }, 'netlink socket error'));
   kernel.subscribe();
   const eventBuffer = kernel.eventBufferBytes() ?? 0;
@@ -73,6 +75,7 @@ async function run(config: AgentConfig): Promise<void> {
         ttl: config.ttl,
         dstport: config.dstport,
         ...(config.local ? { local: config.local } : {}),
+        flood: config.flood,
       },
     },
     {
@@ -81,11 +84,15 @@ async function run(config: AgentConfig): Promise<void> {
       countSpecError: (reason) => metrics?.countSpecError(reason),
       bulkApply: (active) => source?.coalesceStatusWrites(active),
       ready: () => readinessChanged(),
+      membership: (hex, member) => source?.publishMembership(hex, member),
     },
   );
 
   const startedAt = new Date().toISOString();
   const underlayAddress = cachedUnderlayAddress(config.underlay);
+  // What other hosts flood to: --local when given, else the underlay's address of the overlay's family.
+  const memberAddressOf = cachedUnderlayAddress(config.underlay, { maxAgeMs: MEMBER_ADDRESS_CHECK_MS / 2, family: config.groupBase.family });
+  const memberAddress = () => (config.local ? formatAddress(config.local) : memberAddressOf.get());
   const isReady = () => agent.ready && (source?.isConnected ?? false);
   source = new DesiredStateSource({
     // etcd → agent by direct calls: Agent.applySnapshot() / applyChange() → the reconcile loop → the kernel.
@@ -94,6 +101,7 @@ async function run(config: AgentConfig): Promise<void> {
     prefix: config.prefix,
     hostname: config.hostname,
     watchAttachments: config.scope === 'attached',
+    memberAddress,
     log,
     liveness: () => ({
       version: VERSION,
@@ -113,6 +121,7 @@ async function run(config: AgentConfig): Promise<void> {
       networksReady: () => agent.counts().ready,
       networksError: () => agent.counts().error,
       devicesLeftAlone: () => agent.counts().leftAlone,
+      floodPeers: () => agent.floodPeerCounts(),
       etcdConnected: () => source?.isConnected ?? false,
       watchRevision: () => source?.watchRevision ?? 0,
     },
@@ -155,6 +164,8 @@ async function run(config: AgentConfig): Promise<void> {
 
   agent.start();
   source.start();
+  // An underlay address that changes reaches the members index (and every peer's flood entries) within this.
+  setInterval(() => source?.checkMemberAddress(), MEMBER_ADDRESS_CHECK_MS).unref();
 
   const shutdown = async (signal: string) => {
     if (stopping) return;

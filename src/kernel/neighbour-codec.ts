@@ -36,10 +36,21 @@ export function encodeNeighbour(neighbour: Pick<Neighbour, 'family' | 'index' | 
   return neighbourMessage(neighbour.family, neighbour.index, neighbour.state, neighbour.flags, attrs);
 }
 
-/** RTM_GETNEIGH dump payload: every entry of the family, or of one device when `index` is given. */
+/**
+ * RTM_GETNEIGH dump payload: every entry of the family, or (AF_BRIDGE) only those of one device.
+ * Without NETLINK_GET_STRICT_CHK (the binding cannot set it) the kernel filters a forwarding-table
+ * dump by device only when the header has the size of a struct ifinfomsg (16 bytes), whose
+ * ifi_index sits where ndmsg's ndm_ifindex does: the 12-byte ndmsg is padded to that size.
+ */
 export function encodeGetNeighbours(family: number, index = 0): Buffer {
-  return neighbourMessage(family, index, 0, 0, []);
+  const message = neighbourMessage(family, index, 0, 0, []);
+  return index === 0 ? message : Buffer.concat([message, Buffer.alloc(IFINFOMSG_BYTES - NDMSG_BYTES)]);
 }
+
+const IFINFOMSG_BYTES = 16;
+
+/** The all-zeros MAC: a vxlan floods broadcast and unknown traffic to every such entry's destination. */
+export const FLOOD_MAC = Buffer.alloc(6);
 
 export function decodeNeighbour(payload: Buffer): Neighbour {
   const neighbour: Neighbour = {

@@ -4,13 +4,14 @@
  * Two sockets, because of the library's traps (NOTES-dependencies.md):
  * requests and dumps (requests bounded in flight, one dump at a time) on a
  * raw socket on a worker thread (see RequestChannel and request-worker.ts),
- * and events (RTNLGRP_LINK, large receive buffer, an overflow replaces the
- * socket and is reported: see LinkEventSocket).
+ * and events (RTNLGRP_LINK, and RTNLGRP_NEIGH when asked for; large receive
+ * buffer, an overflow replaces the socket and is reported: see LinkEventSocket).
  */
 import { EventEmitter } from 'node:events';
 import type { RawNetlinkSocket } from 'netlink';
 import { RawNetlinkSocket as RawSocket } from 'netlink/dist/raw.js';
 import type { Link } from '../model/link.js';
+import { NTF_SELF, type Neighbour } from '../model/neighbour.js';
 import { KernelError } from './errors.js';
 import {
   RTM_DELLINK,
@@ -25,8 +26,10 @@ import {
   type NewLinkRequest,
 } from './link-codec.js';
 import {
+  AF_BRIDGE,
   AF_UNSPEC,
   NLM_F_ACK,
+  NLM_F_APPEND,
   NLM_F_CREATE,
   NLM_F_DUMP,
   NLM_F_DUMP_INTR,
@@ -41,10 +44,12 @@ import {
   forEachMessage,
   writeHeader,
 } from './netlink.js';
+import { RTM_DELNEIGH, RTM_GETNEIGH, RTM_NEWNEIGH, decodeNeighbour, encodeGetNeighbours, encodeNeighbour } from './neighbour-codec.js';
 import { startRequestWorker, WorkerRequestSocket } from './request-worker.js';
 
 const NETLINK_ROUTE = 0;
 const RTNLGRP_LINK = 1;
+const RTNLGRP_NEIGH = 3;
 const RECEIVE_BUFFER_BYTES = 32 * 1024 * 1024;
 const REQUEST_TIMEOUT_MS = 5000;
 const DUMP_TIMEOUT_MS = 15000;
@@ -55,11 +60,18 @@ const DUMP_ATTEMPTS = 5;
 /** One per network the agent applies at once (NETWORKS_IN_FLIGHT); beyond ~50 one socket's receive buffer overflowed. */
 const MAX_REQUESTS_IN_FLIGHT = 32;
 
-export type RequestKind = 'create' | 'change' | 'delete' | 'get' | 'dump';
+/** The `op` label of vxnetd_netlink_requests_total: links by verb, forwarding entries as neigh_*. */
+export type RequestKind = 'create' | 'change' | 'delete' | 'get' | 'dump' | 'neigh_add' | 'neigh_del' | 'neigh_dump';
 
 export interface LinkEvent {
   type: 'new' | 'del';
   link: Link;
+}
+
+/** A forwarding entry of a device's own table (AF_BRIDGE, NTF_SELF) was added, changed or deleted. */
+export interface NeighbourEvent {
+  type: 'new' | 'del';
+  neighbour: Neighbour;
 }
 
 export interface KernelObserver {
@@ -74,6 +86,12 @@ export interface Kernel {
   createLink(req: NewLinkRequest, operation: string): Promise<number | undefined>;
   changeLink(req: NewLinkRequest, operation: string): Promise<void>;
   deleteLink(index: number, operation: string): Promise<void>;
+  /** Forwarding entries (AF_BRIDGE) of every device, or of the device `index`. */
+  dumpForwardingEntries(index?: number): Promise<Neighbour[]>;
+  /** Adds a forwarding entry beside the device's others with the same MAC (NLM_F_APPEND); an existing one is kept as it is. */
+  appendForwardingEntry(entry: Neighbour, operation: string): Promise<void>;
+  /** Deletes one forwarding entry (MAC and destination). */
+  deleteForwardingEntry(entry: Neighbour, operation: string): Promise<void>;
   /**
    * Stops link notifications while the agent applies in bulk: an overflowing
    * event socket aborts the process inside the netlink library (POLLERR),
@@ -81,7 +99,7 @@ export interface Kernel {
    */
   pauseEvents(): void;
   resumeEvents(): void;
-  /** 'link' (LinkEvent) and 'overflow' (events were lost: resync everything). */
+  /** 'link' (LinkEvent), 'neighbour' (NeighbourEvent, when subscribed) and 'overflow' (events were lost: resync everything). */
   readonly events: EventEmitter;
   /** Resolves when the request thread has ended: exit the process only after that. */
   close(): Promise<void>;
@@ -342,6 +360,8 @@ export class LinkEventSocket {
     private readonly onDatagram: (datagram: Buffer) => void,
     /** Events were lost (or could not be received): the agent resyncs everything. */
     private readonly onLost: (error: Error) => void,
+    /** The notification groups joined: link changes, and neighbour changes for agents that keep forwarding entries. */
+    private readonly groups: readonly number[] = [RTNLGRP_LINK],
   ) {}
 
   /** Throws when no socket can be opened or subscribed. */
@@ -391,7 +411,7 @@ export class LinkEventSocket {
   pause(): void {
     if (this.paused) return;
     this.paused = true;
-    if (this.socket) this.socket.dropMembership(RTNLGRP_LINK);
+    if (this.socket) for (const group of this.groups) this.socket.dropMembership(group);
   }
 
   resume(): void {
@@ -408,7 +428,7 @@ export class LinkEventSocket {
 
   private join(socket: EventSocket): void {
     try {
-      socket.addMembership(RTNLGRP_LINK);
+      for (const group of this.groups) socket.addMembership(group);
     } catch (error) {
       this.leave(socket);
       throw error;
@@ -417,10 +437,12 @@ export class LinkEventSocket {
 
   private leave(socket: EventSocket): void {
     if (this.socket === socket) this.socket = undefined;
-    try {
-      socket.dropMembership(RTNLGRP_LINK);
-    } catch {
-      // Closed by the binding already (after a poll error): no membership left either.
+    for (const group of this.groups) {
+      try {
+        socket.dropMembership(group);
+      } catch {
+        // Closed by the binding already (after a poll error): no membership left either.
+      }
     }
     try {
       socket.close();
@@ -433,6 +455,11 @@ export class LinkEventSocket {
 export interface NetlinkKernelOptions {
   /** The event socket's receive buffer; only tests ask for a small one, to make it overflow. */
   eventReceiveBufferBytes?: number;
+  /**
+   * Also hear forwarding-entry changes (RTNLGRP_NEIGH): only agents that keep flood entries ask,
+   * since every MAC a bridge learns or forgets is a notification too.
+   */
+  neighbourEvents?: boolean;
 }
 
 export class NetlinkKernel implements Kernel {
@@ -461,6 +488,7 @@ export class NetlinkKernel implements Kernel {
       () => withReceiveBuffer(new RawSocket(NETLINK_ROUTE), options.eventReceiveBufferBytes),
       (datagram) => this.dispatchEvents(datagram),
       (error) => this.events.emit('overflow', error),
+      options.neighbourEvents ? [RTNLGRP_LINK, RTNLGRP_NEIGH] : [RTNLGRP_LINK],
     );
   }
 
@@ -484,12 +512,40 @@ export class NetlinkKernel implements Kernel {
 
   private dispatchEvents(datagram: Buffer): void {
     forEachMessage(datagram, (type, _flags, _seq, start, end) => {
+      if (type === RTM_NEWNEIGH || type === RTM_DELNEIGH) return this.dispatchNeighbour(type, datagram.subarray(start, end));
       if (type !== RTM_NEWLINK && type !== RTM_DELLINK) return;
       const payload = datagram.subarray(start, end);
       // A port leaving a bridge also sends an AF_BRIDGE RTM_DELLINK for a device that still exists.
       if (linkFamily(payload) !== AF_UNSPEC) return;
       this.events.emit('link', { type: type === RTM_NEWLINK ? 'new' : 'del', link: decodeLink(payload) } satisfies LinkEvent);
     });
+  }
+
+  /** Only a device's own forwarding entries matter here; a bridge's learned MACs (NTF_MASTER) and ND/ARP entries do not. */
+  private dispatchNeighbour(type: number, payload: Buffer): void {
+    if (payload.length < 12 || payload.readUInt8(0) !== AF_BRIDGE || !(payload.readUInt8(10) & NTF_SELF)) return;
+    this.events.emit('neighbour', { type: type === RTM_NEWNEIGH ? 'new' : 'del', neighbour: decodeNeighbour(payload) } satisfies NeighbourEvent);
+  }
+
+  async dumpForwardingEntries(index?: number): Promise<Neighbour[]> {
+    const operation = index === undefined ? 'dump forwarding entries' : `dump forwarding entries of device ${index}`;
+    if (this.closed) throw new KernelError('ESHUTDOWN', operation);
+    try {
+      const { parts, consistent } = await this.dumps.dump(RTM_GETNEIGH, encodeGetNeighbours(AF_BRIDGE, index), operation);
+      this.observer.request?.('neigh_dump', consistent ? 'ok' : 'EINTR');
+      return parts.map(decodeNeighbour).filter((entry) => index === undefined || entry.index === index);
+    } catch (error) {
+      this.observer.request?.('neigh_dump', error instanceof KernelError ? error.errno : 'error');
+      throw error;
+    }
+  }
+
+  async appendForwardingEntry(entry: Neighbour, operation: string): Promise<void> {
+    await this.request('neigh_add', RTM_NEWNEIGH, encodeNeighbour(entry), NLM_F_CREATE | NLM_F_APPEND, operation);
+  }
+
+  async deleteForwardingEntry(entry: Neighbour, operation: string): Promise<void> {
+    await this.request('neigh_del', RTM_DELNEIGH, encodeNeighbour(entry), 0, operation);
   }
 
   async dumpLinks(opts: { stats?: boolean } = {}): Promise<Link[]> {

@@ -22,6 +22,8 @@ export interface AgentGauges {
   networksError(): number;
   /** Devices with a vxnetd alias this agent must not touch (another identity, or vxnetd 0.1's and not wanted here). */
   devicesLeftAlone?(): number;
+  /** Unicast flooding: per network, the other hosts its vxlan floods to (none in multicast mode). */
+  floodPeers?(): Array<{ hex: string; peers: number }>;
   etcdConnected(): boolean;
   watchRevision(): number;
 }
@@ -124,6 +126,17 @@ export function createMetrics(opts: MetricsOptions): Metrics {
     'Last etcd revision the agent has seen on its watch (or listed); stops moving when the watch is stuck.',
     () => gauges.watchRevision(),
   );
+
+  new Gauge({
+    name: 'vxnetd_network_flood_peers',
+    help: 'Unicast flooding: the other hosts a network\'s vxlan floods broadcast and unknown traffic to (one all-zeros forwarding entry each), as last set. Absent in multicast mode.',
+    labelNames: ['device', 'vni'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { hex, peers } of gauges.floodPeers?.() ?? []) this.set({ device: `vxlan${hex}`, vni: hex }, peers);
+    },
+  });
 
   const reconcile = new Histogram({
     name: 'vxnetd_reconcile_duration_seconds',

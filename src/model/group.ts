@@ -68,6 +68,15 @@ export function groupFor(base: GroupBase, vni: number): MulticastGroup {
   };
 }
 
+/**
+ * The unspecified address as a vxlan's group: the kernel then has no default destination (it
+ * floods only to all-zeros forwarding entries) and still opens its sockets for this family —
+ * without a group or local address a vxlan would listen on IPv4 only.
+ */
+export function noGroup(family: GroupFamily): MulticastGroup {
+  return { family, bytes: Buffer.alloc(family === 'inet6' ? 16 : 4), text: family === 'inet6' ? '::' : '0.0.0.0' };
+}
+
 // Group IDs (the low 112 bits of ff0X::) that IANA assigns, whole blocks taken
 // conservatively: site-local (ff05::2 all-routers, ff05::1:3 DHCP servers …)
 // and the variable-scope registry (ff0X::101 NTP, ff0X::fb mDNS, SAP …).

@@ -1,13 +1,22 @@
 /** The desired kernel objects of one network, derived from its spec and the host's settings. */
-import { encapsulationOverhead, groupFor, reservedGroupReason, type GroupBase, type MulticastGroup } from './group.js';
+import { encapsulationOverhead, groupFor, noGroup, reservedGroupReason, type GroupBase, type MulticastGroup } from './group.js';
 import { deterministicMac } from './mac.js';
 import { SpecError, type NetworkSpec } from './spec.js';
 import { ownerAlias } from './identity.js';
 import { bridgeName, vniHex, vxlanName } from './vni.js';
 
+/**
+ * How a vxlan floods broadcast and unknown traffic: to its multicast group (base + VNI), or, for
+ * underlays without multicast, to one all-zeros forwarding entry per other host of the network.
+ */
+export type FloodMode = 'multicast' | 'unicast';
+
 export interface HostSettings {
   hostname: string;
+  /** Its family is the overlay's (in unicast mode too); its value only matters in multicast mode. */
   groupBase: GroupBase;
+  /** Default multicast. */
+  flood?: FloodMode;
   ttl: number;
   dstport: number;
   /** Optional source address, bytes of the same family as the group. */
@@ -47,7 +56,9 @@ export interface DesiredVxlan {
   mac: Buffer;
   mtu: number;
   id: number;
+  /** In unicast mode the unspecified address of the overlay's family: no group, but the vxlan's sockets are of that family. */
   group: MulticastGroup;
+  flood: FloodMode;
   ttl: number;
   port: number;
   link: number;
@@ -83,8 +94,9 @@ export function overlayMtuLimit(underlay: Underlay, host: HostSettings): number 
 
 export function desiredNetwork(vni: number, spec: NetworkSpec, host: HostSettings, underlay: Underlay, owner: NetworkOwner): DesiredNetwork {
   const hex = vniHex(vni);
-  const group = groupFor(host.groupBase, vni);
-  const reserved = reservedGroupReason(group);
+  const flood = host.flood ?? 'multicast';
+  const group = flood === 'unicast' ? noGroup(host.groupBase.family) : groupFor(host.groupBase, vni);
+  const reserved = flood === 'multicast' ? reservedGroupReason(group) : undefined;
   if (reserved) {
     throw new SpecError('reserved_group', `VNI ${hex} maps to multicast group ${group.text}, which is reserved (${reserved}); use another VNI`);
   }
@@ -107,6 +119,7 @@ export function desiredNetwork(vni: number, spec: NetworkSpec, host: HostSetting
       mtu,
       id: vni,
       group,
+      flood,
       ttl: host.ttl,
       port: host.dstport,
       link: underlay.index,

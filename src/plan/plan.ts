@@ -190,7 +190,7 @@ function planVxlan(hex: string, desired: DesiredNetwork, vxlan: Link | undefined
   };
   if (!vxlan) return [create];
 
-  const have = vxlan.vxlan;
+  const have = vxlan.vxlan && { ...vxlan.vxlan, group: isUnspecified(vxlan.vxlan.group) ? undefined : vxlan.vxlan.group };
   const replaceWhy =
     !have
       ? 'the kernel reports no vxlan attributes for it'
@@ -200,7 +200,11 @@ function planVxlan(hex: string, desired: DesiredNetwork, vxlan: Link | undefined
           ? `dstport ${have.port} must be ${want.port}, which the kernel cannot change`
           : have.local && !want.local
             ? 'local address must be removed'
-            : have.group && have.group.length !== want.group.bytes.length
+            : want.flood === 'unicast' && have.group
+              ? `flooding is unicast now: its multicast group ${formatAddress(have.group)} must go, and with it the kernel's own flood entry`
+              : want.flood === 'multicast' && !have.group
+                ? `flooding is multicast now: it must get group ${want.group.text} in place of its unicast flood entries`
+                : have.group && have.group.length !== want.group.bytes.length
               ? `group ${formatAddress(have.group)} must become ${want.group.text}, another address family, which the kernel cannot change in place`
               : have.local && want.local && have.local.length !== want.local.length
                 ? `local ${formatAddress(have.local)} must become ${formatAddress(want.local)}, another address family, which the kernel cannot change in place`
@@ -209,7 +213,7 @@ function planVxlan(hex: string, desired: DesiredNetwork, vxlan: Link | undefined
 
   const ops: Operation[] = [];
   const dataChanges: Partial<CreateVxlan['vxlan']> = {};
-  if (!sameBytes(have!.group, want.group.bytes)) dataChanges.group = want.group.bytes;
+  if (want.flood === 'multicast' && !sameBytes(have!.group, want.group.bytes)) dataChanges.group = want.group.bytes;
   if (have!.link !== want.link) dataChanges.link = want.link;
   if (want.local && !sameBytes(have!.local, want.local)) dataChanges.local = want.local;
   if (have!.ttl !== want.ttl) dataChanges.ttl = want.ttl;
@@ -238,6 +242,11 @@ function needsQuietIpv6(wanted: boolean, link: Link): boolean {
 
 function hasChanges(changes: LinkChanges): boolean {
   return Object.keys(changes).length > 0;
+}
+
+/** The kernel reports no group for a vxlan without one; a group of only zeros means the same. */
+function isUnspecified(group: Buffer | undefined): boolean {
+  return group === undefined || group.every((byte) => byte === 0);
 }
 
 function sameBytes(a: Buffer | undefined, b: Buffer | undefined): boolean {

@@ -466,6 +466,46 @@ export async function detachHost(client: Etcd3, schema: EtcdSchema, host: string
   if (deleted === '0') throw new NotFoundError(`host ${host} is not attached to network ${vniHex(vni)}`);
 }
 
+export interface RemovedHost {
+  /** Keys under the host's directory (agent, attachments, statuses) and in the members index. */
+  hostKeys: number;
+  memberOf: string[];
+}
+
+/**
+ * Takes a host out of the cloud for good: every key under its directory and its keys in the
+ * members index, so that no agent floods to it any more (unicast mode). Refused while its agent's
+ * liveness key exists unless forced: a running agent writes its members keys again.
+ */
+export async function removeHost(client: Etcd3, schema: EtcdSchema, host: string, opts: { force?: boolean } = {}): Promise<RemovedHost> {
+  const agent = await readKey(client, schema.agentKey(host));
+  if (agent && !opts.force) {
+    throw new RefusedError(
+      `the agent of ${host} is running (${schema.agentKey(host)} exists) and would publish its networks again; ` +
+        `stop it first (systemctl stop vxnetd on ${host}), or pass --force`,
+    );
+  }
+  const memberOf: string[] = [];
+  const memberKeys: string[] = [];
+  for (const kv of await readPrefix(client, schema.membersDir)) {
+    const parsed = schema.parseKey(kv.key.toString());
+    if (parsed.kind === 'member' && parsed.host === host) {
+      memberOf.push(parsed.hex);
+      memberKeys.push(kv.key.toString());
+    }
+  }
+  const hostDir = schema.hostDir(host);
+  const hostKeys = await client.getAll().prefix(hostDir).count();
+  if (hostKeys === 0 && memberKeys.length === 0) throw new NotFoundError(`host ${host} has no keys under ${hostDir} and is in no members index`);
+  await client.delete().prefix(hostDir).exec();
+  // Transactions of at most etcd's --max-txn-ops deletes each.
+  for (let from = 0; from < memberKeys.length; from += ETCD_MAX_TXN_OPS) {
+    const success = memberKeys.slice(from, from + ETCD_MAX_TXN_OPS).map((key) => ({ request_delete_range: { key: Buffer.from(key) } }));
+    await client.kv.txn({ compare: [], success, failure: [] });
+  }
+  return { hostKeys, memberOf };
+}
+
 /** Hosts that have an attachment for this network, sorted. */
 export async function attachedHosts(client: Etcd3, schema: EtcdSchema, vni: number): Promise<string[]> {
   const { hostKeys } = await readHostKeys(client, schema);

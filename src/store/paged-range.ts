@@ -53,6 +53,22 @@ export async function readPrefixes(client: Etcd3, prefixes: readonly string[], p
   }
 }
 
+/**
+ * The key-values under each prefix at a revision read before (a watch's, say): a compaction of it
+ * is the caller's to handle (list again). A few prefixes at a time, so that hundreds of small reads
+ * do not all wait on one connection at once.
+ */
+export async function readPrefixesAt(client: Etcd3, prefixes: readonly string[], revision: number, pageKeys = RANGE_PAGE_KEYS): Promise<IKeyValue[][]> {
+  const kvs: IKeyValue[][] = [];
+  for (let from = 0; from < prefixes.length; from += PREFIXES_AT_ONCE) {
+    const reads = prefixes.slice(from, from + PREFIXES_AT_ONCE).map((prefix) => pagesOf(client, prefix, revision, pageKeys));
+    for (const read of await Promise.all(reads)) kvs.push(read.kvs);
+  }
+  return kvs;
+}
+
+const PREFIXES_AT_ONCE = 16;
+
 /** The key-values under one prefix, sorted by key, at one revision. */
 export async function readPrefix(client: Etcd3, prefix: string): Promise<IKeyValue[]> {
   return (await readPrefixes(client, [prefix])).kvs[0]!;

@@ -10,6 +10,7 @@
  *   <prefix>/owners/<sha256(owner) in hex>   vxnetctl's owner index: the VNI hex of that owner's network
  *   <prefix>/deleted/<hex>                   DeletedNetwork: vxnetctl's quarantine record of a deleted VNI
  *   <prefix>/settings                        CloudSettings: cloud-wide settings (the multicast group base)
+ *   <prefix>/members/<hex>/<host>            FloodMember: <host> carries the network, reachable at this underlay address
  *   <prefix>/ipam/<hex>                      IpamEntry: the routed network's /64 and name servers (DESIGN.md §8)
  *   <prefix>/ipam-prefixes/<address>         IPAM index: the VNI hex of the network that holds the /64 at <address>
  *   <prefix>/ipam-pool                       IpamPool: the cloud-wide pool the /64s are allocated from
@@ -17,6 +18,9 @@
  * The owner index is vxnetctl's own (vxnetd never reads it): written in the same transaction as
  * the network key, so that concurrent `network create --owner X` cannot both create a network.
  * The owner is hashed because it is free text (it may contain '/').
+ *
+ * The members index is network-first (unlike hosts/), so that an agent can list and watch the
+ * hosts of one network — what unicast flooding needs — without reading every host's keys.
  *
  * IPAM is separate from networks (a pure layer-2 network has none) and, like the owner index, the
  * IPAM index exists so that a transaction can compare it: "this /64 is free" is the absence of one
@@ -72,6 +76,7 @@ export type ParsedKey =
   | { kind: 'agent'; host: string }
   | { kind: 'owner'; digest: string }
   | { kind: 'deleted'; vni: number; hex: string }
+  | { kind: 'member'; vni: number; hex: string; host: string }
   | { kind: 'data-id' }
   | { kind: 'settings' }
   | { kind: 'ipam'; vni: number; hex: string }
@@ -89,6 +94,7 @@ export class EtcdSchema {
   readonly hostsDir: string;
   readonly ownersDir: string;
   readonly deletedDir: string;
+  readonly membersDir: string;
   readonly ipamDir: string;
   readonly ipamPrefixesDir: string;
 
@@ -97,8 +103,22 @@ export class EtcdSchema {
     this.hostsDir = `${prefix}/hosts/`;
     this.ownersDir = `${prefix}/owners/`;
     this.deletedDir = `${prefix}/deleted/`;
+    this.membersDir = `${prefix}/members/`;
     this.ipamDir = `${prefix}/ipam/`;
     this.ipamPrefixesDir = `${prefix}/ipam-prefixes/`;
+  }
+
+  /**
+   * The hosts that carry one network: each agent writes its own key (no lease — a stopped or killed
+   * agent's host keeps its VMs and so stays a flood destination) when the network is wanted on its
+   * host, and deletes it when it no longer is; `vxnetctl host remove` deletes a host's keys.
+   */
+  membersOf(vni: VniRef): string {
+    return `${this.membersDir}${hexOf(vni)}/`;
+  }
+
+  memberKey(vni: VniRef, host: string): string {
+    return this.membersOf(vni) + checkedHostname(host);
   }
 
   networkKey(vni: VniRef): string {
@@ -208,6 +228,14 @@ export class EtcdSchema {
       const named = vniKey(hex);
       return named ? { kind: 'deleted', ...named } : { kind: 'invalid', reason: nonCanonicalVniReason(hex) };
     }
+    if (key.startsWith(this.membersDir)) {
+      const [hex = '', host, ...rest] = key.slice(this.membersDir.length).split('/');
+      const named = vniKey(hex);
+      if (!named) return { kind: 'invalid', reason: nonCanonicalVniReason(hex) };
+      if (host === undefined || rest.length) return { kind: 'invalid', reason: 'not a member key (expected members/<vni-hex>/<host>)' };
+      const problem = hostnameProblem(host);
+      return problem ? { kind: 'invalid', reason: problem } : { kind: 'member', ...named, host };
+    }
     if (key.startsWith(this.ipamDir)) {
       const hex = key.slice(this.ipamDir.length);
       const named = vniKey(hex);
@@ -283,6 +311,8 @@ export interface NetworkStatus {
   mtu?: number;
   /** The etcd mod_revision of the spec applied. */
   specRevision?: number;
+  /** Unicast flooding: the other hosts this host floods the network's broadcast and unknown traffic to. */
+  floodPeers?: number;
   /** ISO time. */
   updatedAt: string;
   /** Routers only, for networks with IPAM: what this router does with the IPAM entry (DESIGN.md §8). */
@@ -318,8 +348,8 @@ export function parseSpec(value: Uint8Array): SpecResult {
 
 /** Fields in a fixed order, so equal statuses serialize to equal text. */
 export function serializeStatus(status: NetworkStatus): string {
-  const { state, reason, vxlan, bridge, mtu, specRevision, updatedAt, ipam } = status;
-  return JSON.stringify({ state, reason, vxlan, bridge, mtu, specRevision, updatedAt, ipam: ipam && serializedIpamReport(ipam) });
+  const { state, reason, vxlan, bridge, mtu, specRevision, floodPeers, updatedAt, ipam } = status;
+  return JSON.stringify({ state, reason, vxlan, bridge, mtu, specRevision, floodPeers, updatedAt, ipam: ipam && serializedIpamReport(ipam) });
 }
 
 export function parseStatus(value: Uint8Array): Parsed<NetworkStatus> {
@@ -333,6 +363,7 @@ export function parseStatus(value: Uint8Array): Parsed<NetworkStatus> {
       bridge: required(fields, 'bridge', 'string'),
       ...optional(fields, 'mtu', 'integer'),
       ...optional(fields, 'specRevision', 'integer'),
+      ...optional(fields, 'floodPeers', 'integer'),
       updatedAt: required(fields, 'updatedAt', 'string'),
       ...(fields.ipam === undefined ? {} : { ipam: parseIpamReport(fields.ipam) }),
     };
@@ -387,6 +418,20 @@ export function serializeOwnerIndex(vni: number): string {
 /** The VNI an owner index key points at; undefined for anything else (the index is only a hint). */
 export function parseOwnerIndex(value: Uint8Array): number | undefined {
   return parseVniHex(Buffer.from(value).toString('utf8'));
+}
+
+/** A members index value (EtcdSchema.memberKey): where the host's vxlans receive. */
+export interface FloodMember {
+  /** The host's underlay address, as the agent publishes it (IPv6 or IPv4 text). */
+  address: string;
+}
+
+export function serializeMember({ address }: FloodMember): string {
+  return JSON.stringify({ address });
+}
+
+export function parseMember(value: Uint8Array): Parsed<FloodMember> {
+  return parseObject(value, (fields) => ({ address: required(fields, 'address', 'string') }));
 }
 
 /** A quarantine record (EtcdSchema.deletedKey). */

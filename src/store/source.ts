@@ -11,8 +11,21 @@ import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
 import { quoteBrief } from '../model/spec.js';
 import { Backoff, systemClock, type Clock } from './backoff.js';
 import { createEtcdClient, EndpointRotation, type EtcdOptions } from './client.js';
-import { ETCD_MAX_REQUEST_BYTES, ETCD_MAX_TXN_OPS, isRequestRefused, readPrefixes } from './paged-range.js';
-import { EtcdSchema, newDataId, parseDataId, parseSettings, parseStatus, serializeDataId, serializeLiveness, serializeStatus, type AgentLiveness, type NetworkStatus } from './schema.js';
+import { ETCD_MAX_REQUEST_BYTES, ETCD_MAX_TXN_OPS, isRequestRefused, readPrefixes, readPrefixesAt } from './paged-range.js';
+import {
+  EtcdSchema,
+  newDataId,
+  parseDataId,
+  parseSettings,
+  parseStatus,
+  serializeDataId,
+  serializeLiveness,
+  serializeMember,
+  serializeStatus,
+  type AgentLiveness,
+  type NetworkStatus,
+} from './schema.js';
+import { parseVniHex } from '../model/vni.js';
 
 export interface StoredValue {
   value: Buffer;
@@ -33,6 +46,19 @@ export interface Snapshot {
   statuses: Map<string, string>;
   /** The cloud-wide group base (`vxnetctl settings`), if one is set: the agent warns when its own differs. */
   cloudGroupBase?: string;
+  /**
+   * The members index (schema.membersOf) of the networks this agent watches: every network in
+   * scope all, the attached ones in scope attached. Network hex → host → value.
+   */
+  members: Map<string, Map<string, StoredValue>>;
+}
+
+/** One host's key in a network's members index was written (value) or deleted. */
+export interface MemberChange {
+  hex: string;
+  host: string;
+  value?: StoredValue;
+  revision: number;
 }
 
 export type Collection = 'networks' | 'attachments';
@@ -45,8 +71,9 @@ export interface Change {
   revision: number;
 }
 
-/** One status write of a transaction: `value` undefined for a delete. */
+/** One status or members write of a transaction: `value` undefined for a delete. */
 interface StatusWrite {
+  collection: 'status' | 'member';
   name: string;
   pending: { json: string; content: string } | null;
   key: Buffer;
@@ -65,6 +92,9 @@ export interface SourceLog {
 export interface DesiredStateSink {
   applySnapshot(snapshot: Snapshot): Promise<void>;
   applyChange(change: Change): void;
+  applyMemberChange?(change: MemberChange): void;
+  /** The whole members index of one network, from now on watched (a map), or no longer watched (undefined). */
+  replaceMembers?(hex: string, members: Map<string, StoredValue> | undefined): void;
 }
 
 export interface SourceOptions {
@@ -76,6 +106,8 @@ export interface SourceOptions {
   watchAttachments: boolean;
   /** The liveness value; called at each (re)connect and on refreshLiveness(). */
   liveness: () => AgentLiveness;
+  /** The address this host's members keys publish (see publishMembership); undefined while it has none. */
+  memberAddress?: () => string | undefined;
   log: SourceLog;
   clock?: Clock;
   /** TTL of the liveness lease (default 15 s). */
@@ -134,6 +166,17 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   /** Ends the wait for more statuses early: a full transaction's worth is pending, or coalescing ended. */
   private statusWait?: AbortController;
   private coalescing = false;
+  /** Networks whose members index this host should be in (publishMembership). */
+  private readonly memberOf = new Set<string>();
+  /** This host's keys in the members indexes read and watched: network hex → value as stored. */
+  private readonly ownMembers = new Map<string, string>();
+  /** Members writes not yet acknowledged: network hex → value, or null to delete. */
+  private readonly pendingMembers = new Map<string, string | null>();
+  private memberAddressNow?: string;
+  /** Scope attached: the networks whose members index this pass has read (and watches). */
+  private membersRead = new Set<string>();
+  /** The running pass's members watch (scope attached: one watcher per attached network). */
+  private memberWatch?: { add(hex: string, revision: number): void; remove(hex: string): void };
 
   constructor(private readonly options: SourceOptions) {
     super();
@@ -183,6 +226,8 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         this.backoff.reset();
         this.deliver(() => this.options.sink?.applySnapshot(snapshot));
         this.emit('snapshot', snapshot);
+        // What etcd holds of this host's members keys was just read: write what differs.
+        for (const hex of new Set([...this.memberOf, ...this.pendingMembers.keys()])) this.queueMember(hex);
         void this.flushStatus();
         const reason = await this.watchUntilBroken(client, lease, snapshot.revision + 1, watchers);
         if (this.stopping.signal.aborted) await this.revokeLiveness(lease);
@@ -208,11 +253,14 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     const dataId = await this.dataId(client);
     const settings = await client.get(schema.settingsKey).buffer();
     const cloudSettings = settings === null ? undefined : parseSettings(settings);
-    // Paged, and all three at one revision, so they agree.
+    // Paged, and all at one revision, so they agree.
+    const allMembers = !this.options.watchAttachments;
     const {
       revision,
-      kvs: [networks, attachments, statuses],
-    } = await readPrefixes(client, [dirs.networks, dirs.attachments, dirs.statuses]);
+      kvs: [networks, attachments, statuses, everyMember],
+    } = await readPrefixes(client, [dirs.networks, dirs.attachments, dirs.statuses, ...(allMembers ? [schema.membersDir] : [])]);
+    const watchedMembers = allMembers ? [] : [...new Set(attachments!.map((kv) => schema.nameIn(dirs.attachments, kv.key.toString('utf8'))))].filter((hex) => parseVniHex(hex) !== undefined);
+    const memberKvs = allMembers ? everyMember! : (await readPrefixesAt(client, watchedMembers.map((hex) => schema.membersOf(hex)), revision)).flat();
     const byName = (kvs: IKeyValue[], dir: string) =>
       new Map(
         kvs.map((kv) => [
@@ -227,7 +275,18 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       attachments: byName(attachments!, dirs.attachments),
       statuses: new Map(statuses!.map((kv) => [schema.nameIn(dirs.statuses, kv.key.toString('utf8')), kv.value.toString('utf8')])),
       ...(cloudSettings?.ok && cloudSettings.value.groupBase ? { cloudGroupBase: cloudSettings.value.groupBase } : {}),
+      members: new Map(watchedMembers.map((hex) => [hex, new Map()])),
     };
+    this.ownMembers.clear();
+    this.membersRead = new Set(watchedMembers);
+    for (const kv of memberKvs) {
+      const parsed = schema.parseKey(kv.key.toString('utf8'));
+      if (parsed.kind !== 'member') continue;
+      let hosts = snapshot.members.get(parsed.hex);
+      if (!hosts) snapshot.members.set(parsed.hex, (hosts = new Map()));
+      hosts.set(parsed.host, { value: kv.value, modRevision: Number(kv.mod_revision), createRevision: Number(kv.create_revision) });
+      if (parsed.host === this.options.hostname) this.ownMembers.set(parsed.hex, kv.value.toString('utf8'));
+    }
     this.writtenStatus.clear();
     this.refusedStatus.clear();
     for (const [name, value] of snapshot.statuses) this.writtenStatus.set(name, contentOfJson(value));
@@ -261,6 +320,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         settled = true;
         this.stopping.signal.removeEventListener('abort', onStop);
         lease.off('lost', onLost);
+        this.memberWatch = undefined;
         resolve(reason);
       };
       const onStop = () => broken('stopping');
@@ -268,10 +328,10 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       if (this.stopping.signal.aborted) return onStop();
       this.stopping.signal.addEventListener('abort', onStop, { once: true });
       lease.on('lost', onLost);
-      for (const [collection, dir] of collections) {
+      const watch = (dir: string, from: number, onEvent: (kv: IKeyValue, isPut: boolean) => void): Watcher => {
         // watcher(), not create(): create() never settles when the stream drops before etcd
         // confirms the watch, and a watcher we never got could never be cancelled.
-        const watcher = client.watch().prefix(dir).startRevision(String(fromRevision)).watcher();
+        const watcher = client.watch().prefix(dir).startRevision(String(from)).watcher();
         watchers.add(watcher);
         // After 'error' and 'end' etcd3 has dropped the watcher itself: cancelling it again would wait for ever.
         const gone = (reason: string) => {
@@ -281,10 +341,124 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         watcher.on('error', (error: Error) => gone(`watch error: ${error.message}`));
         watcher.on('end', () => gone('watch ended'));
         watcher.on('disconnected', () => broken('disconnected from etcd'));
-        watcher.on('put', (kv: IKeyValue) => settled || this.onEvent(collection, dir, kv, true));
-        watcher.on('delete', (kv: IKeyValue) => settled || this.onEvent(collection, dir, kv, false));
+        watcher.on('put', (kv: IKeyValue) => settled || onEvent(kv, true));
+        watcher.on('delete', (kv: IKeyValue) => settled || onEvent(kv, false));
+        return watcher;
+      };
+      const onMember = (kv: IKeyValue, isPut: boolean) => this.onMemberEvent(kv, isPut);
+      for (const [collection, dir] of collections) watch(dir, fromRevision, (kv, isPut) => this.onEvent(collection, dir, kv, isPut));
+      if (!this.options.watchAttachments) {
+        watch(this.schema.membersDir, fromRevision, onMember);
+        return;
       }
+      // Scope attached: the members of the attached networks only, each watched from when it was attached.
+      const perNetwork = new Map<string, Watcher | 'reading'>();
+      const add = (hex: string, revision: number, readFirst: boolean) => {
+        if (perNetwork.has(hex) || parseVniHex(hex) === undefined) return;
+        const dir = this.schema.membersOf(hex);
+        if (!readFirst) return void perNetwork.set(hex, watch(dir, revision + 1, onMember));
+        perNetwork.set(hex, 'reading');
+        readPrefixesAt(client, [dir], revision).then(
+          ([kvs]) => {
+            if (settled || perNetwork.get(hex) !== 'reading') return;
+            const members = new Map<string, StoredValue>();
+            for (const kv of kvs!) {
+              const host = this.schema.nameIn(dir, kv.key.toString('utf8'));
+              members.set(host, { value: kv.value, modRevision: Number(kv.mod_revision), createRevision: Number(kv.create_revision) });
+              if (host === this.options.hostname) this.ownMembers.set(hex, kv.value.toString('utf8'));
+            }
+            this.membersRead.add(hex);
+            this.deliver(() => this.options.sink?.replaceMembers?.(hex, members));
+            perNetwork.set(hex, watch(dir, revision + 1, onMember));
+            this.queueMember(hex);
+            void this.flushStatus();
+          },
+          (error: Error) => broken(`reading the members of network ${hex}: ${error.message}`),
+        );
+      };
+      this.memberWatch = {
+        add: (hex, revision) => add(hex, revision, true),
+        remove: (hex) => {
+          const watcher = perNetwork.get(hex);
+          if (watcher === undefined) return;
+          perNetwork.delete(hex);
+          this.membersRead.delete(hex);
+          this.ownMembers.delete(hex);
+          if (watcher !== 'reading') {
+            watchers.delete(watcher);
+            for (const event of ['put', 'delete', 'disconnected', 'end'] as const) watcher.removeAllListeners(event);
+            void watcher.cancel().catch(() => undefined);
+          }
+          this.deliver(() => this.options.sink?.replaceMembers?.(hex, undefined));
+        },
+      };
+      for (const hex of this.membersRead) add(hex, fromRevision - 1, false);
     });
+  }
+
+  private onMemberEvent(kv: IKeyValue, isPut: boolean): void {
+    const revision = Number(kv.mod_revision);
+    if (revision > this.revision) this.revision = revision;
+    const parsed = this.schema.parseKey(kv.key.toString('utf8'));
+    if (parsed.kind !== 'member') return;
+    const change: MemberChange = {
+      hex: parsed.hex,
+      host: parsed.host,
+      revision,
+      ...(isPut ? { value: { value: kv.value, modRevision: revision, createRevision: Number(kv.create_revision) } } : {}),
+    };
+    if (parsed.host === this.options.hostname) {
+      // Ours, changed by someone else (`vxnetctl host remove`, a hand edit): written again if still a member.
+      if (isPut) this.ownMembers.set(parsed.hex, kv.value.toString('utf8'));
+      else this.ownMembers.delete(parsed.hex);
+      if (this.memberOf.has(parsed.hex)) {
+        this.queueMember(parsed.hex);
+        void this.flushStatus();
+      }
+    }
+    this.deliver(() => this.options.sink?.applyMemberChange?.(change));
+  }
+
+  /**
+   * Whether this host carries network `hex` (wanted here, devices or not): its key in the members
+   * index is written (with the current member address) or deleted to match, batched with statuses.
+   */
+  publishMembership(hex: string, member: boolean): void {
+    if (member === this.memberOf.has(hex) && !this.pendingMembers.has(hex) && (member ? this.ownMembers.has(hex) : !this.ownMembers.has(hex))) return;
+    if (member) this.memberOf.add(hex);
+    else this.memberOf.delete(hex);
+    this.queueMember(hex);
+    void this.flushStatus();
+  }
+
+  /** Looks up the member address again; every members key of this host is rewritten when it changed. */
+  checkMemberAddress(): void {
+    const address = this.options.memberAddress?.();
+    if (address === this.memberAddressNow) return;
+    this.memberAddressNow = address;
+    if (address !== undefined) this.options.log.info({ op: 'members', address }, `publishing ${address} as this host's address in the members index`);
+    for (const hex of this.memberOf) this.queueMember(hex);
+    void this.flushStatus();
+  }
+
+  private queueMember(hex: string): void {
+    this.memberAddressNow ??= this.options.memberAddress?.();
+    const address = this.memberAddressNow;
+    if (this.memberOf.has(hex)) {
+      // Without an address nothing can be published yet; checkMemberAddress() comes back to it.
+      const json = address === undefined ? undefined : serializeMember({ address });
+      if (json === undefined || this.ownMembers.get(hex) === json) this.pendingMembers.delete(hex);
+      else this.pendingMembers.set(hex, json);
+    } else if (this.ownMembers.has(hex) || !this.membersKnown(hex)) {
+      this.pendingMembers.set(hex, null);
+    } else {
+      this.pendingMembers.delete(hex);
+    }
+  }
+
+  /** Whether ownMembers is what etcd holds for this network: read in this pass, or (scope all) every network was. */
+  private membersKnown(hex: string): boolean {
+    return !this.options.watchAttachments || this.membersRead.has(hex);
   }
 
   private onEvent(collection: Collection, dir: string, kv: IKeyValue, isPut: boolean): void {
@@ -298,6 +472,10 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     };
     this.deliver(() => this.options.sink?.applyChange(change));
     this.emit('change', change);
+    if (collection === 'attachments') {
+      if (isPut) this.memberWatch?.add(change.name, revision);
+      else this.memberWatch?.remove(change.name);
+    }
   }
 
   /** Snapshots and changes reach the sink in arrival order, each after the one before has been applied. */
@@ -352,12 +530,20 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   }
 
   private flushStatus(): Promise<void> {
-    this.flushing ??= this.flushLoop().finally(() => (this.flushing = undefined));
+    this.flushing ??= this.flushLoop().finally(() => {
+      this.flushing = undefined;
+      // A write queued after the loop's last check but before this callback would wait for the next one.
+      if (this.hasPendingWrites() && this.connected && this.client && !this.stopping.signal.aborted) void this.flushStatus();
+    });
     return this.flushing;
   }
 
+  private hasPendingWrites(): boolean {
+    return this.pendingStatus.size > 0 || this.pendingMembers.size > 0;
+  }
+
   private async flushLoop(): Promise<void> {
-    while (this.pendingStatus.size && this.connected && this.client) {
+    while (this.hasPendingWrites() && this.connected && this.client) {
       const wait = this.lastStatusTxnAt + STATUS_COALESCE_MS - this.clock.now();
       if (this.coalescing && wait > 0 && this.pendingStatus.size < STATUS_TXN_OPS) {
         this.statusWait = new AbortController();
@@ -379,17 +565,25 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     }
   }
 
-  /** The oldest pending statuses, as many as one transaction may carry by operations and by bytes (at least one). */
+  /** The oldest pending statuses and members writes, as many as one transaction may carry by operations and by bytes (at least one). */
   private nextStatusBatch(): StatusWrite[] {
     const batch: StatusWrite[] = [];
     let bytes = 0;
-    for (const [name, pending] of this.pendingStatus) {
-      const key = Buffer.from(this.schema.statusKey(this.options.hostname, name));
-      const value = pending === null ? undefined : Buffer.from(pending.json);
-      const size = key.length + (value?.length ?? 0);
-      if (batch.length === STATUS_TXN_OPS || (batch.length > 0 && bytes + size > STATUS_TXN_BYTES)) break;
-      batch.push({ name, pending, key, value });
+    const take = (write: StatusWrite) => {
+      const size = write.key.length + (write.value?.length ?? 0);
+      if (batch.length === STATUS_TXN_OPS || (batch.length > 0 && bytes + size > STATUS_TXN_BYTES)) return false;
+      batch.push(write);
       bytes += size;
+      return true;
+    };
+    const host = this.options.hostname;
+    for (const [name, pending] of this.pendingStatus) {
+      const value = pending === null ? undefined : Buffer.from(pending.json);
+      if (!take({ collection: 'status', name, pending, key: Buffer.from(this.schema.statusKey(host, name)), value })) return batch;
+    }
+    for (const [name, json] of this.pendingMembers) {
+      const value = json === null ? undefined : Buffer.from(json);
+      if (!take({ collection: 'member', name, pending: json === null ? null : { json, content: json }, key: Buffer.from(this.schema.memberKey(name, host)), value })) return batch;
     }
     return batch;
   }
@@ -411,7 +605,13 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       await this.writeStatusBatch(client, batch.slice(half));
       return;
     }
-    for (const { name, pending } of batch) {
+    for (const { collection, name, pending } of batch) {
+      if (collection === 'member') {
+        if ((this.pendingMembers.get(name) ?? null) === (pending?.json ?? null)) this.pendingMembers.delete(name);
+        if (pending === null) this.ownMembers.delete(name);
+        else this.ownMembers.set(name, pending.json);
+        continue;
+      }
       if (this.pendingStatus.get(name) === pending) this.pendingStatus.delete(name);
       this.refusedStatus.delete(name);
       if (pending === null) this.writtenStatus.delete(name);
@@ -419,7 +619,12 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     }
   }
 
-  private dropRefusedStatus({ name, pending, key, value }: StatusWrite, error: Error): void {
+  private dropRefusedStatus({ collection, name, pending, key, value }: StatusWrite, error: Error): void {
+    if (collection === 'member') {
+      this.pendingMembers.delete(name);
+      this.options.log.warn({ vni: name, key: key.toString('utf8'), err: quoteBrief(error.message, 200) }, `etcd refused this host's members key of network ${name}`);
+      return;
+    }
     if (this.pendingStatus.get(name) === pending) this.pendingStatus.delete(name);
     this.refusedStatus.set(name, pending?.content ?? null);
     const reason = pending === null ? undefined : parseStatus(value!);

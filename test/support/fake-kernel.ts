@@ -4,8 +4,9 @@ import { IFF_UP, IN6_ADDR_GEN_MODE_NONE, type BridgeAttributes, type Link } from
 import type { NewLinkRequest } from '../../src/kernel/link-codec.js';
 import { KernelError } from '../../src/kernel/errors.js';
 import type { Kernel } from '../../src/kernel/rtnl.js';
+import type { Neighbour } from '../../src/model/neighbour.js';
 
-type Verb = 'create' | 'change' | 'delete' | 'get' | 'dump';
+type Verb = 'create' | 'change' | 'delete' | 'get' | 'dump' | 'neigh_add' | 'neigh_del' | 'neigh_dump';
 
 /** A fake link also says whether the kernel gave it an IPv6 link-local address. */
 export type FakeLink = Link & { linkLocal?: boolean; bridge?: BridgeAttributes };
@@ -52,6 +53,48 @@ export class FakeKernel implements Kernel {
 
   mutatingRequests(): string[] {
     return this.requests.filter((r) => r.verb === 'create' || r.verb === 'change' || r.verb === 'delete').map((r) => r.operation);
+  }
+
+  /** Forwarding entries (AF_BRIDGE) of every device, as the kernel keeps them. */
+  readonly forwarding: Neighbour[] = [];
+
+  /** The destinations of a device's all-zeros entries, as text of their hex bytes, sorted. */
+  floodDestinations(name: string): string[] {
+    const index = this.byName(name)?.index;
+    return this.forwarding
+      .filter((n) => n.index === index && n.mac?.every((b) => b === 0))
+      .map((n) => n.destination?.toString('hex') ?? '-')
+      .sort();
+  }
+
+  /** A forwarding entry changed by someone else: stored, and notified as the kernel does. */
+  handEditForwarding(type: 'new' | 'del', entry: Neighbour): void {
+    const i = this.forwarding.findIndex((n) => sameEntry(n, entry));
+    if (i !== -1) this.forwarding.splice(i, 1);
+    if (type === 'new') this.forwarding.push({ ...entry });
+    if (!this.eventsPaused) this.events.emit('neighbour', { type, neighbour: { ...entry } });
+  }
+
+  neighbourRequests(): string[] {
+    return this.requests.filter((r) => r.verb === 'neigh_add' || r.verb === 'neigh_del').map((r) => r.operation);
+  }
+
+  async dumpForwardingEntries(index?: number): Promise<Neighbour[]> {
+    this.record('neigh_dump', 'dump forwarding entries');
+    return this.forwarding.filter((n) => index === undefined || n.index === index).map((n) => ({ ...n }));
+  }
+
+  async appendForwardingEntry(entry: Neighbour, operation: string): Promise<void> {
+    this.record('neigh_add', operation);
+    if (!this.links.has(entry.index)) throw new KernelError('ENODEV', operation);
+    if (this.forwarding.some((n) => sameEntry(n, entry))) return;
+    this.handEditForwarding('new', entry);
+  }
+
+  async deleteForwardingEntry(entry: Neighbour, operation: string): Promise<void> {
+    this.record('neigh_del', operation);
+    if (!this.forwarding.some((n) => sameEntry(n, entry))) throw new KernelError('ENOENT', operation);
+    this.handEditForwarding('del', entry);
   }
 
   private emitLink(type: 'new' | 'del', link: Link): void {
@@ -135,6 +178,7 @@ export class FakeKernel implements Kernel {
     if (!link) throw new KernelError('ENODEV', operation);
     this.links.delete(index);
     for (const other of this.links.values()) if (other.master === index) delete other.master;
+    for (let i = this.forwarding.length - 1; i >= 0; i--) if (this.forwarding[i]!.index === index) this.forwarding.splice(i, 1);
     this.emitLink('del', link);
   }
 
@@ -151,4 +195,9 @@ export class FakeKernel implements Kernel {
   }
 
   async close(): Promise<void> {}
+}
+
+function sameEntry(a: Neighbour, b: Neighbour): boolean {
+  const same = (x?: Buffer, y?: Buffer) => (x === undefined || y === undefined ? x === y : x.equals(y));
+  return a.index === b.index && same(a.mac, b.mac) && same(a.destination, b.destination);
 }
