@@ -120,6 +120,14 @@ describe('ipam create', () => {
     expect((await create(client, 1)).entry.prefix).toBe('2001:db8:200::/64');
   });
 
+  it('never writes an entry its own parser would refuse (name servers not checked by the caller)', async () => {
+    const { kv, client } = await cloud();
+    await expect(createIpam(client, schema, { vni: 1, dns: ['ff02::1'], now })).rejects.toThrow(
+      new RangeError('name server ff02::1 is not a unicast address a VM can reach: it overlaps the multicast range ff00::/8'),
+    );
+    expect(kv.keys('/v1/ipam/')).toEqual([]);
+  });
+
   it('a network deleted between the read and the commit is not given IPAM', async () => {
     const { kv, client } = await cloud();
     kv.beforeCommit = () => kv.delete(schema.networkKey(1));

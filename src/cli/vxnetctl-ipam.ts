@@ -7,7 +7,7 @@ import type { Etcd3 } from 'etcd3';
 import { parseMac, slaacAddress } from '../model/eui64.js';
 import type { Availability } from '../model/ipam-availability.js';
 import { parseDnsServers, parsePool, parseSubnet, type Ipv6Prefix } from '../model/ipv6-prefix.js';
-import { nonCanonicalVniReason, parseVniHex } from '../model/vni.js';
+import { nonCanonicalVniReason, parseVniHex, vniHex } from '../model/vni.js';
 import {
   createIpam,
   deleteIpam,
@@ -207,8 +207,7 @@ export async function runIpam(
     }
     case 'ipam delete': {
       const { prefix } = await deleteIpam(client, schema, command.vni);
-      const hex = command.vni.toString(16);
-      output.out(`deleted the IPAM of network ${hex}${prefix ? ` (prefix ${prefix})` : ''}`);
+      output.out(`deleted the IPAM of network ${vniHex(command.vni)}${prefix ? ` (prefix ${prefix})` : ''}`);
       return;
     }
     case 'address': {

@@ -116,7 +116,7 @@ const FLAGS: readonly FlagSpec[] = [
   },
   // Command line only: a VXNETD_FORCE left in an environment must never force a delete.
   { name: 'force', boolean: true, commandLineOnly: true, help: 'network create --vni: use a quarantined VNI now; network delete: also delete the hosts\' attachments and the network\'s IPAM, in the same transaction; host remove: even while its agent runs' },
-  { name: 'json', boolean: true, help: 'print JSON (network list, network get, status; network create always prints JSON)' },
+  { name: 'json', boolean: true, help: 'print JSON (network list, network get, status, ipam get, ipam list, ipam wait; network create and ipam create always print JSON)' },
   { name: 'vni', help: 'network create: the VNI in lowercase hex (default: the lowest free one)' },
   { name: 'mtu', help: `network create: MTU ${MTU_MIN}…${MTU_MAX} (default: underlay MTU minus encapsulation overhead)` },
   { name: 'owner', help: 'network create: owner; if it already has a network, that one is printed instead' },

@@ -208,6 +208,9 @@ export async function createIpam(client: Etcd3, schema: EtcdSchema, request: Ipa
     if (!subnet) throw new ConflictError(`the IPAM pool ${stored.pool.text} is exhausted: every /64 is allocated; widen it with vxnetctl ipam pool set`);
 
     const entry: IpamEntry = { prefix: subnet.text, dns: request.dns, createdAt: new Date(now()).toISOString() };
+    // Held to the parser routers and `ipam list` use, so that nothing is written that they would refuse.
+    const checked = parseIpamEntry(Buffer.from(serializeIpamEntry(entry)));
+    if (!checked.ok) throw new RangeError(checked.reason);
     const indexKey = schema.ipamPrefixKey(subnet);
     const result = await client
       .if(schema.networkKey(vni), 'Mod', '==', network.mod_revision)
