@@ -7,6 +7,11 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { parsePool } from '../src/model/ipv6-prefix.js';
+import { createEtcdClient } from '../src/store/client.js';
+import { setIpamPool } from '../src/store/ipam.js';
+import { RefusedError } from '../src/store/networks.js';
+import { EtcdSchema } from '../src/store/schema.js';
 import { startLoopbackEtcd, type LoopbackEtcd } from './harness/loopback-etcd.js';
 import { runCommand, type CommandResult } from './harness/processes.js';
 
@@ -180,6 +185,36 @@ describe('vxnetctl ipam create', () => {
     // A wider pool that holds every allocation is taken, and the next create uses it.
     expect(await vxnetctlJson(prefix, ['ipam', 'pool', 'set', '2001:db8:100::/48'])).toEqual({ prefix: '2001:db8:100::/48', previous: '2001:db8:100:4::/63' });
     expect(await vxnetctlJson(prefix, ['ipam', 'create', '4'])).toMatchObject({ prefix: '2001:db8:100::/64' });
+  });
+});
+
+describe('ipam pool set against a create that commits in between (in-process, the real etcd judges the range comparison)', () => {
+  it('reads again and refuses, instead of leaving the new /64 outside the pool', async () => {
+    const { prefix } = await cloud(3);
+    await vxnetctlJson(prefix, ['ipam', 'create', '1']);
+    const client = createEtcdClient({ endpoints: [etcdUrl] });
+    try {
+      // Another vxnetctl takes a /64 outside the new pool after pool set read the allocations, before it commits.
+      const txn = client.kv.txn.bind(client.kv);
+      let raced = false;
+      client.kv.txn = async (request, options) => {
+        if (!raced) {
+          raced = true;
+          const created = await vxnetctl(prefix, ['ipam', 'create', '3', '--ipv6-prefix', '2001:db8:100:ff00::/64']);
+          expect(created.code, created.stderr).toBe(0);
+        }
+        return txn(request, options);
+      };
+      await expect(setIpamPool(client, new EtcdSchema(prefix), parsePool('2001:db8:100::/56'))).rejects.toThrow(
+        new RefusedError(
+          '1 allocated prefix would lie outside 2001:db8:100::/56: 2001:db8:100:ff00::/64 (network 3); choose a pool that contains it, or delete its IPAM first (vxnetctl ipam delete HEX)',
+        ),
+      );
+      expect(raced).toBe(true);
+      expect(await vxnetctlJson(prefix, ['ipam', 'pool', 'get'])).toEqual({ prefix: POOL });
+    } finally {
+      client.close();
+    }
   });
 });
 
