@@ -13,6 +13,8 @@ export interface FlagSpec {
   secret?: boolean;
   /** Not read from the environment (e.g. --help). */
   commandLineOnly?: boolean;
+  /** May be given more than once on the command line: the values are joined with commas. */
+  repeatable?: boolean;
 }
 
 export class UsageError extends Error {
@@ -32,6 +34,8 @@ export function parseArgs(argv: readonly string[], specs: readonly FlagSpec[], e
   const byName = new Map(specs.map((spec) => [spec.name, spec]));
   const flags = new Map<string, string>();
   const positionals: string[] = [];
+  // A repeatable flag's first use on the command line replaces its environment value; later ones add to it.
+  const repeated = new Set<string>();
   for (const spec of specs) {
     const fromEnv = spec.commandLineOnly ? undefined : env[envName(spec.name)];
     if (fromEnv !== undefined && fromEnv !== '') flags.set(spec.name, fromEnv);
@@ -62,6 +66,8 @@ export function parseArgs(argv: readonly string[], specs: readonly FlagSpec[], e
       i++;
     }
     if (value === undefined) throw new UsageError(`flag --${name} needs a value`);
+    if (spec.repeatable && repeated.has(name)) value = `${flags.get(name)},${value}`;
+    repeated.add(name);
     flags.set(name, value);
   }
   return { flags, positionals };

@@ -31,6 +31,19 @@ import {
   removeHost,
 } from '../store/networks.js';
 import { EtcdSchema, hostnameProblem } from '../store/schema.js';
+import { NotAvailableError } from '../store/ipam.js';
+import {
+  IPAM_FLAG_COMMANDS,
+  IPAM_FLAGS,
+  IPAM_JSON_COMMANDS,
+  IPAM_OPERANDS,
+  IPAM_USAGE,
+  ipamCommandName,
+  isIpamCommandName,
+  parseIpamCommand,
+  runIpam,
+  type IpamCommand,
+} from './vxnetctl-ipam.js';
 import { ETCD_FLAGS, etcdOptionsFrom, helpText, parseArgs, parseDurationMs, parseInteger, parsePrefix, UsageError, type FlagSpec } from './flags.js';
 
 export type Command =
@@ -42,7 +55,8 @@ export type Command =
   | { name: 'host remove'; host: string; force: boolean }
   | { name: 'status'; host?: string }
   | { name: 'settings get' }
-  | { name: 'settings set'; groupBase: GroupBase };
+  | { name: 'settings set'; groupBase: GroupBase }
+  | IpamCommand;
 
 type CommandName = Command['name'];
 
@@ -72,6 +86,7 @@ const OPERANDS: Record<CommandName, readonly string[]> = {
   status: ['[HOST]'],
   'settings get': [],
   'settings set': [],
+  ...IPAM_OPERANDS,
 };
 
 // An unreachable etcd should fail within seconds, not hang a hook script.
@@ -100,24 +115,26 @@ const FLAGS: readonly FlagSpec[] = [
     help: `network create: a VNI deleted less than this long ago is not handed out again (1h … 8760h; default: ${DEFAULT_QUARANTINE}); network delete: older quarantine records are pruned`,
   },
   // Command line only: a VXNETD_FORCE left in an environment must never force a delete.
-  { name: 'force', boolean: true, commandLineOnly: true, help: 'network create --vni: use a quarantined VNI now; network delete: also delete the hosts\' attachments, in the same transaction; host remove: even while its agent runs' },
-  { name: 'json', boolean: true, help: 'print JSON (network list, network get, status; network create always prints JSON)' },
+  { name: 'force', boolean: true, commandLineOnly: true, help: 'network create --vni: use a quarantined VNI now; network delete: also delete the hosts\' attachments and the network\'s IPAM, in the same transaction; host remove: even while its agent runs' },
+  { name: 'json', boolean: true, help: 'print JSON (network list, network get, status, ipam get, ipam list, ipam wait; network create and ipam create always print JSON)' },
   { name: 'vni', help: 'network create: the VNI in lowercase hex (default: the lowest free one)' },
   { name: 'mtu', help: `network create: MTU ${MTU_MIN}…${MTU_MAX} (default: underlay MTU minus encapsulation overhead)` },
   { name: 'owner', help: 'network create: owner; if it already has a network, that one is printed instead' },
   { name: 'description', help: 'network create: free text' },
+  ...IPAM_FLAGS,
   { name: 'help', boolean: true, commandLineOnly: true, help: 'show this help' },
 ];
 
 /** Flags that only some commands accept; every other flag applies to all. */
 const FLAG_COMMANDS: Readonly<Record<string, readonly CommandName[]>> = {
-  json: ['network create', 'network list', 'network get', 'status'],
+  json: ['network create', 'network list', 'network get', 'status', ...IPAM_JSON_COMMANDS],
   vni: ['network create'],
   mtu: ['network create'],
   owner: ['network create'],
   description: ['network create'],
   force: ['network create', 'network delete', 'host remove'],
   quarantine: ['network create', 'network delete'],
+  ...IPAM_FLAG_COMMANDS,
 };
 
 const USAGE = `Usage: vxnetctl COMMAND [flags]
@@ -134,8 +151,9 @@ Commands:
   network get HEX         show one network and the hosts attached to it
   network delete HEX [--force]
                           delete a network and quarantine its VNI; refused while
-                          hosts are attached, unless --force, which deletes their
-                          attachments in the same transaction
+                          hosts are attached or it has IPAM, unless --force, which
+                          deletes their attachments and its IPAM in the same
+                          transaction
   host attach HOST HEX    attach a host to an existing network
   host detach HOST HEX    detach a host from a network
   host remove HOST [--force]
@@ -148,12 +166,14 @@ Commands:
                           set the cloud-wide multicast group base: give every
                           vxnetd the same --group-base (each warns at start
                           when its own differs)
+${IPAM_USAGE}
 
 VNIs are written in lowercase hexadecimal without leading zeros (1 … ffffff).
 
 Exit status: 0 success, 1 failure, 2 usage error, 3 not found,
 4 etcd unreachable, 5 refused (hosts still attached, VNI quarantined, the
-owner's network has another MTU): nothing was written.`;
+owner's network has another MTU, the network has IPAM, no IPAM pool, a prefix
+outside the pool): nothing was written, 6 ipam wait timed out.`;
 
 export const HELP = helpText(USAGE, FLAGS);
 
@@ -197,7 +217,7 @@ function parseCommand(positionals: readonly string[], flags: Map<string, string>
     const verbs = Object.keys(OPERANDS).filter((name) => name.startsWith(`${group} `));
     throw new UsageError(`${group} needs a subcommand: ${verbs.map((name) => name.split(' ')[1]).join(', ')}`);
   }
-  const name = group === 'status' ? group : positionals.slice(0, 2).join(' ');
+  const name = ipamCommandName(positionals) ?? (group === 'status' ? group : positionals.slice(0, 2).join(' '));
   if (!isCommandName(name)) throw new UsageError(`unknown command ${JSON.stringify(name)} (see --help)`);
   const operands = positionals.slice(name.split(' ').length);
   const expected = OPERANDS[name];
@@ -205,6 +225,7 @@ function parseCommand(positionals: readonly string[], flags: Map<string, string>
   if (operands.length < required.length || operands.length > expected.length) {
     throw new UsageError(`usage: vxnetctl ${[name, ...expected].join(' ')}`);
   }
+  if (isIpamCommandName(name)) return parseIpamCommand(name, operands, flags);
   switch (name) {
     case 'network create':
       return parseCreate(flags);
@@ -318,6 +339,7 @@ export function exitCodeFor(error: unknown): number {
   if (error instanceof NotFoundError) return 3;
   if (isEtcdUnreachable(error)) return 4;
   if (error instanceof RefusedError) return 5;
+  if (error instanceof NotAvailableError) return 6;
   return 1;
 }
 
@@ -352,6 +374,7 @@ async function groupBaseFor(client: Etcd3, schema: EtcdSchema, invocation: Invoc
 async function run(client: Etcd3, invocation: Invocation, output: Output): Promise<void> {
   const { command, prefix, json, quarantineMs } = invocation;
   const schema = new EtcdSchema(prefix);
+  if (isIpamCommand(command)) return runIpam(client, schema, command, json, output, { formatTable, cell });
   switch (command.name) {
     case 'network create': {
       const groupBase = await groupBaseFor(client, schema, invocation);
@@ -399,9 +422,10 @@ async function run(client: Etcd3, invocation: Invocation, output: Output): Promi
       return;
     }
     case 'network delete': {
-      const { detached } = await deleteNetwork(client, schema, command.vni, { force: command.force, quarantineMs });
+      const { detached, ipamPrefix } = await deleteNetwork(client, schema, command.vni, { force: command.force, quarantineMs });
       const hex = vniHex(command.vni);
-      output.out(detached.length ? `deleted network ${hex} and the attachments of ${detached.join(', ')}` : `deleted network ${hex}`);
+      const ipam = ipamPrefix === undefined ? '' : ` with its IPAM${ipamPrefix === null ? '' : ` (prefix ${ipamPrefix})`}`;
+      output.out(detached.length ? `deleted network ${hex}${ipam} and the attachments of ${detached.join(', ')}` : `deleted network ${hex}${ipam}`);
       return;
     }
     case 'host attach': {
@@ -429,6 +453,10 @@ async function run(client: Etcd3, invocation: Invocation, output: Output): Promi
       return;
     }
   }
+}
+
+function isIpamCommand(command: Command): command is IpamCommand {
+  return isIpamCommandName(command.name);
 }
 
 function warnInvalid(output: Output, invalid: readonly InvalidEntry[]): void {

@@ -11,6 +11,7 @@ import type { Etcd3, IKeyValue } from 'etcd3';
 import { groupFor, parseGroupBase, reservedGroupReason, type GroupBase } from '../model/group.js';
 import type { NetworkSpec } from '../model/spec.js';
 import { vniHex, VNI_MAX, VNI_MIN } from '../model/vni.js';
+import { addIpamGuard, readStoredIpam } from './ipam-records.js';
 import { readPrefix } from './paged-range.js';
 import {
   parseAttachment,
@@ -267,7 +268,7 @@ export function lowestFreeVni(taken: ReadonlySet<number>, groupBase: GroupBase):
 }
 
 export interface DeleteRequest {
-  /** Also delete the hosts' attachments (otherwise their presence refuses the delete). */
+  /** Also delete the hosts' attachments and the IPAM entry (otherwise their presence refuses the delete). */
   force?: boolean;
   /** How long records are kept: older ones are pruned on the way (see addPrunes). */
   quarantineMs: number;
@@ -277,6 +278,8 @@ export interface DeleteRequest {
 export interface DeleteResult {
   /** Hosts whose attachments went with the network (only with force). */
   detached: string[];
+  /** The network's IPAM went with it (only with force): its prefix, or null for an entry that did not parse. */
+  ipamPrefix?: string | null;
 }
 
 /**
@@ -285,6 +288,8 @@ export interface DeleteResult {
  * (--max-txn-ops) of each kind.
  */
 export const MAX_FORCED_ATTACHMENTS = ETCD_MAX_TXN_OPS - 3 - PRUNES_PER_TXN;
+/** A network with IPAM also deletes its entry and index key, each compared. */
+const IPAM_OPS = 2;
 
 /**
  * Deletes a network in one transaction with the owner index key that points at it and its
@@ -311,9 +316,17 @@ export async function deleteNetwork(client: Etcd3, schema: EtcdSchema, vni: numb
           `or pass --force to delete their attachments with the network`,
       );
     }
-    if (hosts.length > MAX_FORCED_ATTACHMENTS) {
+    const ipam = await readStoredIpam(client, schema, vni);
+    if (ipam && !request.force) {
+      const prefix = ipam.entry.ok ? ` (prefix ${ipam.entry.value.prefix})` : '';
       throw new RefusedError(
-        `${hosts.length} hosts are attached to network ${hex}, more than one etcd transaction can detach with it (${MAX_FORCED_ATTACHMENTS}); ` +
+        `network ${hex} has IPAM${prefix}; delete it first (vxnetctl ipam delete ${hex}), or pass --force to delete it with the network`,
+      );
+    }
+    const maxAttachments = MAX_FORCED_ATTACHMENTS - (ipam ? IPAM_OPS : 0);
+    if (hosts.length > maxAttachments) {
+      throw new RefusedError(
+        `${hosts.length} hosts are attached to network ${hex}, more than one etcd transaction can detach with it (${maxAttachments}); ` +
           `detach some with vxnetctl host detach HOST ${hex}, then delete it`,
       );
     }
@@ -323,6 +336,8 @@ export async function deleteNetwork(client: Etcd3, schema: EtcdSchema, vni: numb
       transaction.and(attachment.kv.key.toString(), 'Mod', '==', attachment.kv.mod_revision);
       writes.push(client.delete().key(attachment.kv.key.toString()));
     }
+    // Also when there is none: an IPAM entry created meanwhile makes the delete read again (and refuse).
+    addIpamGuard(client, schema, transaction, writes, vni, ipam, true);
     if (owner !== undefined) {
       const ownerKey = schema.ownerKey(owner);
       const indexed = await readKey(client, ownerKey);
@@ -335,7 +350,7 @@ export async function deleteNetwork(client: Etcd3, schema: EtcdSchema, vni: numb
     writes.push(client.put(schema.deletedKey(vni)).value(serializeDeletedNetwork({ deletedAt, ...(owner !== undefined ? { owner } : {}) })));
     addPrunes(client, schema, transaction, writes, await readQuarantine(client, schema, now(), request.quarantineMs), vni);
     const result = await transaction.then(...writes).commit();
-    if (result.succeeded) return { detached: hosts };
+    if (result.succeeded) return { detached: hosts, ...(ipam ? { ipamPrefix: ipam.entry.ok ? ipam.entry.value.prefix : null } : {}) };
   }
   throw new ConflictError(`gave up after ${MAX_CREATE_ATTEMPTS} attempts: network ${hex} or its attachments kept changing; retry`);
 }

@@ -107,7 +107,7 @@ function nextPageKeys(limit: number, page: IKeyValue[]): number {
 }
 
 /** The end of the range of keys that start with `prefix` (etcd's range_end: the prefix plus one). */
-function prefixEnd(prefix: Buffer): Buffer {
+export function prefixEnd(prefix: Buffer): Buffer {
   const end = Buffer.from(prefix);
   for (let i = end.length - 1; i >= 0; i--) {
     if (end[i]! < 0xff) {

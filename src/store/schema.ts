@@ -11,6 +11,9 @@
  *   <prefix>/deleted/<hex>                   DeletedNetwork: vxnetctl's quarantine record of a deleted VNI
  *   <prefix>/settings                        CloudSettings: cloud-wide settings (the multicast group base)
  *   <prefix>/members/<hex>/<host>            FloodMember: <host> carries the network, reachable at this underlay address
+ *   <prefix>/ipam/<hex>                      IpamEntry: the routed network's /64 and name servers (DESIGN.md §8)
+ *   <prefix>/ipam-prefixes/<address>         IPAM index: the VNI hex of the network that holds the /64 at <address>
+ *   <prefix>/ipam-pool                       IpamPool: the cloud-wide pool the /64s are allocated from
  *
  * The owner index is vxnetctl's own (vxnetd never reads it): written in the same transaction as
  * the network key, so that concurrent `network create --owner X` cannot both create a network.
@@ -18,11 +21,18 @@
  *
  * The members index is network-first (unlike hosts/), so that an agent can list and watch the
  * hosts of one network — what unicast flooding needs — without reading every host's keys.
+ *
+ * IPAM is separate from networks (a pure layer-2 network has none) and, like the owner index, the
+ * IPAM index exists so that a transaction can compare it: "this /64 is free" is the absence of one
+ * key. Its name is the /64's first address in RFC 5952 form (`2001:db8:100:1::`), one key segment,
+ * the length being always 64; a name that is not exactly that form is invalid, as for VNIs.
  */
 import { createHash } from 'node:crypto';
 import { parseGroupBase } from '../model/group.js';
 import { parseAttachment as checkAttachment, parseNetworkSpec, type NetworkSpec, type SpecResult } from '../model/spec.js';
 import { nonCanonicalVniReason, parseVniHex, vniHex } from '../model/vni.js';
+import type { IpamReport } from '../model/ipam-availability.js';
+import { formatIpv6, parseDnsServers, parsePool, parseSubnet, SUBNET_LENGTH, type Ipv6Prefix } from '../model/ipv6-prefix.js';
 
 // ---- host names ----
 
@@ -69,6 +79,10 @@ export type ParsedKey =
   | { kind: 'member'; vni: number; hex: string; host: string }
   | { kind: 'data-id' }
   | { kind: 'settings' }
+  | { kind: 'ipam'; vni: number; hex: string }
+  /** `subnet` is the /64 in RFC 5952 form with its length (`2001:db8:100:1::/64`). */
+  | { kind: 'ipam-prefix'; subnet: string }
+  | { kind: 'ipam-pool' }
   /** Not a key of the data model, and why. */
   | { kind: 'invalid'; reason: string };
 
@@ -81,6 +95,8 @@ export class EtcdSchema {
   readonly ownersDir: string;
   readonly deletedDir: string;
   readonly membersDir: string;
+  readonly ipamDir: string;
+  readonly ipamPrefixesDir: string;
 
   constructor(readonly prefix: string) {
     this.networksDir = `${prefix}/networks/`;
@@ -88,6 +104,8 @@ export class EtcdSchema {
     this.ownersDir = `${prefix}/owners/`;
     this.deletedDir = `${prefix}/deleted/`;
     this.membersDir = `${prefix}/members/`;
+    this.ipamDir = `${prefix}/ipam/`;
+    this.ipamPrefixesDir = `${prefix}/ipam-prefixes/`;
   }
 
   /**
@@ -157,6 +175,27 @@ export class EtcdSchema {
     return `${this.prefix}/settings`;
   }
 
+  /** A network's IPAM entry (IpamEntry), written by `vxnetctl ipam create` after the network exists. */
+  ipamKey(vni: VniRef): string {
+    return this.ipamDir + hexOf(vni);
+  }
+
+  /** The IPAM index key of a /64: present while a network holds it, so two can never take it. */
+  ipamPrefixKey(subnet: Ipv6Prefix): string {
+    if (subnet.length !== SUBNET_LENGTH) throw new RangeError(`IPAM prefixes are /${SUBNET_LENGTH}s, got ${subnet.text}`);
+    return this.ipamPrefixesDir + formatIpv6(subnet.address);
+  }
+
+  /**
+   * The pool (IpamPool), a key of its own rather than a field of the settings: every IPAM create
+   * compares it, and it alone, so that an allocation never lands outside a pool changed meanwhile;
+   * a field of the settings would make every `settings set` fail concurrent creates, and creates
+   * would have to keep the settings' other fields in step.
+   */
+  get ipamPoolKey(): string {
+    return `${this.prefix}/ipam-pool`;
+  }
+
   ownerKey(owner: string): string {
     return this.ownersDir + createHash('sha256').update(owner, 'utf8').digest('hex');
   }
@@ -197,6 +236,19 @@ export class EtcdSchema {
       const problem = hostnameProblem(host);
       return problem ? { kind: 'invalid', reason: problem } : { kind: 'member', ...named, host };
     }
+    if (key.startsWith(this.ipamDir)) {
+      const hex = key.slice(this.ipamDir.length);
+      const named = vniKey(hex);
+      return named ? { kind: 'ipam', ...named } : { kind: 'invalid', reason: nonCanonicalVniReason(hex) };
+    }
+    if (key.startsWith(this.ipamPrefixesDir)) {
+      const name = key.slice(this.ipamPrefixesDir.length);
+      const subnet = canonicalSubnetName(name);
+      return subnet
+        ? { kind: 'ipam-prefix', subnet: subnet.text }
+        : { kind: 'invalid', reason: `${JSON.stringify(name)} is not an IPAM index name: the first address of a /${SUBNET_LENGTH} in RFC 5952 form, e.g. 2001:db8:100:1::` };
+    }
+    if (key === this.ipamPoolKey) return { kind: 'ipam-pool' };
     if (key.startsWith(this.hostsDir)) {
       const [host = '', kind, hex, ...rest] = key.slice(this.hostsDir.length).split('/');
       const problem = hostnameProblem(host);
@@ -212,6 +264,17 @@ export class EtcdSchema {
     if (key === this.dataIdKey) return { kind: 'data-id' };
     if (key === this.settingsKey) return { kind: 'settings' };
     return { kind: 'invalid', reason: `not a key of the data model under ${this.prefix}/` };
+  }
+}
+
+/** The /64 an IPAM index name stands for, if the name is its canonical one. */
+function canonicalSubnetName(name: string): Ipv6Prefix | undefined {
+  if (name.includes('/')) return undefined;
+  try {
+    const subnet = parseSubnet(`${name}/${SUBNET_LENGTH}`);
+    return formatIpv6(subnet.address) === name ? subnet : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -252,6 +315,8 @@ export interface NetworkStatus {
   floodPeers?: number;
   /** ISO time. */
   updatedAt: string;
+  /** Routers only, for networks with IPAM: what this router does with the IPAM entry (DESIGN.md §8). */
+  ipam?: IpamReport;
 }
 
 /** The agent's liveness value, under its lease (DESIGN.md §1). */
@@ -263,6 +328,11 @@ export interface AgentLiveness {
   /** Absent while the underlay has no address. */
   underlayAddress?: string;
   ready: boolean;
+  /**
+   * `"router"` for `vxnetd --role router`, whose reports decide when IPAM is available; absent for
+   * every other agent (other values are kept but mean no role vxnetctl knows).
+   */
+  role?: string;
 }
 
 /** An attachment's value: any JSON object (`{}` is fine). */
@@ -278,8 +348,8 @@ export function parseSpec(value: Uint8Array): SpecResult {
 
 /** Fields in a fixed order, so equal statuses serialize to equal text. */
 export function serializeStatus(status: NetworkStatus): string {
-  const { state, reason, vxlan, bridge, mtu, specRevision, floodPeers, updatedAt } = status;
-  return JSON.stringify({ state, reason, vxlan, bridge, mtu, specRevision, floodPeers, updatedAt });
+  const { state, reason, vxlan, bridge, mtu, specRevision, floodPeers, updatedAt, ipam } = status;
+  return JSON.stringify({ state, reason, vxlan, bridge, mtu, specRevision, floodPeers, updatedAt, ipam: ipam && serializedIpamReport(ipam) });
 }
 
 export function parseStatus(value: Uint8Array): Parsed<NetworkStatus> {
@@ -295,13 +365,27 @@ export function parseStatus(value: Uint8Array): Parsed<NetworkStatus> {
       ...optional(fields, 'specRevision', 'integer'),
       ...optional(fields, 'floodPeers', 'integer'),
       updatedAt: required(fields, 'updatedAt', 'string'),
+      ...(fields.ipam === undefined ? {} : { ipam: parseIpamReport(fields.ipam) }),
     };
   });
 }
 
+function serializedIpamReport({ revision, prefix, reason }: IpamReport): IpamReport {
+  return { revision, prefix, reason };
+}
+
+function parseIpamReport(value: unknown): IpamReport {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ValueError(`ipam must be an object, got ${shown(value)}`);
+  const fields = value as Record<string, unknown>;
+  const revision = required(fields, 'revision', 'integer');
+  const report = { revision, ...optional(fields, 'prefix', 'string'), ...optional(fields, 'reason', 'string') };
+  if (report.prefix === undefined && report.reason === undefined) throw new ValueError('ipam needs a prefix or a reason');
+  return report;
+}
+
 export function serializeLiveness(liveness: AgentLiveness): string {
-  const { version, pid, startedAt, underlay, underlayAddress, ready } = liveness;
-  return JSON.stringify({ version, pid, startedAt, underlay, underlayAddress, ready });
+  const { version, pid, startedAt, underlay, underlayAddress, ready, role } = liveness;
+  return JSON.stringify({ version, pid, startedAt, underlay, underlayAddress, ready, role });
 }
 
 export function parseLiveness(value: Uint8Array): Parsed<AgentLiveness> {
@@ -312,6 +396,7 @@ export function parseLiveness(value: Uint8Array): Parsed<AgentLiveness> {
     underlay: required(fields, 'underlay', 'string'),
     ...optional(fields, 'underlayAddress', 'string'),
     ready: required(fields, 'ready', 'boolean'),
+    ...optional(fields, 'role', 'string'),
   }));
 }
 
@@ -392,6 +477,70 @@ export function parseSettings(value: Uint8Array): Parsed<CloudSettings> {
       return { ...fields, groupBase: parseGroupBase(groupBase).text };
     } catch (error) {
       throw new ValueError(`groupBase: ${(error as Error).message}`);
+    }
+  });
+}
+
+// ---- IPAM ----
+
+/** A network's IPAM entry (EtcdSchema.ipamKey). Unknown fields are ignored, as in a spec. */
+export interface IpamEntry {
+  /** The network's /64, RFC 5952 form with its length. */
+  prefix: string;
+  /** Name servers advertised by RDNSS (RFC 5952 forms); empty for none. */
+  dns: string[];
+  /** ISO time of the create. */
+  createdAt: string;
+}
+
+export function serializeIpamEntry({ prefix, dns, createdAt }: IpamEntry): string {
+  return JSON.stringify({ prefix, dns, createdAt });
+}
+
+/** Held to what `vxnetctl ipam create` writes: an entry a router would have to refuse is reported as invalid. */
+export function parseIpamEntry(value: Uint8Array): Parsed<IpamEntry> {
+  return parseObject(value, (fields) => {
+    const prefixText = required(fields, 'prefix', 'string');
+    const dnsValue = fields.dns ?? [];
+    if (!Array.isArray(dnsValue) || !dnsValue.every((server) => typeof server === 'string')) {
+      throw new ValueError(`dns must be an array of strings, got ${shown(dnsValue)}`);
+    }
+    const createdAt = required(fields, 'createdAt', 'string');
+    if (Number.isNaN(Date.parse(createdAt))) throw new ValueError(`createdAt must be an ISO time, got ${shown(createdAt)}`);
+    try {
+      return { prefix: parseSubnet(prefixText).text, dns: parseDnsServers(dnsValue as string[]), createdAt };
+    } catch (error) {
+      throw new ValueError((error as Error).message);
+    }
+  });
+}
+
+/** The IPAM index value: the VNI hex of the network holding the /64 (plain text, as the owner index). */
+export function serializeIpamIndex(vni: number): string {
+  return vniHex(vni);
+}
+
+export function parseIpamIndex(value: Uint8Array): number | undefined {
+  return parseVniHex(Buffer.from(value).toString('utf8'));
+}
+
+/** The cloud-wide IPAM pool (EtcdSchema.ipamPoolKey). */
+export interface IpamPool {
+  /** RFC 5952 form with its length, at most /64. */
+  prefix: string;
+}
+
+export function serializeIpamPool({ prefix }: IpamPool): string {
+  return JSON.stringify({ prefix });
+}
+
+export function parseIpamPool(value: Uint8Array): Parsed<IpamPool> {
+  return parseObject(value, (fields) => {
+    try {
+      return { prefix: parsePool(required(fields, 'prefix', 'string')).text };
+    } catch (error) {
+      if (error instanceof ValueError) throw error;
+      throw new ValueError((error as Error).message);
     }
   });
 }
