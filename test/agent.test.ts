@@ -17,6 +17,7 @@ function snapshot(networks: Record<string, string>, attachments: string[] = []):
     attachments: new Map(attachments.map((hex) => [hex, value('{}')])),
     statuses: new Map(),
     members: new Map(),
+    ipam: new Map(),
   };
 }
 

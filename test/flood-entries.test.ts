@@ -23,6 +23,7 @@ function snapshot(networks: string[], members: Record<string, Record<string, str
     attachments: new Map(),
     statuses: new Map(),
     members: new Map(Object.entries(members).map(([hex, hosts]) => [hex, new Map(Object.entries(hosts).map(([host, address]) => [host, member(address)]))])),
+    ipam: new Map(),
   };
 }
 

@@ -112,8 +112,8 @@ describe('RadvdSupervisor', () => {
     ]);
     expect(files.get('/run/vxnetd/radvd.conf')).toContain('interface br65');
     expect(reports.at(-1)).toEqual([
-      { hex: '64', revision: 1, served: true },
-      { hex: '65', revision: 1, served: true },
+      { hex: '64', revision: 1, prefix: '2001:db8:100:64::/64', withdrawn: false, served: true },
+      { hex: '65', revision: 1, prefix: '2001:db8:100:65::/64', withdrawn: false, served: true },
     ]);
     radvd.set('65', undefined);
     await settle(radvd, timers);
@@ -132,9 +132,10 @@ describe('RadvdSupervisor', () => {
     await settle(radvd, timers);
     expect(files.get('/run/vxnetd/radvd.conf')).toBe(good);
     expect(signals).toEqual([]);
+    const reason = 'radvd -c refused the generated configuration: radvd: syntax error in line 7';
     expect(reports.at(-1)).toEqual([
-      { hex: '64', revision: 1, served: false, reason: 'radvd -c refused the generated configuration: radvd: syntax error in line 7' },
-      { hex: '65', revision: 1, served: false, reason: 'radvd -c refused the generated configuration: radvd: syntax error in line 7' },
+      { hex: '64', revision: 1, prefix: '2001:db8:100:64::/64', withdrawn: false, served: false, reason },
+      { hex: '65', revision: 1, prefix: '2001:db8:100:65::/64', withdrawn: false, served: false, reason },
     ]);
   });
 
@@ -151,7 +152,7 @@ describe('RadvdSupervisor', () => {
     await settle(next.radvd, next.timers);
     expect(fake.commands.length, 'no second radvd, no check of an unchanged file').toBe(runs);
     expect(fake.signals).toEqual([]);
-    expect(next.reports.at(-1)).toEqual([{ hex: '64', revision: 1, served: true }]);
+    expect(next.reports.at(-1)).toEqual([{ hex: '64', revision: 1, prefix: '2001:db8:100:64::/64', withdrawn: false, served: true }]);
   });
 
   it('starts radvd again when it dies, and counts it', async () => {

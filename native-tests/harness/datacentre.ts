@@ -10,13 +10,14 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomInt } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { AgentProcess, type AgentHandle } from './agent.js';
 import { EtcdServer } from './etcd-server.js';
+import { stopRadvd } from './radvd.js';
 import { registerForLastResortCleanup, unregisterFromLastResortCleanup } from './last-resort-cleanup.js';
 import { describeFailure, requireOptionalProgram, requirePrograms, runCommand, type CommandResult, type Programs, type TrackedProcess } from './processes.js';
 
@@ -117,6 +118,7 @@ export class DataCentre {
   private tmpDir: string | undefined;
 
   private readonly etcdServers: EtcdServer[] = [];
+  private readonly radvdDirs: string[] = [];
   private currentEtcdClient: Etcd3 | undefined;
   private destruction: Promise<void> | undefined;
 
@@ -288,6 +290,28 @@ export class DataCentre {
   /** Signals etcd: SIGSTOP freezes it (connections stay open), SIGCONT thaws it, SIGTERM stops it. */
   stopEtcd(sig: 'SIGSTOP' | 'SIGCONT' | 'SIGTERM'): void {
     this.etcdServers[0]?.signal(sig);
+  }
+
+  /**
+   * Starts vxnetd as a router (`--role router`) with a radvd directory of its own in this data
+   * centre's temporary directory; the radvd it starts is stopped (by the pid in its pid file) when
+   * the data centre is destroyed.
+   */
+  async startRouter(host: string, args: string[] = []): Promise<AgentHandle & { radvdDir: string }> {
+    const dir = this.radvdDir(host);
+    const agent = await this.startAgent(host, ['--role', 'router', '--radvd-dir', dir, ...args]);
+    return Object.assign(agent, { radvdDir: dir });
+  }
+
+  /** The radvd directory of a router host (made on first use; radvd reads it as its own user after dropping root). */
+  radvdDir(host: string): string {
+    const dir = join(this.tmpDir!, `radvd-${host}`);
+    if (!this.radvdDirs.includes(dir)) {
+      mkdirSync(dir, { recursive: true, mode: 0o755 });
+      chmodSync(this.tmpDir!, 0o755);
+      this.radvdDirs.push(dir);
+    }
+    return dir;
   }
 
   /**
@@ -518,6 +542,8 @@ export class DataCentre {
     for (const client of this.etcdClients) await attempt('close etcd client', () => client.close());
     // All at once: agents may each take the full grace period.
     await Promise.all([...this.processes].map((p) => attempt(`stop pid ${p.pid}`, () => p.terminate('SIGTERM', 6_000))));
+    // radvd daemonizes away from the agent that started it (on purpose: it outlives the agent).
+    for (const dir of this.radvdDirs) await attempt(`stop radvd of ${dir}`, () => stopRadvd(dir));
 
     for (const undo of [...this.created].reverse()) {
       await attempt(`delete ${undo.what}`, () => this.undoCreation(undo));

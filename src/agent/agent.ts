@@ -4,14 +4,17 @@
  * time. To follow an etcd change to the kernel: applyChange() → DesiredState.apply() →
  * ReconcileLoop.schedule() → DevicePairs.reconcile() → planNetwork() → applyPlan() → Kernel.
  */
-import type { Kernel, LinkEvent, NeighbourEvent } from '../kernel/rtnl.js';
+import type { AddressEvent, Kernel, LinkEvent, NeighbourEvent } from '../kernel/rtnl.js';
+import { bytesToBigint, parseAddress } from '../model/group.js';
 import { identityText } from '../model/identity.js';
 import type { HostSettings } from '../model/network.js';
 import { isValidVni, vniHex, vxlanName } from '../model/vni.js';
 import { ReconcileLoop, type LoopLog } from '../reconcile/loop.js';
 import { systemTimers, type BackoffPolicy, type Timers } from '../reconcile/timers.js';
 import type { Change, MemberChange, Snapshot, StoredValue } from '../store/source.js';
+import { BRIDGE_ADDRESSES, BridgeAddresses, type Advertiser } from './bridge-addresses.js';
 import { BulkApplyGuard } from './bulk-apply.js';
+import type { RadvdOutcome } from './radvd.js';
 import { DesiredState } from './desired-state.js';
 import { DEVICE_PAIRS, DevicePairs } from './device-pairs.js';
 import { FLOOD_ENTRIES, FloodEntries } from './flood-entries.js';
@@ -56,6 +59,8 @@ export interface AgentOptions {
   timers?: Timers;
   retry?: BackoffPolicy;
   random?: () => number;
+  /** `--role router`: addresses on the bridges of routed networks, advertised by radvd through `advertiser`. */
+  router?: { advertiser: Advertiser };
 }
 
 export class Agent {
@@ -67,11 +72,15 @@ export class Agent {
   private readonly members: FloodMembers;
   /** Unicast flooding only. */
   private readonly floodEntries?: FloodEntries;
+  /** Routers only. */
+  private readonly bridgeAddresses?: BridgeAddresses;
+  private routerNumber?: number;
   /** Full rounds numbered this or higher began after a complete list: one that succeeds makes the agent ready. */
   private readyFromRound = Infinity;
   private isReady = false;
   private readonly onLink = (event: LinkEvent) => this.linkChanged(event);
   private readonly onNeighbour = (event: NeighbourEvent) => this.neighbourChanged(event);
+  private readonly onAddress = (event: AddressEvent) => this.addressChanged(event);
   private readonly onOverflow = (error: Error) => {
     this.log.warn({ err: error?.message }, 'link events were lost; full resync');
     this.requestResync('lost link events');
@@ -121,11 +130,20 @@ export class Agent {
       this.floodEntries = new FloodEntries(kernel, this.desired, this.facts, this.members, this.statuses, bulk, log, options.host.groupBase.family);
       this.loop.register(this.floodEntries);
     }
+    if (options.router) {
+      this.bridgeAddresses = new BridgeAddresses(kernel, this.desired, this.facts, this.statuses, bulk, options.router.advertiser, log, {
+        routerNumber: () => this.routerNumber,
+        timers,
+        withdrawn: (hex) => this.loop.schedule(BRIDGE_ADDRESSES, hex),
+      });
+      this.loop.register(this.bridgeAddresses);
+    }
   }
 
   start(): void {
     this.kernel.events.on('link', this.onLink);
     this.kernel.events.on('neighbour', this.onNeighbour);
+    this.kernel.events.on('address', this.onAddress);
     this.kernel.events.on('overflow', this.onOverflow);
     this.loop.start();
   }
@@ -133,6 +151,7 @@ export class Agent {
   stop(): void {
     this.kernel.events.off('link', this.onLink);
     this.kernel.events.off('neighbour', this.onNeighbour);
+    this.kernel.events.off('address', this.onAddress);
     this.kernel.events.off('overflow', this.onOverflow);
     this.loop.stop();
   }
@@ -179,6 +198,7 @@ export class Agent {
     }
     this.devicePairs.visitInNextFullRound(this.desired.replace(snapshot, identity));
     this.members.replaceAll(snapshot.members);
+    if (snapshot.routerNumber !== undefined) this.routerNumber = snapshot.routerNumber;
     this.readyFromRound = Math.min(this.readyFromRound, this.loop.nextRound);
     await this.loop.fullRound('etcd list', { retryFailedNow: true });
   }
@@ -186,7 +206,28 @@ export class Agent {
   /** One watched change: its network is reconciled at once, a retry delay notwithstanding. */
   applyChange(change: Change): void {
     const network = this.desired.apply(change);
-    if (network !== undefined) this.loop.schedule(DEVICE_PAIRS, network, { retryFailedNow: true });
+    if (network === undefined) return;
+    if (change.collection === 'ipam') this.scheduleAddresses(network);
+    else this.loop.schedule(DEVICE_PAIRS, network, { retryFailedNow: true });
+  }
+
+  /**
+   * Routers: whether a client is in a tenant's network (any routed /64). With forwarding on, a VM
+   * reaches every address of the router, the management one included: its connections are refused.
+   */
+  isTenantClient(remoteAddress: string): boolean {
+    if (!this.bridgeAddresses) return false;
+    const bytes = parseAddress(remoteAddress.replace(/%.*$/, ''), 'inet6');
+    return bytes !== undefined && this.desired.inRoutedNetwork(bytesToBigint(bytes));
+  }
+
+  /** What radvd advertises now (RadvdSupervisor's report): each network's report in its status. */
+  radvdReported(outcomes: RadvdOutcome[]): void {
+    for (const outcome of outcomes) {
+      // A withdrawn prefix has no report: its network has no IPAM entry any more.
+      if (outcome.withdrawn || !this.desired.isWanted(outcome.hex) || this.desired.routed(outcome.hex)?.revision !== outcome.revision) continue;
+      this.statuses.router(outcome.hex, outcome.served ? { revision: outcome.revision, prefix: outcome.prefix } : { revision: outcome.revision, reason: outcome.reason });
+    }
   }
 
   /** One watched change of the members index. */
@@ -214,6 +255,16 @@ export class Agent {
   private networkSettled(hex: string, member: boolean, changed: boolean): void {
     this.hooks.membership?.(hex, member);
     if (member && (changed || this.loop.statusOf(FLOOD_ENTRIES, hex)?.state !== 'done')) this.scheduleFlood(hex);
+    if (member && (changed || this.loop.statusOf(BRIDGE_ADDRESSES, hex)?.state !== 'done')) this.scheduleAddresses(hex);
+  }
+
+  private scheduleAddresses(hex: string): void {
+    if (this.bridgeAddresses?.concerns(hex) && this.desired.isWanted(hex)) this.loop.schedule(BRIDGE_ADDRESSES, hex, { retryFailedNow: true });
+  }
+
+  private addressChanged(event: AddressEvent): void {
+    const hex = this.bridgeAddresses?.networkOf(event);
+    if (hex !== undefined) this.loop.poke(BRIDGE_ADDRESSES, hex, event.address.address.toString('hex'), () => !this.bridgeAddresses!.explains(hex, event));
   }
 
   private scheduleFlood(hex: string): void {

@@ -6,6 +6,11 @@ import { desiredNetwork, type DesiredNetwork, type HostSettings, type Underlay }
 import { cutText, parseAttachment, parseNetworkSpec, SpecError, type SpecResult } from '../model/spec.js';
 import { nonCanonicalVniReason, parseVniHex } from '../model/vni.js';
 import type { Change, Snapshot, StoredValue } from '../store/source.js';
+import { parseIpamEntry, type IpamEntry } from '../store/schema.js';
+import { parseIpv6Prefix } from '../model/ipv6-prefix.js';
+
+/** A routed network's IPAM entry as a router reads it, or why it cannot be used. */
+export type RoutedNetwork = { revision: number; entry: IpamEntry } | { revision: number; problem: string };
 
 export interface DesiredLog {
   warn(fields: Record<string, unknown>, msg: string): void;
@@ -35,6 +40,8 @@ export class DesiredState {
   /** Attachments, each checked once when it arrives. */
   private readonly attachments = new Map<string, { modRevision: number; error?: SpecError }>();
   private readonly countedErrors = new Set<string>();
+  /** Routers only: IPAM entries by network, parsed once when they arrive. */
+  private readonly ipam = new Map<string, RoutedNetwork>();
   /** Deletions need an authoritative list: missing data is not an empty desired state. */
   private listed = false;
   /** This agent's identity as device aliases spell it; known from the first list on (it names the etcd cluster). */
@@ -62,6 +69,9 @@ export class DesiredState {
     const before = new Set([...this.networks.keys(), ...this.attachments.keys(), ...snapshot.statuses.keys()]);
     this.networks.clear();
     this.attachments.clear();
+    for (const name of this.ipam.keys()) before.add(name);
+    this.ipam.clear();
+    for (const [name, stored] of snapshot.ipam) this.setIpam(name, stored);
     for (const [name, stored] of snapshot.networks) this.setNetwork(name, stored);
     for (const [name, stored] of snapshot.attachments) this.setAttachment(name, stored);
     this.listed = true;
@@ -73,6 +83,9 @@ export class DesiredState {
     if (change.collection === 'attachments') {
       if (change.value) this.setAttachment(change.name, change.value);
       else this.attachments.delete(change.name);
+    } else if (change.collection === 'ipam') {
+      if (change.value) this.setIpam(change.name, change.value);
+      else this.ipam.delete(change.name);
     } else if (change.value) {
       this.setNetwork(change.name, change.value);
     } else {
@@ -83,7 +96,20 @@ export class DesiredState {
 
   /** Every network name etcd mentions for this host (wanted or not). */
   names(): Iterable<string> {
-    return new Set([...this.networks.keys(), ...this.attachments.keys()]);
+    return new Set([...this.networks.keys(), ...this.attachments.keys(), ...this.ipam.keys()]);
+  }
+
+  /** Routers: whether an address lies in a routed network's /64 (a tenant's VM, or the router itself there). */
+  inRoutedNetwork(address: bigint): boolean {
+    for (const routed of this.ipam.values()) {
+      if ('entry' in routed && parseIpv6Prefix(routed.entry.prefix).address === address >> 64n << 64n) return true;
+    }
+    return false;
+  }
+
+  /** Routers: the network's IPAM entry, if it has one (a pure layer-2 network has none). */
+  routed(hex: string): RoutedNetwork | undefined {
+    return this.ipam.get(hex);
   }
 
   isWanted(hex: string): boolean {
@@ -116,6 +142,12 @@ export class DesiredState {
   /** The spec revision of a wanted network, whatever the underlay. */
   specRevision(hex: string): number | undefined {
     return this.isWanted(hex) ? this.networks.get(hex)?.modRevision : undefined;
+  }
+
+  private setIpam(name: string, stored: StoredValue): void {
+    if (parseVniHex(name) === undefined) return;
+    const parsed = parseIpamEntry(stored.value);
+    this.ipam.set(name, parsed.ok ? { revision: stored.modRevision, entry: parsed.value } : { revision: stored.modRevision, problem: `IPAM entry: ${parsed.reason}` });
   }
 
   private setAttachment(name: string, stored: StoredValue): void {

@@ -4,6 +4,8 @@ import { createServer, type Server } from 'node:http';
 export interface HttpHandlers {
   ready(): { ready: boolean; why?: string };
   metrics(): Promise<{ status: number; contentType: string; body: string }>;
+  /** Connections from these addresses are closed at once (a router's tenants: see DESIGN.md §8). */
+  refuseClient?(remoteAddress: string): boolean;
 }
 
 /** Parses `[::]:9730`, `127.0.0.1:9730` or `:9730`. */
@@ -51,6 +53,9 @@ export function startHttpServer(listen: string, handlers: HttpHandlers, limits =
       return;
     }
     send(404, 'not found: try /metrics, /healthz or /readyz\n');
+  });
+  server.on('connection', (socket) => {
+    if (socket.remoteAddress !== undefined && handlers.refuseClient?.(socket.remoteAddress)) socket.destroy();
   });
   server.maxConnections = limits.maxConnections;
   server.headersTimeout = limits.headersTimeoutMs;

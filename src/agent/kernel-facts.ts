@@ -172,6 +172,12 @@ export class KernelFacts {
     this.bridges.set(hex, index);
   }
 
+  /** The network whose bridge has this ifindex (address notifications name only the ifindex). */
+  networkOfBridge(index: number): string | undefined {
+    for (const [hex, bridge] of this.bridges) if (bridge === index) return hex;
+    return undefined;
+  }
+
   forgetNetwork(hex: string): void {
     this.bridges.delete(hex);
     const vxlan = this.vxlans.get(hex);

@@ -1,6 +1,7 @@
 /** The status of every network on this host (DESIGN.md §1): the only owner, and what it hands to etcd. */
 import { cutText } from '../model/spec.js';
 import { bridgeName, vxlanName } from '../model/vni.js';
+import type { IpamReport } from '../model/ipam-availability.js';
 import type { NetworkStatus } from '../store/schema.js';
 
 export type { NetworkStatus } from '../store/schema.js';
@@ -43,6 +44,8 @@ export class NetworkStatuses {
   private readonly statuses = new Map<string, NetworkStatus>();
   private readonly devices = new Map<string, DevicePart>();
   private readonly flooding = new Map<string, FloodPart>();
+  /** Routers: what this router says about the network's IPAM entry (served, or why not). */
+  private readonly routing = new Map<string, IpamReport>();
 
   constructor(
     private readonly log: StatusLog,
@@ -89,6 +92,15 @@ export class NetworkStatuses {
     if (this.devices.has(hex)) this.set(hex);
   }
 
+  /** A router's report on the network's IPAM entry; undefined: it has none to report (no IPAM entry). */
+  router(hex: string, report: IpamReport | undefined): void {
+    const before = this.routing.get(hex);
+    if (report === undefined) this.routing.delete(hex);
+    else this.routing.set(hex, report.reason === undefined ? report : { ...report, reason: boundedReason(report.reason) });
+    if (JSON.stringify(before) === JSON.stringify(this.routing.get(hex))) return;
+    if (this.devices.has(hex)) this.set(hex);
+  }
+
   floodPeers(hex: string): number | undefined {
     return this.flooding.get(hex)?.peers;
   }
@@ -96,6 +108,7 @@ export class NetworkStatuses {
   clear(hex: string): void {
     this.devices.delete(hex);
     this.flooding.delete(hex);
+    this.routing.delete(hex);
     if (this.statuses.delete(hex)) this.log.info({ vni: hex, op: 'status' }, `network ${hex} removed from this host`);
     this.write(hex, null);
   }
@@ -103,9 +116,11 @@ export class NetworkStatuses {
   private set(hex: string): void {
     const device = this.devices.get(hex)!;
     const flood = this.flooding.get(hex);
+    const routing = this.routing.get(hex);
     const floodProblem = device.state === 'ready' ? flood?.problem : undefined;
-    const state = floodProblem ? 'error' : device.state;
-    const reason = floodProblem ? `flood entries: ${floodProblem}` : device.reason;
+    const routingProblem = device.state === 'ready' && !floodProblem ? routing?.reason : undefined;
+    const state = floodProblem || routingProblem ? 'error' : device.state;
+    const reason = floodProblem ? `flood entries: ${floodProblem}` : routingProblem ? `router: ${routingProblem}` : device.reason;
     const mtu = device.mtu;
     const status: NetworkStatus = {
       state,
@@ -115,6 +130,7 @@ export class NetworkStatuses {
       ...(mtu !== undefined ? { mtu } : {}),
       ...(device.specRevision !== undefined ? { specRevision: device.specRevision } : {}),
       ...(flood?.peers !== undefined ? { floodPeers: flood.peers } : {}),
+      ...(routing ? { ipam: routing } : {}),
       updatedAt: new Date(this.now()).toISOString(),
     };
     const previous = this.statuses.get(hex);

@@ -45,7 +45,7 @@ export interface RadvdOptions {
 }
 
 /** Per network: advertised (at this revision), or why not. */
-export type RadvdOutcome = { hex: string; revision: number; served: true } | { hex: string; revision: number; served: false; reason: string };
+export type RadvdOutcome = { hex: string; revision: number; prefix: string; withdrawn: boolean } & ({ served: true } | { served: false; reason: string });
 
 /** Coalesces a burst of changes (a full round over many networks) into one reload. */
 const APPLY_DELAY_MS = 50;
@@ -114,7 +114,7 @@ export class RadvdSupervisor {
     else this.wanted.set(hex, advertisement);
     if (before !== undefined && advertisement !== undefined && sameAdvertisement(before, advertisement)) {
       // Nothing radvd sees changed; the revision did (a name server list rewritten the same): report it served.
-      if (this.pid !== undefined && before.revision !== advertisement.revision) this.report([{ hex, revision: advertisement.revision, served: true }]);
+      if (this.pid !== undefined && before.revision !== advertisement.revision) this.report([served(advertisement)]);
       return;
     }
     if (before === undefined && advertisement === undefined) return;
@@ -176,7 +176,7 @@ export class RadvdSupervisor {
     } catch (error) {
       const reason = (error as Error).message;
       this.log.error({ op: 'radvd', err: reason }, `radvd: ${reason}`);
-      this.report(advertisements.map((a) => ({ hex: a.hex, revision: a.revision, served: false, reason })));
+      this.report(advertisements.map((a) => ({ ...outcomeOf(a), served: false, reason })));
     }
   }
 
@@ -214,8 +214,12 @@ export class RadvdSupervisor {
   }
 }
 
+function outcomeOf({ hex, revision, prefix, withdrawn }: Advertisement) {
+  return { hex, revision, prefix, withdrawn: withdrawn === true };
+}
+
 function served(advertisement: Advertisement): RadvdOutcome {
-  return { hex: advertisement.hex, revision: advertisement.revision, served: true };
+  return { ...outcomeOf(advertisement), served: true };
 }
 
 function sameAdvertisement(a: Advertisement, b: Advertisement): boolean {

@@ -3,7 +3,7 @@ import { hostname as osHostname } from 'node:os';
 import { formatAddress, parseAddress, parseGroupBase, type GroupBase } from '../model/group.js';
 import type { FloodMode } from '../model/network.js';
 import type { EtcdOptions } from '../store/client.js';
-import { hostnameProblem } from '../store/schema.js';
+import { hostnameProblem, parseRouterNumber, routerNumberProblem } from '../store/schema.js';
 import { ETCD_FLAGS, UsageError, etcdOptionsFrom, parseArgs, parseDurationMs, parseInteger, parsePrefix, type FlagSpec } from './flags.js';
 
 export const VXNETD_FLAGS: readonly FlagSpec[] = [
@@ -11,6 +11,14 @@ export const VXNETD_FLAGS: readonly FlagSpec[] = [
   { name: 'hostname', help: 'this host\'s name in etcd keys (/v1/hosts/<hostname>/…): letters, digits, hyphens and dots (RFC 1123); default: the system host name' },
   { name: 'underlay', help: 'underlay interface the VXLAN devices send on (required)' },
   { name: 'scope', help: '"all": every network; "attached": only networks attached to this host', default: 'all' },
+  {
+    name: 'role',
+    help: '"hypervisor", or "router": realises every network, and for each one with IPAM gives its bridge a link-local address and <prefix>::<router number>, and advertises the prefix with radvd',
+    default: 'hypervisor',
+  },
+  { name: 'router-number', help: 'router: this router\'s number in the cloud (1 … 65535; default: the one it holds, else the lowest free one, kept in etcd)' },
+  { name: 'radvd', help: 'router: the radvd program', default: '/usr/sbin/radvd' },
+  { name: 'radvd-dir', help: 'router: where radvd\'s generated configuration, pid file and log live (must outlive the agent: radvd does)', default: '/run/vxnetd' },
   { name: 'metrics-listen', help: 'address:port for /metrics, /healthz and /readyz', default: '[::]:9730' },
   { name: 'log-level', help: 'trace, debug, info, warn, error or fatal', default: 'info' },
   { name: 'resync-interval', help: 'full resync period (safety net behind link events)', default: '60s' },
@@ -39,6 +47,8 @@ export interface AgentConfig {
   hostname: string;
   underlay: string;
   scope: 'all' | 'attached';
+  /** Routers: radvd and their number (see --role). */
+  router?: { number?: number; radvd: string; radvdDir: string };
   metricsListen: string;
   logLevel: string;
   resyncIntervalMs: number;
@@ -86,6 +96,10 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   if (hostnameRefused) throw new UsageError(`--hostname: ${hostnameRefused}`);
   const scope = flags.get('scope');
   if (scope !== 'all' && scope !== 'attached') throw new UsageError(`--scope must be "all" or "attached", got ${JSON.stringify(scope)}`);
+  const role = flags.get('role');
+  if (role !== 'hypervisor' && role !== 'router') throw new UsageError(`--role must be "hypervisor" or "router", got ${JSON.stringify(role)}`);
+  const router = role === 'router' ? parseRouter(flags, scope) : undefined;
+  if (!router && flags.get('router-number') !== undefined) throw new UsageError('--router-number applies only to --role router');
   const flood = flags.get('flood');
   if (flood !== 'multicast' && flood !== 'unicast') throw new UsageError(`--flood must be "multicast" or "unicast", got ${JSON.stringify(flood)}`);
   const logLevel = flags.get('log-level')!;
@@ -112,6 +126,7 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
       hostname,
       underlay,
       scope,
+      ...(router ? { router } : {}),
       metricsListen: flags.get('metrics-listen')!,
       logLevel,
       resyncIntervalMs: parseDurationMs('resync-interval', flags.get('resync-interval')!, RESYNC_BOUNDS),
@@ -123,6 +138,24 @@ export function parseAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv
       flood,
     },
   };
+}
+
+function parseRouter(flags: Map<string, string>, scope: string): NonNullable<AgentConfig['router']> {
+  if (scope !== 'all') throw new UsageError('--role router realises every network: it takes no --scope attached');
+  const listen = flags.get('metrics-listen')!;
+  // A router has addresses on every tenant's bridge: a wildcard listener would be every VM's to reach.
+  if (/^(\[::\]|0\.0\.0\.0|\*|):/.test(listen) || /^\d+$/.test(listen)) {
+    throw new UsageError(
+      `--role router with --metrics-listen ${listen}: a router has addresses on every tenant's bridge, so a wildcard address would let VMs reach /metrics; bind it to a management address (e.g. --metrics-listen [2001:db8:ffff::10]:9730)`,
+    );
+  }
+  const numberText = flags.get('router-number');
+  let number: number | undefined;
+  if (numberText !== undefined) {
+    number = parseRouterNumber(numberText);
+    if (number === undefined) throw new UsageError(`--router-number: ${routerNumberProblem(numberText)}`);
+  }
+  return { ...(number !== undefined ? { number } : {}), radvd: flags.get('radvd')!, radvdDir: flags.get('radvd-dir')! };
 }
 
 function parseLocal(text: string, base: GroupBase): Buffer {

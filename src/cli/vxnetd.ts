@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 /** vxnetd: the agent's entry point. Wires etcd → agent → kernel, HTTP, logs and signals. */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { Agent } from '../agent/agent.js';
 import { startHttpServer } from '../agent/http.js';
 import { createSystemdNotifier } from '../agent/sdnotify.js';
 import { cachedUnderlayAddress } from '../agent/underlay-address.js';
+import { RadvdSupervisor } from '../agent/radvd.js';
+import { systemTimers } from '../reconcile/timers.js';
 import { NetlinkKernel } from '../kernel/rtnl.js';
 import { formatAddress } from '../model/group.js';
 import { createMetrics } from '../metrics/metrics.js';
@@ -48,7 +50,10 @@ async function run(config: AgentConfig): Promise<void> {
   }
 
   let metrics: ReturnType<typeof createMetrics> | undefined;
-  const kernel = new NetlinkKernel({ request: (op, result) => metrics?.countNetlinkRequest(op, result) }, { neighbourEvents: config.flood === 'unicast' });
+  const kernel = new NetlinkKernel(
+    { request: (op, result) => metrics?.countNetlinkRequest(op, result) },
+    { neighbourEvents: config.flood === 'unicast', addressEvents: config.router !== undefined },
+  );
   kernel.events.on('socket-error', (role: string, error: Error) => log.warn({ socket: role, err: error.message }, 'netlink socket error'));
   kernel.subscribe();
   const eventBuffer = kernel.eventBufferBytes() ?? 0;
@@ -60,6 +65,15 @@ async function run(config: AgentConfig): Promise<void> {
   }
 
   let source: DesiredStateSource | undefined;
+  let agentRef: Agent | undefined;
+  const radvd = config.router
+    ? new RadvdSupervisor(
+        { binary: config.router.radvd, directory: config.router.radvdDir, timers: systemTimers, ...(systemHasUser('radvd') ? { user: 'radvd' } : {}) },
+        log,
+        (outcomes) => agentRef?.radvdReported(outcomes),
+      )
+    : undefined;
+  if (config.router) prepareRouter(config.router.radvdDir, log);
   const agent = new Agent(
     kernel,
     log,
@@ -77,6 +91,7 @@ async function run(config: AgentConfig): Promise<void> {
         ...(config.local ? { local: config.local } : {}),
         flood: config.flood,
       },
+      ...(radvd ? { router: { advertiser: radvd } } : {}),
     },
     {
       status: (hex, status) => source?.writeStatus(hex, status),
@@ -88,6 +103,7 @@ async function run(config: AgentConfig): Promise<void> {
     },
   );
 
+  agentRef = agent;
   const startedAt = new Date().toISOString();
   const underlayAddress = cachedUnderlayAddress(config.underlay);
   // What other hosts flood to: --local when given, else the underlay's address of the overlay's family.
@@ -101,6 +117,7 @@ async function run(config: AgentConfig): Promise<void> {
     prefix: config.prefix,
     hostname: config.hostname,
     watchAttachments: config.scope === 'attached',
+    ...(config.router ? { router: config.router.number !== undefined ? { number: config.router.number } : {} } : {}),
     memberAddress,
     log,
     liveness: () => ({
@@ -110,6 +127,7 @@ async function run(config: AgentConfig): Promise<void> {
       underlay: config.underlay,
       underlayAddress: underlayAddress.get(),
       ready: isReady(),
+      ...(config.router ? { role: 'router' } : {}),
     }),
   });
 
@@ -122,6 +140,7 @@ async function run(config: AgentConfig): Promise<void> {
       networksError: () => agent.counts().error,
       devicesLeftAlone: () => agent.counts().leftAlone,
       floodPeers: () => agent.floodPeerCounts(),
+      ...(radvd ? { prefixesAdvertised: () => radvd.advertised, radvdRestarts: () => radvd.restarts } : {}),
       etcdConnected: () => source?.isConnected ?? false,
       watchRevision: () => source?.watchRevision ?? 0,
     },
@@ -160,8 +179,10 @@ async function run(config: AgentConfig): Promise<void> {
   const server = await startHttpServer(config.metricsListen, {
     ready: () => ({ ready: isReady(), why: !agent.ready ? 'first reconcile not finished' : 'etcd not connected' }),
     metrics: () => metrics!.render(),
+    refuseClient: (remoteAddress) => agent.isTenantClient(remoteAddress),
   });
 
+  radvd?.start();
   agent.start();
   source.start();
   // An underlay address that changes reaches the members index (and every peer's flood entries) within this.
@@ -177,6 +198,8 @@ async function run(config: AgentConfig): Promise<void> {
       process.exit(1);
     }, SHUTDOWN_DEADLINE_MS);
     agent.stop();
+    // radvd keeps advertising: stopping it would withdraw every VM's default route.
+    radvd?.stop();
     await source?.stop();
     server.close();
     server.closeAllConnections();
@@ -193,6 +216,35 @@ async function run(config: AgentConfig): Promise<void> {
     log.fatal({ err: error.stack }, 'uncaught exception');
     process.exit(1);
   });
+}
+
+/** A router forwards between its tenants' networks and the rest: IPv6 forwarding on, and radvd's directory there. */
+function prepareRouter(radvdDir: string, log: { error(fields: object, msg: string): void; info(fields: object, msg: string): void }): void {
+  try {
+    mkdirSync(radvdDir, { recursive: true, mode: 0o755 });
+  } catch (error) {
+    log.error({ op: 'radvd', err: (error as Error).message }, `cannot create ${radvdDir} for radvd's files`);
+  }
+  const forwarding = '/proc/sys/net/ipv6/conf/all/forwarding';
+  try {
+    if (readFileSync(forwarding, 'utf8').trim() !== '1') {
+      writeFileSync(forwarding, '1');
+      log.info({ op: 'router' }, 'IPv6 forwarding turned on (net.ipv6.conf.all.forwarding=1)');
+    }
+  } catch (error) {
+    log.error(
+      { op: 'router', err: (error as Error).message },
+      `cannot turn IPv6 forwarding on (${forwarding}): VMs get addresses and a default route but nothing is forwarded; set net.ipv6.conf.all.forwarding=1 (sysctl.d), or use the router drop-in of the systemd unit`,
+    );
+  }
+}
+
+function systemHasUser(name: string): boolean {
+  try {
+    return readFileSync('/etc/passwd', 'utf8').split('\n').some((line) => line.startsWith(`${name}:`));
+  } catch {
+    return false;
+  }
 }
 
 main().catch((error: Error) => {

@@ -24,6 +24,9 @@ export interface AgentGauges {
   devicesLeftAlone?(): number;
   /** Unicast flooding: per network, the other hosts its vxlan floods to (none in multicast mode). */
   floodPeers?(): Array<{ hex: string; peers: number }>;
+  /** Routers: prefixes radvd advertises (withdrawals included), and how often radvd was started again after dying. */
+  prefixesAdvertised?(): number;
+  radvdRestarts?(): number;
   etcdConnected(): boolean;
   watchRevision(): number;
 }
@@ -137,6 +140,21 @@ export function createMetrics(opts: MetricsOptions): Metrics {
       for (const { hex, peers } of gauges.floodPeers?.() ?? []) this.set({ device: `vxlan${hex}`, vni: hex }, peers);
     },
   });
+
+  if (gauges.prefixesAdvertised) {
+    agentGauge('vxnetd_router_prefixes_advertised', 'Routers: IPv6 prefixes radvd advertises on tenant bridges (a withdrawn one, with zero lifetimes, until it is dropped).', () => gauges.prefixesAdvertised!());
+  }
+  if (gauges.radvdRestarts) {
+    new Counter({
+      name: 'vxnetd_radvd_restarts_total',
+      help: 'Routers: times radvd was found dead and started again.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(gauges.radvdRestarts!());
+      },
+    });
+  }
 
   const reconcile = new Histogram({
     name: 'vxnetd_reconcile_duration_seconds',

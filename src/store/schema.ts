@@ -83,6 +83,7 @@ export type ParsedKey =
   /** `subnet` is the /64 in RFC 5952 form with its length (`2001:db8:100:1::/64`). */
   | { kind: 'ipam-prefix'; subnet: string }
   | { kind: 'ipam-pool' }
+  | { kind: 'router'; number: number }
   /** Not a key of the data model, and why. */
   | { kind: 'invalid'; reason: string };
 
@@ -97,6 +98,7 @@ export class EtcdSchema {
   readonly membersDir: string;
   readonly ipamDir: string;
   readonly ipamPrefixesDir: string;
+  readonly routersDir: string;
 
   constructor(readonly prefix: string) {
     this.networksDir = `${prefix}/networks/`;
@@ -106,6 +108,7 @@ export class EtcdSchema {
     this.membersDir = `${prefix}/members/`;
     this.ipamDir = `${prefix}/ipam/`;
     this.ipamPrefixesDir = `${prefix}/ipam-prefixes/`;
+    this.routersDir = `${prefix}/routers/`;
   }
 
   /**
@@ -192,6 +195,16 @@ export class EtcdSchema {
    * a field of the settings would make every `settings set` fail concurrent creates, and creates
    * would have to keep the settings' other fields in step.
    */
+  /**
+   * A router's number (RouterClaim), decimal 1 … 65535: the router takes `<prefix>::<number in
+   * hex>` in every routed network, so the numbers of a cloud's routers must differ and must not
+   * change across restarts. Claimed once by the router's agent (create-if-absent).
+   */
+  routerKey(number: number): string {
+    if (!Number.isInteger(number) || number < ROUTER_NUMBER_MIN || number > ROUTER_NUMBER_MAX) throw new RangeError(routerNumberProblem(String(number)));
+    return `${this.routersDir}${number}`;
+  }
+
   get ipamPoolKey(): string {
     return `${this.prefix}/ipam-pool`;
   }
@@ -249,6 +262,11 @@ export class EtcdSchema {
         : { kind: 'invalid', reason: `${JSON.stringify(name)} is not an IPAM index name: the first address of a /${SUBNET_LENGTH} in RFC 5952 form, e.g. 2001:db8:100:1::` };
     }
     if (key === this.ipamPoolKey) return { kind: 'ipam-pool' };
+    if (key.startsWith(this.routersDir)) {
+      const text = key.slice(this.routersDir.length);
+      const number = parseRouterNumber(text);
+      return number === undefined ? { kind: 'invalid', reason: routerNumberProblem(text) } : { kind: 'router', number };
+    }
     if (key.startsWith(this.hostsDir)) {
       const [host = '', kind, hex, ...rest] = key.slice(this.hostsDir.length).split('/');
       const problem = hostnameProblem(host);
@@ -522,6 +540,33 @@ export function serializeIpamIndex(vni: number): string {
 
 export function parseIpamIndex(value: Uint8Array): number | undefined {
   return parseVniHex(Buffer.from(value).toString('utf8'));
+}
+
+export const ROUTER_NUMBER_MIN = 1;
+export const ROUTER_NUMBER_MAX = 0xffff;
+
+/** A router number as written in keys and flags: decimal, no leading zeros, 1 … 65535. */
+export function parseRouterNumber(text: string): number | undefined {
+  if (!/^[1-9][0-9]{0,4}$/.test(text)) return undefined;
+  const number = Number(text);
+  return number <= ROUTER_NUMBER_MAX ? number : undefined;
+}
+
+export function routerNumberProblem(text: string): string {
+  return `router number ${JSON.stringify(text)} is not valid: a decimal number ${ROUTER_NUMBER_MIN} … ${ROUTER_NUMBER_MAX} without leading zeros`;
+}
+
+/** Which host holds a router number (EtcdSchema.routerKey). */
+export interface RouterClaim {
+  host: string;
+}
+
+export function serializeRouterClaim({ host }: RouterClaim): string {
+  return JSON.stringify({ host });
+}
+
+export function parseRouterClaim(value: Uint8Array): Parsed<RouterClaim> {
+  return parseObject(value, (fields) => ({ host: required(fields, 'host', 'string') }));
 }
 
 /** The cloud-wide IPAM pool (EtcdSchema.ipamPoolKey). */

@@ -26,6 +26,7 @@ import {
   type NetworkStatus,
 } from './schema.js';
 import { parseVniHex } from '../model/vni.js';
+import { claimRouterNumber, RouterNumberTaken } from './routers.js';
 
 export interface StoredValue {
   value: Buffer;
@@ -51,6 +52,10 @@ export interface Snapshot {
    * scope all, the attached ones in scope attached. Network hex → host → value.
    */
   members: Map<string, Map<string, StoredValue>>;
+  /** Routers: the IPAM entries (`<prefix>/ipam/<hex>`), by network hex; empty on other hosts. */
+  ipam: Map<string, StoredValue>;
+  /** Routers: this router's number (schema.routerKey). */
+  routerNumber?: number;
 }
 
 /** One host's key in a network's members index was written (value) or deleted. */
@@ -61,7 +66,7 @@ export interface MemberChange {
   revision: number;
 }
 
-export type Collection = 'networks' | 'attachments';
+export type Collection = 'networks' | 'attachments' | 'ipam';
 
 export interface Change {
   collection: Collection;
@@ -106,6 +111,8 @@ export interface SourceOptions {
   watchAttachments: boolean;
   /** The liveness value; called at each (re)connect and on refreshLiveness(). */
   liveness: () => AgentLiveness;
+  /** Routers (`--role router`) also list and watch the IPAM entries, and claim a router number. */
+  router?: { number?: number };
   /** The address this host's members keys publish (see publishMembership); undefined while it has none. */
   memberAddress?: () => string | undefined;
   log: SourceLog;
@@ -144,7 +151,8 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private readonly backoff: Backoff;
   private readonly stopping = new AbortController();
   private readonly schema: EtcdSchema;
-  private readonly dirs: { networks: string; attachments: string; statuses: string };
+  private readonly dirs: { networks: string; attachments: string; statuses: string; ipam: string };
+  private routerNumber?: number;
   private readonly agentKey: string;
   private readonly endpoints: EndpointRotation;
   private client?: Etcd3;
@@ -188,6 +196,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       networks: this.schema.networksDir,
       attachments: this.schema.attachmentsDir(options.hostname),
       statuses: this.schema.statusesDir(options.hostname),
+      ipam: this.schema.ipamDir,
     };
     this.agentKey = this.schema.agentKey(options.hostname);
     this.endpoints = new EndpointRotation(options.etcd.endpoints);
@@ -233,7 +242,9 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         if (this.stopping.signal.aborted) await this.revokeLiveness(lease);
         else this.options.log.warn({ reason, endpoint }, 'etcd watch broken; listing again');
       } catch (error) {
-        if (!this.stopping.signal.aborted) {
+        if (error instanceof RouterNumberTaken) {
+          this.options.log.warn({ op: 'router', err: error.message }, `cannot take a router number: ${error.message}`);
+        } else if (!this.stopping.signal.aborted) {
           this.options.log.warn({ err: (error as Error).message, endpoint }, 'etcd unavailable; retrying');
         }
       } finally {
@@ -251,16 +262,21 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private async list(client: Etcd3): Promise<Snapshot> {
     const { dirs, schema } = this;
     const dataId = await this.dataId(client);
+    if (this.options.router) this.routerNumber ??= await claimRouterNumber(client, schema, this.options.hostname, this.options.router.number);
     const settings = await client.get(schema.settingsKey).buffer();
     const cloudSettings = settings === null ? undefined : parseSettings(settings);
     // Paged, and all at one revision, so they agree.
     const allMembers = !this.options.watchAttachments;
+    const router = this.options.router !== undefined;
+    const optional = [...(router ? [dirs.ipam] : []), ...(allMembers ? [schema.membersDir] : [])];
     const {
       revision,
-      kvs: [networks, attachments, statuses, everyMember],
-    } = await readPrefixes(client, [dirs.networks, dirs.attachments, dirs.statuses, ...(allMembers ? [schema.membersDir] : [])]);
+      kvs: [networks, attachments, statuses, ...rest],
+    } = await readPrefixes(client, [dirs.networks, dirs.attachments, dirs.statuses, ...optional]);
+    const ipam = router ? rest.shift()! : [];
+    const everyMember = allMembers ? rest.shift()! : [];
     const watchedMembers = allMembers ? [] : [...new Set(attachments!.map((kv) => schema.nameIn(dirs.attachments, kv.key.toString('utf8'))))].filter((hex) => parseVniHex(hex) !== undefined);
-    const memberKvs = allMembers ? everyMember! : (await readPrefixesAt(client, watchedMembers.map((hex) => schema.membersOf(hex)), revision)).flat();
+    const memberKvs = allMembers ? everyMember : (await readPrefixesAt(client, watchedMembers.map((hex) => schema.membersOf(hex)), revision)).flat();
     const byName = (kvs: IKeyValue[], dir: string) =>
       new Map(
         kvs.map((kv) => [
@@ -276,6 +292,8 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       statuses: new Map(statuses!.map((kv) => [schema.nameIn(dirs.statuses, kv.key.toString('utf8')), kv.value.toString('utf8')])),
       ...(cloudSettings?.ok && cloudSettings.value.groupBase ? { cloudGroupBase: cloudSettings.value.groupBase } : {}),
       members: new Map(watchedMembers.map((hex) => [hex, new Map()])),
+      ipam: byName(ipam, dirs.ipam),
+      ...(this.routerNumber !== undefined ? { routerNumber: this.routerNumber } : {}),
     };
     this.ownMembers.clear();
     this.membersRead = new Set(watchedMembers);
@@ -313,6 +331,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private watchUntilBroken(client: Etcd3, lease: Lease, fromRevision: number, watchers: Set<Watcher>): Promise<string> {
     const collections: Array<[Collection, string]> = [['networks', this.dirs.networks]];
     if (this.options.watchAttachments) collections.push(['attachments', this.dirs.attachments]);
+    if (this.options.router) collections.push(['ipam', this.dirs.ipam]);
     return new Promise<string>((resolve) => {
       let settled = false;
       const broken = (reason: string) => {
