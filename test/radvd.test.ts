@@ -178,3 +178,19 @@ describe('RadvdSupervisor', () => {
     expect(running.size).toBe(0);
   });
 });
+
+describe('RadvdSupervisor reports', () => {
+  it('an advertisement set again unchanged is reported again as it stands: served, or the last failure', async () => {
+    const fake = fakeSystem();
+    const { radvd, reports, timers } = supervisor(fake);
+    radvd.set('64', network('64'));
+    await settle(radvd, timers);
+    radvd.set('64', network('64'));
+    expect(reports.at(-1)).toEqual([{ hex: '64', revision: 1, prefix: '2001:db8:100:64::/64', withdrawn: false, served: true }]);
+    fake.system.refuseCheck = 'bad';
+    radvd.set('65', network('65'));
+    await settle(radvd, timers);
+    radvd.set('64', network('64'));
+    expect(reports.at(-1)).toEqual([{ hex: '64', revision: 1, prefix: '2001:db8:100:64::/64', withdrawn: false, served: false, reason: 'radvd -c refused the generated configuration: bad' }]);
+  });
+});

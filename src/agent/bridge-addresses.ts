@@ -55,6 +55,8 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
   /** What each network last advertised: withdrawn with zero lifetimes when its IPAM entry goes. */
   private readonly advertised = new Map<string, Advertisement>();
   private readonly withdrawing = new Map<string, Timer>();
+  /** Withdrawn: the link-local address kept for the withdrawal goes in the next reconcile. */
+  private readonly leftovers = new Set<string>();
 
   constructor(
     private readonly kernel: Kernel,
@@ -133,7 +135,10 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
     const conflicts = wanted.filter((want) => foreign.some((address) => address.address.equals(want.bytes)));
     const duplicates = ours.filter((address) => address.flags & IFA_F_DADFAILED && wanted.some((want) => want.bytes.equals(address.address)));
     const extra = ours.filter((address) => !wanted.some((want) => want.bytes.equals(address.address) && address.prefixLength === 64) || duplicates.includes(address));
-    const missing = wanted.filter((want) => !conflicts.includes(want) && !ours.some((address) => address.address.equals(want.bytes) && address.prefixLength === 64 && !duplicates.includes(address)));
+    // One that failed DAD is deleted now and added again (a fresh DAD) only at the retry, after the backoff.
+    const missing = wanted.filter(
+      (want) => !conflicts.includes(want) && !duplicates.some((address) => address.address.equals(want.bytes)) && !ours.some((address) => address.address.equals(want.bytes) && address.prefixLength === 64),
+    );
 
     let changed = false;
     if (extra.length || missing.length) {
@@ -151,7 +156,8 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
           this.log.info({ vni: hex, device: bridgeName(hex), op: 'addAddress' }, description);
         }
       } catch (error) {
-        if (error instanceof KernelError && error.errno === 'ENODEV') return { result: 'stale' };
+        // ENODEV: the bridge was replaced; EEXIST: someone added the address since the read. Plan again from a fresh read.
+        if (error instanceof KernelError && (error.errno === 'ENODEV' || error.errno === 'EEXIST')) return { result: 'stale' };
         return this.failed(hex, routed?.revision, error);
       } finally {
         this.bulk.applyEnded();
@@ -174,13 +180,14 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
       this.radvd.set(hex, advertisement);
     } else if (!routed) {
       this.withdraw(hex);
+      if (!this.withdrawing.has(hex)) this.leftovers.delete(hex);
     }
     return { result: 'done', changed };
   }
 
   /** Whether the network has, or is losing, addresses and an advertisement here (a pure layer-2 network has none). */
   concerns(hex: string): boolean {
-    return this.desired.routed(hex) !== undefined || this.advertised.has(hex);
+    return this.desired.routed(hex) !== undefined || this.advertised.has(hex) || this.leftovers.has(hex);
   }
 
   /** True when a notification shows an address as the last reconcile left it. */
@@ -223,6 +230,7 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
       this.settings.timers.after(WITHDRAW_MS, () => {
         this.withdrawing.delete(hex);
         this.advertised.delete(hex);
+        this.leftovers.add(hex);
         this.radvd.set(hex, undefined);
         this.settings.withdrawn(hex);
       }),
@@ -236,6 +244,7 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
 
   private forget(hex: string): void {
     this.cancelWithdrawal(hex);
+    this.leftovers.delete(hex);
     if (this.advertised.delete(hex)) this.radvd.set(hex, undefined);
     this.statuses.router(hex, undefined);
   }

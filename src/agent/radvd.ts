@@ -66,6 +66,8 @@ export class RadvdSupervisor {
   private watchTimer?: Timer;
   private stopped = false;
   private restartCount = 0;
+  /** Why the last apply failed; undefined after a good one. */
+  private failure?: string;
 
   constructor(
     private readonly options: RadvdOptions,
@@ -113,8 +115,9 @@ export class RadvdSupervisor {
     if (advertisement === undefined) this.wanted.delete(hex);
     else this.wanted.set(hex, advertisement);
     if (before !== undefined && advertisement !== undefined && sameAdvertisement(before, advertisement)) {
-      // Nothing radvd sees changed; the revision did (a name server list rewritten the same): report it served.
-      if (this.pid !== undefined && before.revision !== advertisement.revision) this.report([served(advertisement)]);
+      // Nothing radvd sees changed: say again how it stands (the caller's report may have said otherwise meanwhile).
+      if (this.failure !== undefined) this.report([{ ...outcomeOf(advertisement), served: false, reason: this.failure }]);
+      else if (this.pid !== undefined && !this.applyTimer && !this.applying) this.report([served(advertisement)]);
       return;
     }
     if (before === undefined && advertisement === undefined) return;
@@ -172,9 +175,11 @@ export class RadvdSupervisor {
         await this.launch();
       }
       this.applied = text;
+      this.failure = undefined;
       this.report(advertisements.map(served));
     } catch (error) {
       const reason = (error as Error).message;
+      this.failure = reason;
       this.log.error({ op: 'radvd', err: reason }, `radvd: ${reason}`);
       this.report(advertisements.map((a) => ({ ...outcomeOf(a), served: false, reason })));
     }

@@ -5,8 +5,9 @@ import type { NewLinkRequest } from '../../src/kernel/link-codec.js';
 import { KernelError } from '../../src/kernel/errors.js';
 import type { Kernel } from '../../src/kernel/rtnl.js';
 import type { Neighbour } from '../../src/model/neighbour.js';
+import type { Address } from '../../src/model/address.js';
 
-type Verb = 'create' | 'change' | 'delete' | 'get' | 'dump' | 'neigh_add' | 'neigh_del' | 'neigh_dump';
+type Verb = 'create' | 'change' | 'delete' | 'get' | 'dump' | 'neigh_add' | 'neigh_del' | 'neigh_dump' | 'addr_add' | 'addr_del' | 'addr_dump';
 
 /** A fake link also says whether the kernel gave it an IPv6 link-local address. */
 export type FakeLink = Link & { linkLocal?: boolean; bridge?: BridgeAttributes };
@@ -73,6 +74,39 @@ export class FakeKernel implements Kernel {
     if (i !== -1) this.forwarding.splice(i, 1);
     if (type === 'new') this.forwarding.push({ ...entry });
     if (!this.eventsPaused) this.events.emit('neighbour', { type, neighbour: { ...entry } });
+  }
+
+  /** IPv6 addresses of every device. */
+  readonly addresses: Address[] = [];
+
+  /** An address changed by someone else (or DAD's verdict): stored, and notified as the kernel does. */
+  handEditAddress(type: 'new' | 'del', address: Address): void {
+    const i = this.addresses.findIndex((a) => a.index === address.index && a.address.equals(address.address));
+    if (i !== -1) this.addresses.splice(i, 1);
+    if (type === 'new') this.addresses.push({ ...address });
+    if (!this.eventsPaused) this.events.emit('address', { type, address: { ...address } });
+  }
+
+  addressRequests(): string[] {
+    return this.requests.filter((r) => r.verb === 'addr_add' || r.verb === 'addr_del').map((r) => r.operation);
+  }
+
+  async dumpAddresses(): Promise<Address[]> {
+    this.record('addr_dump', 'dump addresses');
+    return this.addresses.map((a) => ({ ...a }));
+  }
+
+  async addAddress(address: Address, operation: string): Promise<void> {
+    this.record('addr_add', operation);
+    if (!this.links.has(address.index)) throw new KernelError('ENODEV', operation);
+    if (this.addresses.some((a) => a.index === address.index && a.address.equals(address.address))) throw new KernelError('EEXIST', operation);
+    this.handEditAddress('new', address);
+  }
+
+  async deleteAddress(address: Address, operation: string): Promise<void> {
+    this.record('addr_del', operation);
+    if (!this.addresses.some((a) => a.index === address.index && a.address.equals(address.address))) throw new KernelError('EADDRNOTAVAIL', operation);
+    this.handEditAddress('del', address);
   }
 
   neighbourRequests(): string[] {
@@ -179,6 +213,7 @@ export class FakeKernel implements Kernel {
     this.links.delete(index);
     for (const other of this.links.values()) if (other.master === index) delete other.master;
     for (let i = this.forwarding.length - 1; i >= 0; i--) if (this.forwarding[i]!.index === index) this.forwarding.splice(i, 1);
+    for (let i = this.addresses.length - 1; i >= 0; i--) if (this.addresses[i]!.index === index) this.addresses.splice(i, 1);
     this.emitLink('del', link);
   }
 
