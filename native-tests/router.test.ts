@@ -50,7 +50,7 @@ describe('routed networks: a router with radvd', () => {
   };
 
   beforeAll(async () => {
-    dc = await DataCentre.create({ hosts: ['hv1', 'hv2', 'router'] });
+    dc = await DataCentre.create({ hosts: ['hv1', 'hv2', 'router', 'router2'] });
     etcd = await dc.etcd();
     for (const args of [
       ['network', 'create', '--vni', '64'],
@@ -167,4 +167,47 @@ describe('routed networks: a router with radvd', () => {
     expect(status.state).toBe('ready');
     expect(await dc.link(dc.host('hv1').ns, 'br64'), 'the network itself stays').toBeDefined();
   }, 30_000);
+
+  it('a second router takes number 2 and <prefix>::2; the entry is available only once both serve it', async () => {
+    expect((await vxnetctl('network', 'create', '--vni', '66')).code).toBe(0);
+    const router2 = await dc.startRouter('router2');
+    await router2.waitReady();
+    const created = await vxnetctl('ipam', 'create', '66');
+    expect(created.code, created.stderr).toBe(0);
+    const wait = await vxnetctl('ipam', 'wait', '66', '--timeout', '20s', '--json');
+    expect(wait.code, wait.stderr + wait.stdout).toBe(0);
+    const subnet = parseIpv6Prefix((JSON.parse(created.stdout) as { prefix: string }).prefix);
+    expect((await addresses(dc.host('router2').ns, 'br66')).map((a) => a.local)).toContain(formatIpv6(subnet.address | 2n));
+    expect((await addresses(routerNs(), 'br66')).map((a) => a.local)).toContain(formatIpv6(subnet.address | 1n));
+    for (const host of ['router', 'router2']) expect(await readStatus(etcd, host, '66')).toMatchObject({ state: 'ready', ipam: { prefix: subnet.text } });
+    expect(await etcd.getAll().prefix('/v1/routers/').strings()).toEqual({
+      '/v1/routers/1': '{"host":"router"}',
+      '/v1/routers/2': '{"host":"router2"}',
+    });
+  }, 60_000);
+
+  it('an address another node already uses fails duplicate address detection: reported, the entry not available, served once the other one goes', async () => {
+    expect((await vxnetctl('network', 'create', '--vni', '65')).code).toBe(0);
+    await waitFor(async () => (await dc.link(dc.host('hv1').ns, 'br65')) !== undefined || undefined, 'br65 on hv1');
+    const squatter = await dc.addVm('hv1', 'br65', 'squat', 'fd00:98::1');
+    const created = await vxnetctl('ipam', 'create', '65');
+    expect(created.code, created.stderr).toBe(0);
+    const subnet = parseIpv6Prefix((JSON.parse(created.stdout) as { prefix: string }).prefix);
+    const taken = formatIpv6(subnet.address | 1n);
+    // A race with the router would be lost by one side or the other: the VM claims it first, DAD done.
+    await sh(squatter.ns, 'ip', 'addr', 'add', `${taken}/64`, 'dev', 'eth0', 'nodad');
+    const status = await waitFor(async () => {
+      const s = await readStatus(etcd, 'router', '65');
+      return s?.ipam?.reason?.includes('failed duplicate address detection') ? s : undefined;
+    }, 'the duplicate reported in the status of router', 15_000, 200);
+    expect(status.state).toBe('error');
+    const notYet = await vxnetctl('ipam', 'wait', '65', '--timeout', '2s');
+    expect(notYet.code, 'not available while router cannot serve it').toBe(6);
+    expect(notYet.stderr + notYet.stdout).toMatch(/router\b/);
+
+    await sh(squatter.ns, 'ip', 'addr', 'del', `${taken}/64`, 'dev', 'eth0');
+    const wait = await vxnetctl('ipam', 'wait', '65', '--timeout', '90s');
+    expect(wait.code, wait.stderr + wait.stdout).toBe(0);
+    expect(await readStatus(etcd, 'router', '65')).toMatchObject({ state: 'ready', ipam: { prefix: subnet.text } });
+  }, 120_000);
 });

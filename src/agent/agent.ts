@@ -5,6 +5,7 @@
  * ReconcileLoop.schedule() → DevicePairs.reconcile() → planNetwork() → applyPlan() → Kernel.
  */
 import type { AddressEvent, Kernel, LinkEvent, NeighbourEvent } from '../kernel/rtnl.js';
+import type { Ipv6DeviceSettings } from '../kernel/sysctl.js';
 import { bytesToBigint, parseAddress } from '../model/group.js';
 import { identityText } from '../model/identity.js';
 import type { HostSettings } from '../model/network.js';
@@ -59,6 +60,8 @@ export interface AgentOptions {
   timers?: Timers;
   retry?: BackoffPolicy;
   random?: () => number;
+  /** Per-bridge IPv6 settings rtnetlink cannot make (ignore router advertisements); none in unit tests. */
+  ipv6Settings?: Ipv6DeviceSettings;
   /** `--role router`: addresses on the bridges of routed networks, advertised by radvd through `advertiser`. */
   router?: { advertiser: Advertiser };
 }
@@ -123,6 +126,7 @@ export class Agent {
         ...(options.takeOver !== undefined ? { takeOver: options.takeOver } : {}),
       },
       (hex, member, changed) => this.networkSettled(hex, member, changed),
+      options.ipv6Settings,
     );
     this.loop.register(this.devicePairs);
     if (options.host.flood === 'unicast') {
@@ -223,11 +227,7 @@ export class Agent {
 
   /** What radvd advertises now (RadvdSupervisor's report): each network's report in its status. */
   radvdReported(outcomes: RadvdOutcome[]): void {
-    for (const outcome of outcomes) {
-      // A withdrawn prefix has no report: its network has no IPAM entry any more.
-      if (outcome.withdrawn || !this.desired.isWanted(outcome.hex) || this.desired.routed(outcome.hex)?.revision !== outcome.revision) continue;
-      this.statuses.router(outcome.hex, outcome.served ? { revision: outcome.revision, prefix: outcome.prefix } : { revision: outcome.revision, reason: outcome.reason });
-    }
+    this.bridgeAddresses?.radvdReported(outcomes);
   }
 
   /** One watched change of the members index. */

@@ -8,7 +8,7 @@
  */
 import { KernelError } from '../kernel/errors.js';
 import type { AddressEvent, Kernel } from '../kernel/rtnl.js';
-import { IFA_F_DADFAILED, VXNETD_ADDRESS_PROTOCOL, type Address } from '../model/address.js';
+import { IFA_F_DADFAILED, IFA_F_TENTATIVE, VXNETD_ADDRESS_PROTOCOL, type Address } from '../model/address.js';
 import { eui64InterfaceId } from '../model/eui64.js';
 import { bigintToBytes, formatAddress } from '../model/group.js';
 import { parseIpv6Prefix } from '../model/ipv6-prefix.js';
@@ -20,7 +20,7 @@ import type { BulkApplyGuard } from './bulk-apply.js';
 import type { DesiredState } from './desired-state.js';
 import type { KernelFacts } from './kernel-facts.js';
 import type { NetworkStatuses } from './network-statuses.js';
-import type { Advertisement } from './radvd.js';
+import type { Advertisement, RadvdOutcome } from './radvd.js';
 
 export interface AddressLog {
   info(fields: Record<string, unknown>, msg: string): void;
@@ -55,6 +55,14 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
   /** What each network last advertised: withdrawn with zero lifetimes when its IPAM entry goes. */
   private readonly advertised = new Map<string, Advertisement>();
   private readonly withdrawing = new Map<string, Timer>();
+  /** Why a network cannot be served here (a held or duplicate address …): radvd's reports do not override it. */
+  private readonly problems = new Map<string, string>();
+  /**
+   * Networks whose addresses of ours are still tentative (duplicate address detection runs for a
+   * second or so after an add): advertised, and reported served, only once it has passed — the
+   * kernel's notification of that brings the network back here.
+   */
+  private readonly awaitingDad = new Set<string>();
   /** Withdrawn: the link-local address kept for the withdrawal goes in the next reconcile. */
   private readonly leftovers = new Set<string>();
 
@@ -174,6 +182,13 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
       return { result: 'failed', reason };
     }
     if (problem !== undefined) return { result: 'blocked', reason: problem };
+    const tentative = ours.some((address) => address.flags & IFA_F_TENTATIVE && wanted.some((want) => want.bytes.equals(address.address)));
+    if (advertisement && (missing.length > 0 || tentative)) {
+      this.awaitingDad.add(hex);
+      return { result: 'done', changed };
+    }
+    this.awaitingDad.delete(hex);
+    this.problems.delete(hex);
     if (advertisement) {
       this.advertised.set(hex, advertisement);
       this.cancelWithdrawal(hex);
@@ -193,6 +208,7 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
   /** True when a notification shows an address as the last reconcile left it. */
   explains(hex: string, { type, address }: AddressEvent): boolean {
     if (address.protocol !== VXNETD_ADDRESS_PROTOCOL) return true;
+    if (this.awaitingDad.has(hex)) return false;
     // Ours, deleted or failing DAD: only a reconcile can tell whether that was its own doing.
     return type === 'new' && !(address.flags & IFA_F_DADFAILED) && this.isWanted(hex, address.address);
   }
@@ -243,6 +259,8 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
   }
 
   private forget(hex: string): void {
+    this.problems.delete(hex);
+    this.awaitingDad.delete(hex);
     this.cancelWithdrawal(hex);
     this.leftovers.delete(hex);
     if (this.advertised.delete(hex)) this.radvd.set(hex, undefined);
@@ -250,7 +268,24 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
   }
 
   private report(hex: string, revision: number, reason: string): void {
+    this.problems.set(hex, reason);
     this.statuses.router(hex, { revision, reason } satisfies IpamReport);
+  }
+
+  /** What radvd advertises now: a network's report, unless this router has a problem of its own there. */
+  radvdReported(outcomes: readonly RadvdOutcome[]): void {
+    for (const outcome of outcomes) {
+      // A withdrawn prefix has no report: its network has no IPAM entry any more.
+      if (outcome.withdrawn || !this.desired.isWanted(outcome.hex) || this.desired.routed(outcome.hex)?.revision !== outcome.revision) continue;
+      const problem = this.problems.get(outcome.hex);
+      const report: IpamReport =
+        problem !== undefined
+          ? { revision: outcome.revision, reason: problem }
+          : outcome.served
+            ? { revision: outcome.revision, prefix: outcome.prefix }
+            : { revision: outcome.revision, reason: outcome.reason };
+      this.statuses.router(outcome.hex, report);
+    }
   }
 
   private failed(hex: string, revision: number | undefined, error: unknown): Outcome {

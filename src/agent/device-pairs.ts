@@ -5,6 +5,7 @@
  */
 import { KernelError } from '../kernel/errors.js';
 import type { Kernel } from '../kernel/rtnl.js';
+import type { Ipv6DeviceSettings } from '../kernel/sysctl.js';
 import type { DesiredNetwork } from '../model/network.js';
 import { hexFromOwnerAlias } from '../model/identity.js';
 import { bridgeName, parseVniHex, vxlanName } from '../model/vni.js';
@@ -48,7 +49,33 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
      * kept despite a bad spec) or gone from it; `changed`: devices were changed.
      */
     private readonly settled: (hex: string, member: boolean, changed: boolean) => void = () => undefined,
+    private readonly ipv6Settings?: Ipv6DeviceSettings,
   ) {}
+
+  /** Bridges (by ifindex) whose router advertisements are known to be ignored. */
+  private readonly quietBridges = new Set<number>();
+  private ipv6SettingsProblem?: string;
+
+  /**
+   * A bridge with IPv6 takes an address and a default route from any router advertisement on its
+   * segment, addrgenmode none or not: a tenant VM running radvd would give the host an address
+   * in its network. Once per bridge and process: the setting goes with the device.
+   */
+  private quietBridge(hex: string, index: number | undefined): void {
+    if (!this.ipv6Settings || index === undefined || this.quietBridges.has(index) || this.ipv6SettingsProblem !== undefined) return;
+    try {
+      this.ipv6Settings.ignoreRouterAdvertisements(bridgeName(hex));
+      this.quietBridges.add(index);
+    } catch (error) {
+      // No IPv6 on this bridge at all (MTU below 1280, IPv6 off): nothing to ignore.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return void this.quietBridges.add(index);
+      this.ipv6SettingsProblem = (error as Error).message;
+      this.log.error(
+        { op: 'ipv6', err: this.ipv6SettingsProblem },
+        `cannot make bridges ignore router advertisements (${this.ipv6SettingsProblem}): set net.ipv6.conf.default.accept_ra=0 and net.ipv6.conf.default.autoconf=0 (sysctl.d) so that new bridges never take an address from a tenant's router advertisement`,
+      );
+    }
+  }
 
   /** Devices left alone because they are of another identity or of an earlier vxnetd and not wanted here. */
   leftAloneCount(): number {
@@ -112,7 +139,10 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
       this.statuses.error(hex, reason, wanted.wanted ? wanted.specRevision : undefined);
       return { result: 'failed', reason };
     }
-    if (plan.ops.length === 0) return this.finish(hex, wanted.wanted ? wanted : undefined, false, !wanted.wanted && wanted.attachedToMissing);
+    if (plan.ops.length === 0) {
+      if (network) this.quietBridge(hex, actual.bridge?.index ?? this.facts.bridgeIndex(hex));
+      return this.finish(hex, wanted.wanted ? wanted : undefined, false, !wanted.wanted && wanted.attachedToMissing);
+    }
 
     if (network) this.facts.expectDevices(hex);
     this.bulk.applyStarted();
@@ -120,6 +150,7 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
       const created = await applyPlan(this.kernel, plan.ops, this.log);
       const bridgeIndex = created.get(bridgeName(hex));
       if (bridgeIndex !== undefined) this.facts.noteCreatedBridge(hex, bridgeIndex);
+      if (network) this.quietBridge(hex, bridgeIndex ?? this.facts.bridgeIndex(hex));
     } catch (error) {
       if (!(error instanceof KernelError)) throw error;
       if (assumedAbsent && error.errno === 'EEXIST') {

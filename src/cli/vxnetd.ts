@@ -9,6 +9,7 @@ import { cachedUnderlayAddress } from '../agent/underlay-address.js';
 import { RadvdSupervisor } from '../agent/radvd.js';
 import { systemTimers } from '../reconcile/timers.js';
 import { NetlinkKernel } from '../kernel/rtnl.js';
+import { procIpv6Settings } from '../kernel/sysctl.js';
 import { formatAddress } from '../model/group.js';
 import { createMetrics } from '../metrics/metrics.js';
 import { DesiredStateSource } from '../store/source.js';
@@ -92,6 +93,7 @@ async function run(config: AgentConfig): Promise<void> {
         flood: config.flood,
       },
       ...(radvd ? { router: { advertiser: radvd } } : {}),
+      ipv6Settings: procIpv6Settings,
     },
     {
       status: (hex, status) => source?.writeStatus(hex, status),
