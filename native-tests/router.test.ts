@@ -106,6 +106,8 @@ describe('routed networks: a router with radvd', () => {
     }
     expect(await dc.ping(vm1, routerAddress, { count: 3, timeoutS: 3 })).toBe(true);
     expect(await dc.ping(vm1, slaac.vm2!, { count: 3, timeoutS: 3 })).toBe(true);
+    // The advertisements that configured the VMs crossed the hypervisors' bridges too: those took nothing from them.
+    for (const host of ['hv1', 'hv2']) expect(await addresses(dc.host(host).ns, 'br64'), `${host}'s br64 has no address`).toEqual([]);
     // Full overlay MTU, unfragmented: the MTU the VMs learnt is the one that fits.
     expect(await dc.ping(vm2, slaac.vm1!, { size: 1430 - 48, dontFragment: true, count: 2, timeoutS: 3 })).toBe(true);
   }, 60_000);

@@ -69,7 +69,7 @@ async function run(config: AgentConfig): Promise<void> {
   let agentRef: Agent | undefined;
   const radvd = config.router
     ? new RadvdSupervisor(
-        { binary: config.router.radvd, directory: config.router.radvdDir, timers: systemTimers, ...(systemHasUser('radvd') ? { user: 'radvd' } : {}) },
+        { binary: config.router.radvd, directory: config.router.radvdDir, timers: systemTimers, ...(process.getuid?.() === 0 && systemHasUser('radvd') ? { user: 'radvd' } : {}) },
         log,
         (outcomes) => agentRef?.radvdReported(outcomes),
       )
@@ -241,6 +241,7 @@ function prepareRouter(radvdDir: string, log: { error(fields: object, msg: strin
   }
 }
 
+/** radvd drops root for this user when started as root; started by a non-root agent (the systemd unit) it runs as that user already. */
 function systemHasUser(name: string): boolean {
   try {
     return readFileSync('/etc/passwd', 'utf8').split('\n').some((line) => line.startsWith(`${name}:`));
