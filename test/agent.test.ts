@@ -432,3 +432,38 @@ describe('Agent', () => {
     expect(specErrors).toEqual(['not_object']);
   });
 });
+
+describe('bridges ignore router advertisements', () => {
+  it('once per bridge, whatever the reconciles; a file system that refuses is reported once, a bridge without IPv6 skipped', async () => {
+    const kernel = new FakeKernel();
+    kernel.addLink({ name: 'u0', kind: 'veth', flags: 1, mtu: 1500, addrGenMode: 0 });
+    const quietened: string[] = [];
+    const errors: string[] = [];
+    let refuse: Error | undefined;
+    const log = { ...quiet, error: (_fields: Record<string, unknown>, msg: string) => errors.push(msg) };
+    const agent = new Agent(
+      kernel,
+      log,
+      {
+        underlay: 'u0',
+        prefix: '/v1',
+        scope: 'all',
+        host: HOST,
+        resyncIntervalMs: 60_000,
+        ipv6Settings: {
+          ignoreRouterAdvertisements: (device) => {
+            if (refuse) throw refuse;
+            quietened.push(device);
+          },
+        },
+      },
+      { status: () => undefined },
+    );
+    await agent.applySnapshot(snapshot({ '64': '{}', ff01: '{}' }));
+    await agent.applySnapshot(snapshot({ '64': '{}', ff01: '{}' }));
+    expect(quietened.sort()).toEqual(['br64', 'brff01']);
+    refuse = Object.assign(new Error("EROFS: read-only file system, open '/proc/sys/net/ipv6/conf/br65/accept_ra'"), { code: 'EROFS' });
+    await agent.applySnapshot(snapshot({ '64': '{}', ff01: '{}', '65': '{}', '66': '{}' }));
+    expect(errors).toEqual([expect.stringContaining('set net.ipv6.conf.default.accept_ra=0')]);
+  });
+});

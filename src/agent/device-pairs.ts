@@ -5,7 +5,7 @@
  */
 import { KernelError } from '../kernel/errors.js';
 import type { Kernel } from '../kernel/rtnl.js';
-import type { Ipv6DeviceSettings } from '../kernel/sysctl.js';
+import { NoIpv6OnDevice, type Ipv6DeviceSettings } from '../kernel/sysctl.js';
 import type { DesiredNetwork } from '../model/network.js';
 import { hexFromOwnerAlias } from '../model/identity.js';
 import { bridgeName, parseVniHex, vxlanName } from '../model/vni.js';
@@ -68,7 +68,7 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
       this.quietBridges.add(index);
     } catch (error) {
       // No IPv6 on this bridge at all (MTU below 1280, IPv6 off): nothing to ignore.
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return void this.quietBridges.add(index);
+      if (error instanceof NoIpv6OnDevice) return void this.quietBridges.add(index);
       this.ipv6SettingsProblem = (error as Error).message;
       this.log.error(
         { op: 'ipv6', err: this.ipv6SettingsProblem },
