@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
 import { quoteBrief } from '../model/spec.js';
 import { Backoff, systemClock, type Clock } from './backoff.js';
-import { createEtcdClient, EndpointRotation, type EtcdOptions } from './client.js';
+import { createEtcdClient, DEFAULT_CALL_TIMEOUT_MS, EndpointRotation, type EtcdOptions } from './client.js';
 import { ETCD_MAX_REQUEST_BYTES, ETCD_MAX_TXN_OPS, isRequestRefused, readPrefixes } from './paged-range.js';
 import { EtcdSchema, newDataId, parseDataId, parseSettings, parseStatus, serializeDataId, serializeLiveness, serializeStatus, type AgentLiveness, type NetworkStatus } from './schema.js';
 
@@ -115,6 +115,9 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private readonly dirs: { networks: string; attachments: string; statuses: string };
   private readonly agentKey: string;
   private readonly endpoints: EndpointRotation;
+  /** Passes that failed since the last one that listed (see nextDelay). */
+  private failedInARow = 0;
+  private roundDelayMs = 0;
   private client?: Etcd3;
   private lease?: Lease;
   private connected = false;
@@ -181,6 +184,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         this.revision = snapshot.revision;
         this.setConnected(true);
         this.backoff.reset();
+        this.failedInARow = 0;
         this.deliver(() => this.options.sink?.applySnapshot(snapshot));
         this.emit('snapshot', snapshot);
         void this.flushStatus();
@@ -188,6 +192,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         if (this.stopping.signal.aborted) await this.revokeLiveness(lease);
         else this.options.log.warn({ reason, endpoint }, 'etcd watch broken; listing again');
       } catch (error) {
+        this.failedInARow++;
         if (!this.stopping.signal.aborted) {
           this.options.log.warn({ err: (error as Error).message, endpoint }, 'etcd unavailable; retrying');
         }
@@ -199,8 +204,19 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       // Whatever ended the pass, the next one starts on the next member: if this one died, the
       // agent is on a survivor after one backoff step.
       this.endpoints.advance();
-      await this.clock.sleep(this.backoff.next(), this.stopping.signal);
+      await this.clock.sleep(this.nextDelay(), this.stopping.signal);
     }
+  }
+
+  /**
+   * The delay before the next pass. It grows once per round of members that all failed, not once
+   * per failed pass: with one member dead and another in an election, a backoff doubled by each of
+   * them kept the agent asleep for seconds while a third member could serve it.
+   */
+  private nextDelay(): number {
+    if (this.failedInARow === 0) return this.backoff.next();
+    if ((this.failedInARow - 1) % this.endpoints.size === 0) this.roundDelayMs = this.backoff.next();
+    return this.roundDelayMs;
   }
 
   private async list(client: Etcd3): Promise<Snapshot> {
@@ -256,9 +272,11 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     if (this.options.watchAttachments) collections.push(['attachments', this.dirs.attachments]);
     return new Promise<string>((resolve) => {
       let settled = false;
+      const confirming = new AbortController();
       const broken = (reason: string) => {
         if (settled) return;
         settled = true;
+        confirming.abort();
         this.stopping.signal.removeEventListener('abort', onStop);
         lease.off('lost', onLost);
         resolve(reason);
@@ -280,9 +298,20 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         };
         watcher.on('error', (error: Error) => gone(`watch error: ${error.message}`));
         watcher.on('end', () => gone('watch ended'));
-        watcher.on('disconnected', () => broken('disconnected from etcd'));
+        // With the require-leader flag, etcd ends the stream of a member that lost its leader ("no leader").
+        watcher.on('disconnected', (error?: Error) => broken(`disconnected from etcd${error?.message ? `: ${error.message}` : ''}`));
         watcher.on('put', (kv: IKeyValue) => settled || this.onEvent(collection, dir, kv, true));
         watcher.on('delete', (kv: IKeyValue) => settled || this.onEvent(collection, dir, kv, false));
+      }
+      // etcd confirms a watch at once (it gets an id). A stream that a member accepted but never
+      // answers would otherwise leave the agent "connected" to a watch that delivers nothing,
+      // with no error to end it: it gets as long as any call.
+      const unconfirmed = () => [...watchers].some((watcher) => watcher.id === null);
+      if (!settled && unconfirmed()) {
+        const timeoutMs = this.options.etcd.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+        void this.clock.sleep(timeoutMs, confirming.signal).then(() => {
+          if (!settled && unconfirmed()) broken(`etcd did not confirm the watch within ${timeoutMs} ms`);
+        });
       }
     });
   }
