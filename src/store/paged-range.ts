@@ -55,7 +55,13 @@ export async function readPrefixes(client: Etcd3, prefixes: readonly string[], p
 
 /** The key-values under one prefix, sorted by key, at one revision. */
 export async function readPrefix(client: Etcd3, prefix: string): Promise<IKeyValue[]> {
-  return (await readPrefixes(client, [prefix])).kvs[0]!;
+  return (await readPrefixAt(client, prefix)).kvs;
+}
+
+/** The key-values under one prefix, sorted by key, and the revision they were read at. */
+export async function readPrefixAt(client: Etcd3, prefix: string): Promise<{ revision: number; kvs: IKeyValue[] }> {
+  const { revision, kvs } = await readPrefixes(client, [prefix]);
+  return { revision, kvs: kvs[0]! };
 }
 
 async function pagesOf(client: Etcd3, prefix: string, atRevision: number | undefined, pageKeys: number): Promise<{ revision: number; kvs: IKeyValue[] }> {
@@ -91,7 +97,7 @@ function nextPageKeys(limit: number, page: IKeyValue[]): number {
 }
 
 /** The end of the range of keys that start with `prefix` (etcd's range_end: the prefix plus one). */
-function prefixEnd(prefix: Buffer): Buffer {
+export function prefixEnd(prefix: Buffer): Buffer {
   const end = Buffer.from(prefix);
   for (let i = end.length - 1; i >= 0; i--) {
     if (end[i]! < 0xff) {
