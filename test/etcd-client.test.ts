@@ -19,6 +19,8 @@ describe('etcd client options', () => {
     expect(DEFAULT_KEEPALIVE_MS).toBeGreaterThanOrEqual(5000);
     expect(grpcOptions!['grpc.keepalive_time_ms']).toBe(DEFAULT_KEEPALIVE_MS);
     expect(grpcOptions!['grpc.keepalive_timeout_ms']).toBe(2000);
+    // A ping on a connection without streams counts against the client as well.
+    expect(grpcOptions!['grpc.keepalive_permit_without_calls']).toBe(0);
   });
 
   it('keeps short keepalives possible for tests that start etcd with a shorter minimum', () => {

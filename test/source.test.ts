@@ -285,6 +285,31 @@ describe('DesiredStateSource', () => {
     await source.stop();
   });
 
+  it('logs each list and each watched change at debug level when it arrives, whatever the kernel then takes', async () => {
+    const state: FakeEtcdState = { revision: 4, kv: new Map(), failLists: 0, watchers: [], clients: 0 };
+    const lines: Array<[Record<string, unknown>, string]> = [];
+    const source = new DesiredStateSource({
+      etcd: { endpoints: ['http://etcd:2379'] },
+      prefix: '/v1',
+      hostname: 'hv1',
+      watchAttachments: true,
+      liveness: () => ({ version: '0', pid: 1, startedAt: 'then', underlay: 'u0', ready: false }),
+      log: { ...quiet, debug: (fields, msg) => void lines.push([fields, msg]) },
+      clock: recordingClock(),
+      createClient: fakeClientFactory(state),
+    });
+    source.start();
+    for (let i = 0; i < 20 && state.watchers.length < 2; i++) await flush();
+    state.watchers[0]!.emit('put', { key: Buffer.from('/v1/networks/ff01'), value: Buffer.from('{}'), mod_revision: '5', create_revision: '5' });
+    state.watchers[1]!.emit('delete', { key: Buffer.from('/v1/hosts/hv1/networks/64'), value: Buffer.alloc(0), mod_revision: '6', create_revision: '0' });
+    expect(lines).toEqual([
+      [{ op: 'etcd', revision: 4, networks: 0, attachments: 0, endpoint: 'http://etcd:2379' }, 'etcd list'],
+      [{ op: 'etcd', collection: 'networks', vni: 'ff01', revision: 5, deleted: false }, 'etcd change'],
+      [{ op: 'etcd', collection: 'attachments', vni: '64', revision: 6, deleted: true }, 'etcd change'],
+    ]);
+    await source.stop();
+  });
+
   it('hands on the cloud-wide group base when one is set', async () => {
     const state: FakeEtcdState = { revision: 2, kv: new Map([['/v1/settings', '{"groupBase":"ff0e:0::"}']]), failLists: 0, watchers: [], clients: 0 };
     const snapshots: Snapshot[] = [];

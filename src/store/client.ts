@@ -71,7 +71,11 @@ export function etcdClientConfig(options: EtcdOptions, readFile: (path: string) 
     grpcOptions: {
       'grpc.keepalive_time_ms': keepaliveMs,
       'grpc.keepalive_timeout_ms': options.keepaliveTimeoutMs ?? Math.min(keepaliveMs, DEFAULT_KEEPALIVE_TIMEOUT_MS),
-      'grpc.keepalive_permit_without_calls': 1,
+      // Only while a call is open (the watch, whenever the agent is connected). etcd counts a ping
+      // on a connection without streams as abuse (grpc-go, PermitWithoutStream off) and answers the
+      // third with GOAWAY too_many_pings; and grpc-js keeps a connection open for 10-20 s after its
+      // last client closed it, as it does for the member an agent just moved away from.
+      'grpc.keepalive_permit_without_calls': 0,
       'grpc.http2.min_time_between_pings_ms': keepaliveMs,
       'grpc.http2.max_pings_without_data': 0,
       // A page of etcd's largest values, and a watch reply that carries a few, exceed grpc-js's default 4 MiB.

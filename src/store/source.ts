@@ -54,6 +54,7 @@ interface StatusWrite {
 }
 
 export interface SourceLog {
+  debug?(fields: Record<string, unknown>, msg: string): void;
   info(fields: Record<string, unknown>, msg: string): void;
   warn(fields: Record<string, unknown>, msg: string): void;
 }
@@ -185,6 +186,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         this.setConnected(true);
         this.backoff.reset();
         this.failedInARow = 0;
+        this.options.log.debug?.({ op: 'etcd', revision: snapshot.revision, networks: snapshot.networks.size, attachments: snapshot.attachments.size, endpoint }, 'etcd list');
         this.deliver(() => this.options.sink?.applySnapshot(snapshot));
         this.emit('snapshot', snapshot);
         void this.flushStatus();
@@ -325,6 +327,9 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       revision,
       ...(isPut ? { value: { value: kv.value, modRevision: revision, createRevision: Number(kv.create_revision) } } : {}),
     };
+    // When a change reached the agent (as for a list, above), apart from when the kernel applied
+    // it: on a busy host the kernel alone can take seconds (the RTNL lock held by others).
+    this.options.log.debug?.({ op: 'etcd', collection, vni: change.name, revision, deleted: !isPut }, 'etcd change');
     this.deliver(() => this.options.sink?.applyChange(change));
     this.emit('change', change);
   }
