@@ -6,6 +6,9 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { createEtcdClient } from '../src/store/client.js';
+import { deleteNetwork } from '../src/store/networks.js';
+import { EtcdSchema } from '../src/store/schema.js';
 import { freePort, startLoopbackEtcd, type LoopbackEtcd } from './harness/loopback-etcd.js';
 import { runCommand, type CommandResult, type TrackedProcess } from './harness/processes.js';
 
@@ -241,6 +244,24 @@ describe('vxnetctl quarantine of deleted VNIs', () => {
     await putRaw(`${prefix}/deleted/5`, JSON.stringify({ deletedAt: new Date(Date.now() - 2 * 3_600_000).toISOString() }));
     expect(await vxnetctlJson(prefix, ['network', 'create', '--quarantine', '1h'])).toMatchObject({ vni: '5' });
   });
+
+  it('takes the quarantine from the cloud-wide settings; --quarantine overrides it for one command, VXNETD_QUARANTINE does not', async () => {
+    const prefix = freshPrefix();
+    const hoursAgo = (hours: number) => JSON.stringify({ deletedAt: new Date(Date.now() - hours * 3_600_000).toISOString() });
+    await putRaw(`${prefix}/deleted/1`, hoursAgo(2));
+    await putRaw(`${prefix}/deleted/3`, hoursAgo(30));
+    expect(await vxnetctlJson(prefix, ['settings', 'set', '--quarantine', '48h'])).toEqual({ quarantineSeconds: 172800 });
+    // 48 h cloud-wide: neither 1 (2 h ago) nor 3 (30 h ago) is free, whatever the environment says.
+    const inEnvironment = await vxnetctl(prefix, ['network', 'create'], { VXNETD_QUARANTINE: '1h' });
+    expect(inEnvironment.code, inEnvironment.stderr).toBe(0);
+    expect(JSON.parse(inEnvironment.stdout)).toMatchObject({ vni: '4' });
+    // One command's shorter quarantine frees 3 for it, and prunes nothing the cloud-wide one still holds.
+    expect(await vxnetctlJson(prefix, ['network', 'create', '--quarantine', '24h'])).toMatchObject({ vni: '3' });
+    expect((await readRaw(`${prefix}/deleted/`)).keys.map(({ key }) => key)).toEqual([`${prefix}/deleted/1`]);
+    expect(await vxnetctlJson(prefix, ['settings', 'set', '--quarantine', '1h'])).toEqual({ quarantineSeconds: 3600 });
+    expect(await vxnetctlJson(prefix, ['network', 'create'])).toMatchObject({ vni: '1' });
+    expect(await vxnetctlJson(prefix, ['settings', 'get'])).toEqual({ quarantineSeconds: 3600 });
+  });
 });
 
 describe('vxnetctl network delete with hosts attached', () => {
@@ -263,6 +284,34 @@ describe('vxnetctl network delete with hosts attached', () => {
       [`${prefix}/deleted/a`, after.revision],
       [`${prefix}/hosts/hv-3/networks/b`, before.keys.find(({ key }) => key.endsWith('/hv-3/networks/b'))!.modRevision],
     ]);
+  });
+});
+
+describe('network delete racing a host that attaches (real etcd)', () => {
+  it('an attachment written between the read and the commit is seen: refused without --force, deleted with it', async () => {
+    const prefix = freshPrefix();
+    const schema = new EtcdSchema(prefix);
+    await vxnetctlJson(prefix, ['network', 'create', '--vni', 'a']);
+    const client = createEtcdClient({ endpoints: [etcdUrl] });
+    try {
+      // Just before the first commit a scheduler attaches a host; before the first three, agents write statuses.
+      const txn = client.kv.txn.bind(client.kv);
+      let commits = 0;
+      let attaches = 'hv-2';
+      client.kv.txn = async (request, options) => {
+        commits++;
+        if (commits === 1) await putRaw(`${prefix}/hosts/${attaches}/networks/a`, '{}');
+        if (commits <= 3) await putRaw(`${prefix}/hosts/hv-${commits + 10}/status/b`, '{}');
+        return txn(request, options);
+      };
+      await expect(deleteNetwork(client, schema, 0xa, { quarantineMs: 3_600_000 })).rejects.toThrow(/^hosts hv-2 are still attached to network a/);
+      [commits, attaches] = [0, 'hv-3'];
+      expect(await deleteNetwork(client, schema, 0xa, { quarantineMs: 3_600_000, force: true })).toEqual({ detached: ['hv-2', 'hv-3'] });
+      expect((await readRaw(`${prefix}/hosts/`)).keys.map(({ key }) => key).filter((key) => key.includes('/networks/'))).toEqual([]);
+      expect((await readRaw(`${prefix}/networks/`)).keys).toEqual([]);
+    } finally {
+      client.close();
+    }
   });
 });
 

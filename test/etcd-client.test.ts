@@ -2,7 +2,7 @@
 import { createRequire } from 'node:module';
 import type * as etcd3 from 'etcd3';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_KEEPALIVE_MS, EndpointRotation, etcdClientConfig, openEtcdClient, type EtcdOptions } from '../src/store/client.js';
+import { callOptionsFor, DEFAULT_KEEPALIVE_MS, EndpointRotation, etcdClientConfig, openEtcdClient, type EtcdOptions } from '../src/store/client.js';
 
 const { GRPCUnavailableError, EtcdPermissionDeniedError } = createRequire(import.meta.url)('etcd3') as typeof etcd3;
 
@@ -19,6 +19,8 @@ describe('etcd client options', () => {
     expect(DEFAULT_KEEPALIVE_MS).toBeGreaterThanOrEqual(5000);
     expect(grpcOptions!['grpc.keepalive_time_ms']).toBe(DEFAULT_KEEPALIVE_MS);
     expect(grpcOptions!['grpc.keepalive_timeout_ms']).toBe(2000);
+    // A ping on a connection without streams counts against the client as well.
+    expect(grpcOptions!['grpc.keepalive_permit_without_calls']).toBe(0);
   });
 
   it('keeps short keepalives possible for tests that start etcd with a shorter minimum', () => {
@@ -31,6 +33,21 @@ describe('etcd client options', () => {
     const { credentials } = etcdClientConfig({ endpoints: ['https://e1:2379'], cert: '/etc/vxnetd/hv.pem', key: '/etc/vxnetd/hv-key.pem' }, readFile);
     // grpc-js passes a null root to tls.createSecureContext() as no `ca`: Node's default roots.
     expect(credentials).toEqual({ rootCertificate: null, certChain: Buffer.from('CERT'), privateKey: Buffer.from('KEY') });
+  });
+
+  it("asks for etcd's require-leader flag on every stream (watches, lease keepalives), and gives every unary call a deadline", async () => {
+    const config = etcdClientConfig({ endpoints: ['http://e1:2379'], callTimeoutMs: 3000 }, readFile);
+    const factory = config.defaultCallOptions as (context: { service: string; method: string; isStream: boolean }) => ReturnType<typeof callOptionsFor>;
+    for (const [service, method] of [['Watch', 'watch'], ['Lease', 'leaseKeepAlive']]) {
+      const options = factory({ service: service!, method: method!, isStream: true });
+      expect(options.deadline).toBeUndefined();
+      // What grpc-js adds to the call's metadata: etcd's rpctypes.MetadataRequireLeaderKey = MetadataHasLeader.
+      const metadata = await options.credentials!.generateMetadata({ service_url: 'http://e1:2379/etcdserverpb.Watch', method_name: method! });
+      expect(metadata.getMap()).toEqual({ hasleader: 'true' });
+    }
+    const unary = callOptionsFor({ isStream: false }, 3000, () => 1_000);
+    expect(unary).toEqual({ deadline: new Date(4_000) });
+    expect(factory({ service: 'KV', method: 'range', isStream: false }).credentials).toBeUndefined();
   });
 
   it('with --etcd-ca, trusts that CA only', () => {

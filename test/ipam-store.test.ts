@@ -20,37 +20,15 @@ const schema = new EtcdSchema('/v1');
 const NOW = Date.parse('2026-12-01T12:00:00.000Z');
 const now = () => NOW;
 
-/**
- * The fake KV plus what IPAM needs beyond networks: the revision in a transaction's reply, and raw
- * kv.txn with comparisons over a key range (pool set). Writes go through the fake's own apply().
- */
+/** The fake KV plus what IPAM needs beyond networks: the revision in a transaction's reply. */
 function ipamClient(kv: FakeEtcdKv): Etcd3 {
   const client = kv.client() as unknown as Record<string, any>;
-  const apply = (ops: Array<{ put: string; value: string } | { delete: string }>) => {
-    (kv as unknown as { apply(ops: unknown[]): void }).apply(ops);
-    kv.commits.push(ops);
-  };
   const originalIf = client.if;
   client.if = (...args: unknown[]) => {
     const builder = originalIf(...args);
     const commit = builder.commit;
     builder.commit = async () => ({ ...(await commit()), header: { revision: String(kv.revision) } });
     return builder;
-  };
-  client.kv.txn = async (request: {
-    compare: Array<{ key: Buffer; range_end?: Buffer; target: 'Mod'; result: 'Equal' | 'Less'; mod_revision: number | string }>;
-    success: Array<{ request_put: { key: Buffer; value: Buffer } }>;
-  }) => {
-    kv.beforeCommit?.();
-    const holds = request.compare.every((compare) => {
-      const from = compare.key.toString();
-      const keys = compare.range_end ? kv.keys().filter((key) => key >= from && key < compare.range_end!.toString()) : [from];
-      const mods = keys.map((key) => kv.entries.get(key)?.modRevision ?? 0);
-      const expected = Number(compare.mod_revision);
-      return (mods.length ? mods : [0]).every((mod) => (compare.result === 'Equal' ? mod === expected : mod < expected));
-    });
-    if (holds) apply(request.success.map(({ request_put }) => ({ put: request_put.key.toString(), value: request_put.value.toString() })));
-    return { succeeded: holds, header: { revision: String(kv.revision) } };
   };
   return client as unknown as Etcd3;
 }
@@ -244,6 +222,8 @@ describe('network delete of a network with IPAM', () => {
       { delete: '/v1/networks/1' },
       { delete: '/v1/ipam/1' },
       { delete: '/v1/ipam-prefixes/2001:db8:100::' },
+      // The network's members index (a range).
+      { delete: '/v1/members/1/' },
       { put: '/v1/deleted/1', value: '{"deletedAt":"2026-12-01T12:00:00.000Z"}' },
     ]);
     // Its /64 is free again.
@@ -253,7 +233,7 @@ describe('network delete of a network with IPAM', () => {
   it('a network without IPAM is deleted as before', async () => {
     const { kv, client } = await cloud();
     expect(await remove(client, 1)).toEqual({ detached: [] });
-    expect(kv.commits.at(-1)).toEqual([{ delete: '/v1/networks/1' }, { put: '/v1/deleted/1', value: '{"deletedAt":"2026-12-01T12:00:00.000Z"}' }]);
+    expect(kv.commits.at(-1)).toEqual([{ delete: '/v1/networks/1' }, { delete: '/v1/members/1/' }, { put: '/v1/deleted/1', value: '{"deletedAt":"2026-12-01T12:00:00.000Z"}' }]);
   });
 
   it('IPAM created between its read and its commit makes it read again, and refuse', async () => {

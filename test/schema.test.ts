@@ -163,6 +163,7 @@ describe('values', () => {
     expect(parseSettings(bytes('{"groupBase":"FF05:0:0::","later":1}'))).toEqual({ ok: true, value: { groupBase: 'ff05::', later: 1 } });
     expect(parseSettings(bytes('{"groupBase":"239.0.0.0"}'))).toEqual({ ok: true, value: { groupBase: '239.0.0.0' } });
     expect(parseSettings(bytes('{}'))).toEqual({ ok: true, value: {} });
+    expect(parseSettings(bytes('{"quarantineSeconds":172800}'))).toEqual({ ok: true, value: { quarantineSeconds: 172800 } });
     expect(serializeSettings({ groupBase: 'ff0e::' })).toBe('{"groupBase":"ff0e::"}');
   });
 
@@ -171,6 +172,8 @@ describe('values', () => {
     ['quarantine record', parseDeletedNetwork, '{"deletedAt":"yesterday"}', 'deletedAt must be an ISO time, got "yesterday"'],
     ['settings', parseSettings, '{"groupBase":"ff05::1"}', 'groupBase: group base ff05::1 must end in 24 zero bits so that base + VNI is unambiguous'],
     ['settings', parseSettings, '{"groupBase":5}', 'groupBase must be a string, got 5'],
+    ['settings', parseSettings, '{"quarantineSeconds":"24h"}', 'quarantineSeconds must be an integer, got "24h"'],
+    ['settings', parseSettings, '{"quarantineSeconds":60}', 'quarantineSeconds must be between 3600 (1h) and 31536000 (8760h), got 60'],
     ['status', parseStatus, 'garbage', 'value is not valid JSON: Unexpected token \'g\', "garbage" is not valid JSON'],
     ['status', parseStatus, '[1]', 'value is not a JSON object'],
     ['status', parseStatus, 'null', 'value is not a JSON object'],

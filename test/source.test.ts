@@ -7,7 +7,7 @@ import type { EtcdOptions } from '../src/store/client.js';
 import { serializeStatus, type NetworkStatus } from '../src/store/schema.js';
 import { DesiredStateSource, type DesiredStateSink, type Change, type Snapshot } from '../src/store/source.js';
 
-type FakeWatcher = EventEmitter & { cancelled: boolean; dir?: string; from?: string };
+type FakeWatcher = EventEmitter & { cancelled: boolean; id: string | null; dir?: string; from?: string };
 type FakeLease = EventEmitter & { released: boolean };
 
 interface FakeEtcdState {
@@ -42,6 +42,8 @@ interface FakeEtcdState {
   txnBytes?: number[];
   /** The endpoints each client was built with. */
   endpoints?: string[][];
+  /** Watches etcd has not confirmed (no id) when they are made; confirmed at once otherwise. */
+  unconfirmedWatches?: boolean;
 }
 
 function fakeClientFactory(state: FakeEtcdState) {
@@ -102,7 +104,13 @@ function fakeClientFactory(state: FakeEtcdState) {
           prefix: (dir: string) => Object.assign(builder, { dir }),
           startRevision: (from: string) => Object.assign(builder, { from }),
           watcher: () => {
-            const watcher = Object.assign(new EventEmitter(), { dir: builder.dir, from: builder.from, cancelled: false, cancel: async () => void (watcher.cancelled = true) });
+            const watcher = Object.assign(new EventEmitter(), {
+              dir: builder.dir,
+              from: builder.from,
+              cancelled: false,
+              id: state.unconfirmedWatches ? null : String(state.watchers.length),
+              cancel: async () => void (watcher.cancelled = true),
+            });
             state.watchers.push(watcher);
             return watcher;
           },
@@ -240,6 +248,72 @@ describe('DesiredStateSource', () => {
     expect(used.map((endpoints) => endpoints.length)).toEqual([1, 1, 1, 1]);
     const first = members.indexOf(used[0]![0]!);
     expect(used.map(([endpoint]) => endpoint)).toEqual([0, 1, 2, 3].map((step) => members[(first + step) % members.length]));
+  });
+
+  it('a watch etcd does not confirm within the call timeout ends the pass; the next member is tried', async () => {
+    const members = ['http://[fd00::1]:2379', 'http://[fd00::2]:2379', 'http://[fd00::3]:2379'];
+    const state: FakeEtcdState = { revision: 7, kv: new Map(), failLists: 0, watchers: [], clients: 0, unconfirmedWatches: true };
+    const clock = heldClock(() => 0);
+    const connected: boolean[] = [];
+    const source = makeSource(state, clock, true, undefined, members);
+    source.on('connected', (c) => connected.push(c));
+    source.start();
+    for (let i = 0; i < 20 && clock.sleeps.length === 0; i++) await flush();
+    expect(clock.sleeps.map((sleep) => sleep.ms)).toEqual([5000]);
+    expect(state.watchers).toHaveLength(2);
+    // One of the two confirmed: still not a watch to rely on.
+    state.watchers[0]!.id = '1';
+    clock.sleeps[0]!.end();
+    for (let i = 0; i < 20 && clock.sleeps.length === 1; i++) await flush();
+    expect(connected).toEqual([true, false]);
+    expect(state.watchers.map((watcher) => watcher.cancelled)).toEqual([true, true]);
+    expect(clock.sleeps.map((sleep) => sleep.ms)).toEqual([5000, 200]);
+    // Confirmed in time: the timer ends without breaking anything.
+    state.unconfirmedWatches = false;
+    clock.sleeps[1]!.end();
+    for (let i = 0; i < 20 && state.clients < 2; i++) await flush();
+    for (let i = 0; i < 20; i++) await flush();
+    expect(connected).toEqual([true, false, true]);
+    expect(clock.sleeps).toHaveLength(2);
+    expect(state.endpoints!.map(([endpoint]) => members.indexOf(endpoint!))).toEqual([0, 1].map((step) => (members.indexOf(state.endpoints![0]![0]!) + step) % 3));
+    await source.stop();
+  });
+
+  it('with several members, the delay grows once per round of members that all failed, not per failed member', async () => {
+    const members = ['http://[fd00::1]:2379', 'http://[fd00::2]:2379', 'http://[fd00::3]:2379'];
+    const state: FakeEtcdState = { revision: 7, kv: new Map(), failLists: 7, watchers: [], clients: 0 };
+    const clock = recordingClock();
+    const source = makeSource(state, clock, false, undefined, members);
+    source.start();
+    for (let i = 0; i < 40 && state.watchers.length === 0; i++) await flush();
+    expect(clock.sleeps).toEqual([200, 200, 200, 400, 400, 400, 800]);
+    expect(state.clients).toBe(8);
+    await source.stop();
+  });
+
+  it('logs each list and each watched change at debug level when it arrives, whatever the kernel then takes', async () => {
+    const state: FakeEtcdState = { revision: 4, kv: new Map(), failLists: 0, watchers: [], clients: 0 };
+    const lines: Array<[Record<string, unknown>, string]> = [];
+    const source = new DesiredStateSource({
+      etcd: { endpoints: ['http://etcd:2379'] },
+      prefix: '/v1',
+      hostname: 'hv1',
+      watchAttachments: true,
+      liveness: () => ({ version: '0', pid: 1, startedAt: 'then', underlay: 'u0', ready: false }),
+      log: { ...quiet, debug: (fields, msg) => void lines.push([fields, msg]) },
+      clock: recordingClock(),
+      createClient: fakeClientFactory(state),
+    });
+    source.start();
+    for (let i = 0; i < 20 && state.watchers.length < 2; i++) await flush();
+    state.watchers[0]!.emit('put', { key: Buffer.from('/v1/networks/ff01'), value: Buffer.from('{}'), mod_revision: '5', create_revision: '5' });
+    state.watchers[1]!.emit('delete', { key: Buffer.from('/v1/hosts/hv1/networks/64'), value: Buffer.alloc(0), mod_revision: '6', create_revision: '0' });
+    expect(lines).toEqual([
+      [{ op: 'etcd', revision: 4, networks: 0, attachments: 0, endpoint: 'http://etcd:2379' }, 'etcd list'],
+      [{ op: 'etcd', collection: 'networks', vni: 'ff01', revision: 5, deleted: false }, 'etcd change'],
+      [{ op: 'etcd', collection: 'attachments', vni: '64', revision: 6, deleted: true }, 'etcd change'],
+    ]);
+    await source.stop();
   });
 
   it('hands on the cloud-wide group base when one is set', async () => {

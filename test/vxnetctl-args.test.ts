@@ -39,8 +39,15 @@ describe('vxnetctl commands', () => {
     });
   });
 
-  it('settings set needs a valid --group-base, validated as vxnetd validates it', () => {
-    expect(usageError(['settings', 'set'])).toBe('settings set needs --group-base BASE (e.g. ff05::)');
+  it('settings set needs a valid --group-base (validated as vxnetd validates it), a quarantine, or both', () => {
+    expect(usageError(['settings', 'set'])).toBe('settings set needs --group-base BASE (e.g. ff05::), --quarantine DURATION (e.g. 24h), or both');
+    expect(parse(['settings', 'set', '--quarantine', '48h']).command).toEqual({ name: 'settings set', quarantineSeconds: 172800 });
+    expect(parse(['settings', 'set', '--quarantine', '90m', '--group-base', 'ff05::']).command).toEqual({
+      name: 'settings set',
+      groupBase: expect.objectContaining({ text: 'ff05::' }),
+      quarantineSeconds: 5400,
+    });
+    expect(usageError(['settings', 'set', '--quarantine', '30m'])).toBe('--quarantine must be between 1h and 8760h, got "30m"');
     expect(usageError(['settings', 'set', '--group-base', 'ff05::1'])).toMatch(/^--group-base: .*24 zero bits/);
     expect(usageError(['settings', 'set', '--group-base', '2001:db8::'])).toMatch(/^--group-base: .*not an IPv6 multicast address/);
     expect(usageError(['settings'])).toBe('settings needs a subcommand: get, set');
@@ -54,10 +61,12 @@ describe('vxnetctl commands', () => {
     expect(parse(['network', 'delete', '1'], { VXNETD_FORCE: 'true' }).command).toEqual({ name: 'network delete', vni: 1, force: false });
   });
 
-  it('takes a quarantine of 1h … 8760h, 24h by default', () => {
-    expect(parse(['network', 'create']).quarantineMs).toBe(24 * 3_600_000);
-    expect(parse(['network', 'create', '--quarantine', '2h']).quarantineMs).toBe(2 * 3_600_000);
-    expect(parse(['network', 'delete', '1'], { VXNETD_QUARANTINE: '8760h' }).quarantineMs).toBe(8760 * 3_600_000);
+  it('takes a quarantine of 1h … 8760h for one command, on the command line only; without it, the cloud-wide one counts', () => {
+    expect(parse(['network', 'create']).quarantineOverrideMs).toBeUndefined();
+    expect(parse(['network', 'create', '--quarantine', '2h']).quarantineOverrideMs).toBe(2 * 3_600_000);
+    expect(parse(['network', 'delete', '1', '--quarantine', '8760h']).quarantineOverrideMs).toBe(8760 * 3_600_000);
+    // A variable left in some environment must not override the cloud-wide quarantine unnoticed.
+    expect(parse(['network', 'create'], { VXNETD_QUARANTINE: '1h' }).quarantineOverrideMs).toBeUndefined();
     expect(usageError(['network', 'create', '--quarantine', '59m'])).toBe('--quarantine must be between 1h and 8760h, got "59m"');
     expect(usageError(['network', 'create', '--quarantine', '8761h'])).toMatch(/between 1h and 8760h/);
     expect(usageError(['network', 'list', '--quarantine', '2h'])).toMatch(/--quarantine does not apply to network list/);
@@ -95,7 +104,8 @@ describe('vxnetctl commands', () => {
     expect(HELP).toContain('VXNETD_ETCD_ENDPOINTS');
     expect(HELP).toContain('VXNETD_GROUP_BASE');
     expect(HELP).toContain('network create [--vni HEX [--force]]');
-    expect(HELP).toContain('settings set --group-base BASE');
+    expect(HELP).toContain('settings set [--group-base BASE] [--quarantine DURATION]');
+    expect(HELP).not.toContain('VXNETD_QUARANTINE');
     expect(HELP).toContain('5 refused');
   });
 });

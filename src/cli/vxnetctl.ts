@@ -19,18 +19,19 @@ import {
   isEtcdUnreachable,
   listNetworks,
   NotFoundError,
+  quarantinePolicy,
   readSettings,
   readStatus,
   RefusedError,
   reservedVniProblem,
-  setGroupBase,
   specFor,
+  updateSettings,
   type HostStatus,
   type InvalidEntry,
   type Network,
   removeHost,
 } from '../store/networks.js';
-import { EtcdSchema, hostnameProblem } from '../store/schema.js';
+import { EtcdSchema, hostnameProblem, QUARANTINE_MAX_SECONDS, QUARANTINE_MIN_SECONDS, type CloudSettings } from '../store/schema.js';
 import { NotAvailableError } from '../store/ipam.js';
 import {
   IPAM_FLAG_COMMANDS,
@@ -55,7 +56,7 @@ export type Command =
   | { name: 'host remove'; host: string; force: boolean }
   | { name: 'status'; host?: string }
   | { name: 'settings get' }
-  | { name: 'settings set'; groupBase: GroupBase }
+  | { name: 'settings set'; groupBase?: GroupBase; quarantineSeconds?: number }
   | IpamCommand;
 
 type CommandName = Command['name'];
@@ -69,7 +70,8 @@ export interface Invocation {
   groupBase: GroupBase;
   /** Whether --group-base was given (command line or environment), rather than defaulted. */
   groupBaseGiven: boolean;
-  quarantineMs: number;
+  /** --quarantine of network create/delete: this command's own, instead of the cloud-wide one. */
+  quarantineOverrideMs?: number;
 }
 
 export type ParseResult = { help: true } | { help: false; invocation: Invocation };
@@ -94,12 +96,7 @@ const ETCD_CALL_TIMEOUT_MS = 3000;
 
 /** vxnetd's default --group-base, used while etcd holds no cloud-wide one. */
 const DEFAULT_GROUP_BASE = 'ff05::';
-/**
- * A quarantine shorter than an hour would not outlast an agent restarted for maintenance; one
- * longer than a year keeps VNIs away for nothing (there are 16 million).
- */
-const QUARANTINE_BOUNDS = { minMs: 3_600_000, maxMs: 8760 * 3_600_000 };
-const DEFAULT_QUARANTINE = '24h';
+const QUARANTINE_BOUNDS = { minMs: QUARANTINE_MIN_SECONDS * 1000, maxMs: QUARANTINE_MAX_SECONDS * 1000 };
 
 const FLAGS: readonly FlagSpec[] = [
   ...ETCD_FLAGS,
@@ -111,8 +108,12 @@ const FLAGS: readonly FlagSpec[] = [
   },
   {
     name: 'quarantine',
-    // No FlagSpec default: a defaulted flag would count as given to every command.
-    help: `network create: a VNI deleted less than this long ago is not handed out again (1h … 8760h; default: ${DEFAULT_QUARANTINE}); network delete: older quarantine records are pruned`,
+    // Command line only: a VXNETD_QUARANTINE left in some environment would quietly override the
+    // cloud-wide quarantine for every command run there.
+    commandLineOnly: true,
+    help:
+      'settings set: the cloud-wide quarantine, how long a deleted VNI is not handed out again (1h … 8760h; 24h while none is set). ' +
+      'network create: this command\'s own quarantine instead (network delete: records younger than the longer of the two are kept)',
   },
   // Command line only: a VXNETD_FORCE left in an environment must never force a delete.
   { name: 'force', boolean: true, commandLineOnly: true, help: 'network create --vni: use a quarantined VNI now; network delete: also delete the hosts\' attachments and the network\'s IPAM, in the same transaction; host remove: even while its agent runs' },
@@ -133,7 +134,7 @@ const FLAG_COMMANDS: Readonly<Record<string, readonly CommandName[]>> = {
   owner: ['network create'],
   description: ['network create'],
   force: ['network create', 'network delete', 'host remove'],
-  quarantine: ['network create', 'network delete'],
+  quarantine: ['network create', 'network delete', 'settings set'],
   ...IPAM_FLAG_COMMANDS,
 };
 
@@ -145,8 +146,8 @@ Commands:
                           print it as JSON; with --owner, return that owner's
                           network if it has one ("created": false; refused if
                           --mtu differs from its MTU). VNIs deleted less than
-                          --quarantine ago are skipped; --vni of one is refused
-                          unless --force
+                          the quarantine ago (cloud-wide, or --quarantine) are
+                          skipped; --vni of one is refused unless --force
   network list            list networks
   network get HEX         show one network and the hosts attached to it
   network delete HEX [--force]
@@ -162,10 +163,11 @@ Commands:
                           any more); refused while its agent runs, unless --force
   status [HOST]           agent liveness and per-network status of every host
   settings get            show the cloud-wide settings (JSON)
-  settings set --group-base BASE
-                          set the cloud-wide multicast group base: give every
-                          vxnetd the same --group-base (each warns at start
-                          when its own differs)
+  settings set [--group-base BASE] [--quarantine DURATION]
+                          set the cloud-wide multicast group base (give every
+                          vxnetd the same --group-base: each warns at start
+                          when its own differs) and the quarantine of deleted
+                          VNIs
 ${IPAM_USAGE}
 
 VNIs are written in lowercase hexadecimal without leading zeros (1 … ffffff).
@@ -205,7 +207,7 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
       prefix: parsePrefix(flags.get('prefix')!),
       groupBase,
       groupBaseGiven: groupBaseText !== undefined,
-      quarantineMs: parseDurationMs('quarantine', flags.get('quarantine') ?? DEFAULT_QUARANTINE, QUARANTINE_BOUNDS),
+      ...(command.name !== 'settings set' && flags.has('quarantine') ? { quarantineOverrideMs: parseQuarantine(flags.get('quarantine')!) } : {}),
     },
   };
 }
@@ -238,8 +240,13 @@ function parseCommand(positionals: readonly string[], flags: Map<string, string>
       return { name, vni: parseVni(operands[0]!), force: parseBoolean('force', flags.get('force')) };
     case 'settings set': {
       const text = flags.get('group-base');
-      if (text === undefined) throw new UsageError('settings set needs --group-base BASE (e.g. ff05::)');
-      return { name, groupBase: parseGroupBaseFlag(text) };
+      const quarantine = flags.get('quarantine');
+      if (text === undefined && quarantine === undefined) throw new UsageError('settings set needs --group-base BASE (e.g. ff05::), --quarantine DURATION (e.g. 24h), or both');
+      return {
+        name,
+        ...(text !== undefined ? { groupBase: parseGroupBaseFlag(text) } : {}),
+        ...(quarantine !== undefined ? { quarantineSeconds: Math.round(parseQuarantine(quarantine) / 1000) } : {}),
+      };
     }
     case 'host attach':
     case 'host detach':
@@ -301,6 +308,10 @@ function parseGroupBaseFlag(text: string): GroupBase {
   }
 }
 
+function parseQuarantine(text: string): number {
+  return parseDurationMs('quarantine', text, QUARANTINE_BOUNDS);
+}
+
 function parseBoolean(name: string, text: string | undefined): boolean {
   if (text === undefined) return false;
   if (['true', '1', 'yes'].includes(text)) return true;
@@ -360,8 +371,8 @@ function describeError(error: unknown, invocation: Invocation | undefined): stri
  * A --group-base that contradicts the cloud-wide one is refused: one of the two is wrong, and
  * allocating by either could hand out a VNI the agents refuse.
  */
-async function groupBaseFor(client: Etcd3, schema: EtcdSchema, invocation: Invocation): Promise<GroupBase> {
-  const base = effectiveGroupBase(await readSettings(client, schema), invocation.groupBase);
+async function groupBaseFor(client: Etcd3, schema: EtcdSchema, invocation: Invocation, settings?: CloudSettings): Promise<GroupBase> {
+  const base = effectiveGroupBase(settings ?? (await readSettings(client, schema)), invocation.groupBase);
   if (invocation.groupBaseGiven && base.text !== invocation.groupBase.text) {
     throw new UsageError(
       `--group-base ${invocation.groupBase.text} (or VXNETD_GROUP_BASE) differs from the cloud-wide group base ${base.text} in ${schema.settingsKey}; ` +
@@ -372,15 +383,17 @@ async function groupBaseFor(client: Etcd3, schema: EtcdSchema, invocation: Invoc
 }
 
 async function run(client: Etcd3, invocation: Invocation, output: Output): Promise<void> {
-  const { command, prefix, json, quarantineMs } = invocation;
+  const { command, prefix, json } = invocation;
   const schema = new EtcdSchema(prefix);
   if (isIpamCommand(command)) return runIpam(client, schema, command, json, output, { formatTable, cell });
   switch (command.name) {
     case 'network create': {
-      const groupBase = await groupBaseFor(client, schema, invocation);
+      const settings = await readSettings(client, schema);
+      const groupBase = await groupBaseFor(client, schema, invocation, settings);
       const problem = command.vni === undefined ? undefined : reservedVniProblem(groupBase, command.vni);
       if (problem) throw new UsageError(problem);
-      const { network, created } = await createNetwork(client, schema, { ...command, groupBase, quarantineMs });
+      const { quarantineMs, keepRecordsMs } = quarantinePolicy(settings, invocation.quarantineOverrideMs);
+      const { network, created } = await createNetwork(client, schema, { ...command, groupBase, quarantineMs, keepRecordsMs });
       output.out(JSON.stringify({ ...networkJson(network), created }));
       return;
     }
@@ -388,8 +401,7 @@ async function run(client: Etcd3, invocation: Invocation, output: Output): Promi
       output.out(JSON.stringify(await readSettings(client, schema)));
       return;
     case 'settings set': {
-      const settings = await setGroupBase(client, schema, command.groupBase);
-      output.out(JSON.stringify(settings));
+      output.out(JSON.stringify(await updateSettings(client, schema, { groupBase: command.groupBase, quarantineSeconds: command.quarantineSeconds })));
       return;
     }
     case 'network list': {
@@ -422,7 +434,8 @@ async function run(client: Etcd3, invocation: Invocation, output: Output): Promi
       return;
     }
     case 'network delete': {
-      const { detached, ipamPrefix } = await deleteNetwork(client, schema, command.vni, { force: command.force, quarantineMs });
+      const { keepRecordsMs } = quarantinePolicy(await readSettings(client, schema), invocation.quarantineOverrideMs);
+      const { detached, ipamPrefix } = await deleteNetwork(client, schema, command.vni, { force: command.force, quarantineMs: keepRecordsMs });
       const hex = vniHex(command.vni);
       const ipam = ipamPrefix === undefined ? '' : ` with its IPAM${ipamPrefix === null ? '' : ` (prefix ${ipamPrefix})`}`;
       output.out(detached.length ? `deleted network ${hex}${ipam} and the attachments of ${detached.join(', ')}` : `deleted network ${hex}${ipam}`);

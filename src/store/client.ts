@@ -1,5 +1,6 @@
 /** The one place that builds etcd3 clients: endpoints, TLS, auth and gRPC keepalive. */
 import { readFileSync } from 'node:fs';
+import { credentials as grpcCredentials, Metadata, type CallOptions } from '@grpc/grpc-js';
 import { noop } from 'cockatiel';
 import type * as etcd3 from 'etcd3';
 import { Etcd3, GRPCDeadlineExceededError, GRPCUnavailableError } from 'etcd3';
@@ -30,6 +31,27 @@ export const DEFAULT_KEEPALIVE_MS = 5000;
 /** With the interval, a frozen etcd is noticed within about 7 s (as before, an unanswered ping is given 2 s). */
 export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 2000;
 
+/**
+ * etcd's require-leader flag (the metadata clientv3.WithRequireLeader sends), on every stream. A
+ * member cut off from its cluster keeps a watch open and sends nothing, for ever: with the flag,
+ * it ends the stream ("no leader") after three election timeouts without a leader, so the agent
+ * notices and lists again from another member. (Not on unary calls: during an ordinary election
+ * they would fail at once instead of waiting for the new leader.)
+ */
+const REQUIRE_LEADER = grpcCredentials.createFromMetadataGenerator((_call, callback) => {
+  const metadata = new Metadata();
+  metadata.set('hasleader', 'true');
+  callback(null, metadata);
+});
+
+/** How long an etcd call may take unless EtcdOptions.callTimeoutMs says otherwise. */
+export const DEFAULT_CALL_TIMEOUT_MS = 5000;
+
+/** gRPC options of each etcd3 call: a deadline for unary calls, the require-leader flag for streams. */
+export function callOptionsFor(context: { isStream: boolean }, callTimeoutMs = DEFAULT_CALL_TIMEOUT_MS, now: () => number = Date.now): CallOptions {
+  return context.isStream ? { credentials: REQUIRE_LEADER } : { deadline: new Date(now() + callTimeoutMs) };
+}
+
 /** True when etcd could not be reached or did not answer within the call deadline. */
 export function isEtcdUnreachable(error: unknown): boolean {
   return error instanceof GRPCUnavailableError || isEtcdTimeout(error);
@@ -49,14 +71,17 @@ export function etcdClientConfig(options: EtcdOptions, readFile: (path: string) 
     grpcOptions: {
       'grpc.keepalive_time_ms': keepaliveMs,
       'grpc.keepalive_timeout_ms': options.keepaliveTimeoutMs ?? Math.min(keepaliveMs, DEFAULT_KEEPALIVE_TIMEOUT_MS),
-      'grpc.keepalive_permit_without_calls': 1,
+      // Only while a call is open (the watch, whenever the agent is connected). etcd counts a ping
+      // on a connection without streams as abuse (grpc-go, PermitWithoutStream off) and answers the
+      // third with GOAWAY too_many_pings; and grpc-js keeps a connection open for 10-20 s after its
+      // last client closed it, as it does for the member an agent just moved away from.
+      'grpc.keepalive_permit_without_calls': 0,
       'grpc.http2.min_time_between_pings_ms': keepaliveMs,
       'grpc.http2.max_pings_without_data': 0,
       // A page of etcd's largest values, and a watch reply that carries a few, exceed grpc-js's default 4 MiB.
       'grpc.max_receive_message_length': MAX_REPLY_BYTES,
     },
-    defaultCallOptions: (context) =>
-      context.isStream ? {} : { deadline: new Date(Date.now() + (options.callTimeoutMs ?? 5000)) },
+    defaultCallOptions: (context) => callOptionsFor(context, options.callTimeoutMs),
     // Our own loops retry with their own backoff; the library's faults policy would hide outages.
     faultHandling: { global: noop, host: () => noop },
   };
@@ -105,6 +130,10 @@ export class EndpointRotation {
 
   get current(): string {
     return this.endpoints[this.index]!;
+  }
+
+  get size(): number {
+    return this.endpoints.length;
   }
 
   /** Moves to the next endpoint: the current one failed (or its connection broke). */

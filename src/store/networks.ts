@@ -7,12 +7,12 @@
  * truth, and an index key that points at a missing or re-owned network is
  * treated as stale and replaced.
  */
-import type { Etcd3, IKeyValue } from 'etcd3';
+import type { Etcd3, ICompare, IKeyValue, IRequestOp } from 'etcd3';
 import { groupFor, parseGroupBase, reservedGroupReason, type GroupBase } from '../model/group.js';
 import type { NetworkSpec } from '../model/spec.js';
 import { vniHex, VNI_MAX, VNI_MIN } from '../model/vni.js';
-import { addIpamGuard, readStoredIpam } from './ipam-records.js';
-import { readPrefix } from './paged-range.js';
+import { readStoredIpam } from './ipam-records.js';
+import { prefixEnd, readPrefix, readPrefixAt } from './paged-range.js';
 import {
   parseAttachment,
   parseDeletedNetwork,
@@ -21,6 +21,8 @@ import {
   parseSettings,
   parseSpec,
   parseStatus,
+  QUARANTINE_MAX_SECONDS,
+  QUARANTINE_MIN_SECONDS,
   serializeAttachment,
   serializeDeletedNetwork,
   serializeOwnerIndex,
@@ -61,8 +63,10 @@ export interface CreateRequest {
   owner?: string;
   description?: string;
   groupBase: GroupBase;
-  /** How long a deleted VNI is not handed out again (see EtcdSchema.deletedKey). */
+  /** How long a deleted VNI is not handed out again (see EtcdSchema.deletedKey and quarantinePolicy). */
   quarantineMs: number;
+  /** Records older than this are pruned on the way (default: quarantineMs). */
+  keepRecordsMs?: number;
   /** Reuse a quarantined --vni now. */
   force?: boolean;
   /** The time quarantines are measured against (tests pass their own). */
@@ -153,6 +157,22 @@ const PRUNES_PER_TXN = 8;
 
 type TxnWrite = ReturnType<Etcd3['put']> | ReturnType<Etcd3['delete']>;
 
+/** The quarantine when neither the cloud-wide settings nor the command say otherwise. */
+export const DEFAULT_QUARANTINE_MS = 24 * 3_600_000;
+
+export interface QuarantinePolicy {
+  /** How long a deleted VNI is not handed out again by this command. */
+  quarantineMs: number;
+  /** Records younger than this are kept: a shorter quarantine for one command never prunes what others still honour. */
+  keepRecordsMs: number;
+}
+
+/** The cloud-wide quarantine (CloudSettings.quarantineSeconds, else 24 h), or this command's override of it. */
+export function quarantinePolicy(settings: CloudSettings, overrideMs?: number): QuarantinePolicy {
+  const cloudWideMs = settings.quarantineSeconds === undefined ? DEFAULT_QUARANTINE_MS : settings.quarantineSeconds * 1000;
+  return { quarantineMs: overrideMs ?? cloudWideMs, keepRecordsMs: Math.max(overrideMs ?? 0, cloudWideMs) };
+}
+
 /**
  * Creates a network: at the requested VNI, or at the lowest free VNI whose multicast group is not
  * reserved and that was not deleted less than the quarantine ago. With an owner, that owner's
@@ -178,7 +198,7 @@ export async function createNetwork(client: Etcd3, schema: EtcdSchema, request: 
     if (request.vni !== undefined && taken.has(request.vni)) {
       throw new ConflictError(`network ${vniHex(request.vni)} already exists; choose another --vni or omit it to allocate one`);
     }
-    const quarantine = await readQuarantine(client, schema, now(), request.quarantineMs);
+    const quarantine = await readQuarantine(client, schema, now(), request.quarantineMs, request.keepRecordsMs);
     if (request.vni !== undefined && !request.force) {
       const record = quarantine.active.get(request.vni);
       if (record) throw new RefusedError(quarantinedMessage(request.vni, record));
@@ -197,7 +217,10 @@ export async function createNetwork(client: Etcd3, schema: EtcdSchema, request: 
     transaction.and(schema.deletedKey(vni), 'Mod', '==', record?.modRevision ?? 0);
     // A network under the VNI again makes its record moot (an expired one, or one --force overrides).
     if (record) writes.push(client.delete().key(schema.deletedKey(vni)));
-    addPrunes(client, schema, transaction, writes, quarantine, vni);
+    for (const prune of prunable(quarantine, vni)) {
+      transaction.and(schema.deletedKey(prune.vni), 'Mod', '==', prune.modRevision);
+      writes.push(client.delete().key(schema.deletedKey(prune.vni)));
+    }
     const result = await transaction.then(...writes).commit();
     if (result.succeeded) return { network: { vni, hex: vniHex(vni), spec }, created: true };
     // Lost a race for the VNI, the owner or a record: the next attempt's fresh reads see the winner.
@@ -270,7 +293,7 @@ export function lowestFreeVni(taken: ReadonlySet<number>, groupBase: GroupBase):
 export interface DeleteRequest {
   /** Also delete the hosts' attachments and the IPAM entry (otherwise their presence refuses the delete). */
   force?: boolean;
-  /** How long records are kept: older ones are pruned on the way (see addPrunes). */
+  /** How long records are kept: older ones are pruned on the way (quarantinePolicy's keepRecordsMs). */
   quarantineMs: number;
   now?: () => number;
 }
@@ -284,31 +307,45 @@ export interface DeleteResult {
 
 /**
  * Ops of one delete transaction besides the attachments: the network, the owner index, the
- * quarantine record and the pruned records, each with its comparison. etcd takes at most 128
- * (--max-txn-ops) of each kind.
+ * quarantine record, the network's members index (one range) and the pruned records; the
+ * comparisons: the network, the owner index, the IPAM entry (absent or as read), the hosts'
+ * directory and the pruned records. etcd takes at most 128 (--max-txn-ops) of each kind.
  */
-export const MAX_FORCED_ATTACHMENTS = ETCD_MAX_TXN_OPS - 3 - PRUNES_PER_TXN;
-/** A network with IPAM also deletes its entry and index key, each compared. */
+export const MAX_FORCED_ATTACHMENTS = ETCD_MAX_TXN_OPS - 4 - PRUNES_PER_TXN;
+/** A network with IPAM also deletes its entry and index key, and compares the index key. */
 const IPAM_OPS = 2;
+/** Keys created under the hosts' directory since a delete's read that one failed commit looks at. */
+const CREATED_SINCE_LIMIT = 256;
+/** Commits of one delete after one read, while all that stood in the way was keys that attach no host to it. */
+const COMMITS_PER_READ = 8;
 
 /**
  * Deletes a network in one transaction with the owner index key that points at it and its
  * quarantine record (EtcdSchema.deletedKey); refused while hosts are attached, unless forced,
- * which deletes their attachments in the same transaction. The transaction compares every key it
- * read, so a network changed or re-created, or an attachment rewritten, meanwhile makes it read
- * again. (An attachment added by another host between the read and the commit is not seen: etcd
- * cannot compare "no key under these prefixes".)
+ * which deletes their attachments in the same transaction.
+ *
+ * The transaction compares every key it read, so a network changed or re-created, or an attachment
+ * rewritten or removed, meanwhile makes it read again. An attachment added by some host since the
+ * read cannot be compared key by key (nobody knows its key yet), so the transaction also requires
+ * that no key under the hosts' directory was created after the read (a compare of create_revision
+ * over the directory's range). Statuses and liveness keys are created there all the time: when a
+ * commit fails, its failure branch returns the keys created since, and if none of them attaches a
+ * host to this network the same commit is tried again, judged from that revision on, without a
+ * new read of the directory.
  */
 export async function deleteNetwork(client: Etcd3, schema: EtcdSchema, vni: number, request: DeleteRequest): Promise<DeleteResult> {
   const key = schema.networkKey(vni);
   const hex = vniHex(vni);
   const now = request.now ?? Date.now;
+  const hostsDir = Buffer.from(schema.hostsDir);
+  const hostsEnd = prefixEnd(hostsDir);
   for (let attempt = 1; attempt <= MAX_CREATE_ATTEMPTS; attempt++) {
     const stored = await readKey(client, key);
     if (!stored) throw new NotFoundError(`network ${hex} does not exist (key ${key})`);
     const parsed = parseSpec(stored.value);
     const owner = parsed.ok ? parsed.spec.owner : undefined;
-    const attachments = (await readHostKeys(client, schema)).hostKeys.filter((entry) => entry.kind === 'attachment' && entry.vni === vni);
+    const { revision, hostKeys } = await readHostKeys(client, schema);
+    const attachments = hostKeys.filter((entry) => entry.kind === 'attachment' && entry.vni === vni);
     const hosts = attachments.map((entry) => entry.host).sort();
     if (hosts.length > 0 && !request.force) {
       throw new RefusedError(
@@ -330,29 +367,68 @@ export async function deleteNetwork(client: Etcd3, schema: EtcdSchema, vni: numb
           `detach some with vxnetctl host detach HOST ${hex}, then delete it`,
       );
     }
-    const transaction = client.if(key, 'Mod', '==', stored.mod_revision);
-    const writes: TxnWrite[] = [client.delete().key(key)];
+    const compare: ICompare[] = [modIs(key, stored.mod_revision)];
+    const success: IRequestOp[] = [deleteOp(key)];
     for (const attachment of attachments) {
-      transaction.and(attachment.kv.key.toString(), 'Mod', '==', attachment.kv.mod_revision);
-      writes.push(client.delete().key(attachment.kv.key.toString()));
+      compare.push(modIs(attachment.kv.key, attachment.kv.mod_revision));
+      success.push(deleteOp(attachment.kv.key));
     }
     // Also when there is none: an IPAM entry created meanwhile makes the delete read again (and refuse).
-    addIpamGuard(client, schema, transaction, writes, vni, ipam, true);
+    compare.push(modIs(schema.ipamKey(vni), ipam?.kv.mod_revision ?? 0));
+    if (ipam) {
+      success.push(deleteOp(schema.ipamKey(vni)));
+      if (ipam.index) {
+        compare.push(modIs(ipam.index.key, ipam.index.mod_revision));
+        success.push(deleteOp(ipam.index.key));
+      }
+    }
+    // No host carries a network that is gone: agents that were stopped meanwhile would otherwise stay in its flood lists.
+    const members = Buffer.from(schema.membersOf(vni));
+    success.push({ request_delete_range: { key: members, range_end: prefixEnd(members) } });
     if (owner !== undefined) {
       const ownerKey = schema.ownerKey(owner);
       const indexed = await readKey(client, ownerKey);
       if (indexed && parseOwnerIndex(indexed.value) === vni) {
-        transaction.and(ownerKey, 'Mod', '==', indexed.mod_revision);
-        writes.push(client.delete().key(ownerKey));
+        compare.push(modIs(ownerKey, indexed.mod_revision));
+        success.push(deleteOp(ownerKey));
       }
     }
     const deletedAt = new Date(now()).toISOString();
-    writes.push(client.put(schema.deletedKey(vni)).value(serializeDeletedNetwork({ deletedAt, ...(owner !== undefined ? { owner } : {}) })));
-    addPrunes(client, schema, transaction, writes, await readQuarantine(client, schema, now(), request.quarantineMs), vni);
-    const result = await transaction.then(...writes).commit();
-    if (result.succeeded) return { detached: hosts, ...(ipam ? { ipamPrefix: ipam.entry.ok ? ipam.entry.value.prefix : null } : {}) };
+    const record = serializeDeletedNetwork({ deletedAt, ...(owner !== undefined ? { owner } : {}) });
+    success.push({ request_put: { key: Buffer.from(schema.deletedKey(vni)), value: Buffer.from(record) } });
+    for (const prune of prunable(await readQuarantine(client, schema, now(), request.quarantineMs), vni)) {
+      compare.push(modIs(schema.deletedKey(prune.vni), prune.modRevision));
+      success.push(deleteOp(schema.deletedKey(prune.vni)));
+    }
+    let readAt = revision;
+    for (let commit = 1; commit <= COMMITS_PER_READ; commit++) {
+      const result = await client.kv.txn({
+        compare: [...compare, { key: hostsDir, range_end: hostsEnd, target: 'Create', result: 'Less', create_revision: readAt + 1 }],
+        success,
+        failure: [{ request_range: { key: hostsDir, range_end: hostsEnd, keys_only: true, min_create_revision: readAt + 1, limit: CREATED_SINCE_LIMIT } }],
+      });
+      if (result.succeeded) return { detached: hosts, ...(ipam ? { ipamPrefix: ipam.entry.ok ? ipam.entry.value.prefix : null } : {}) };
+      const created = result.responses[0]?.response_range;
+      // Nothing created (another comparison failed), more than we look at, or a host attached to this network: read again.
+      if (!created || created.more || created.kvs.length === 0) break;
+      if (created.kvs.some((kv) => attachesTo(schema, kv.key, vni))) break;
+      readAt = Number(result.header.revision);
+    }
   }
   throw new ConflictError(`gave up after ${MAX_CREATE_ATTEMPTS} attempts: network ${hex} or its attachments kept changing; retry`);
+}
+
+function attachesTo(schema: EtcdSchema, key: Buffer, vni: number): boolean {
+  const parsed = schema.parseKey(key.toString());
+  return parsed.kind === 'attachment' && parsed.vni === vni;
+}
+
+function modIs(key: string | Buffer, modRevision: string | number): ICompare {
+  return { key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: modRevision };
+}
+
+function deleteOp(key: string | Buffer): IRequestOp {
+  return { request_delete_range: { key: Buffer.from(key) } };
 }
 
 // ---- quarantine ----
@@ -368,14 +444,14 @@ interface Quarantine {
   records: Map<number, QuarantineRecord>;
   /** Records younger than the quarantine. */
   active: Map<number, QuarantineRecord>;
-  /** Records older than the quarantine, with their keys: pruned a few at a time. */
+  /** Records older than they are kept, with their keys: pruned a few at a time. */
   expired: Array<{ vni: number; modRevision: string }>;
 }
 
-async function readQuarantine(client: Etcd3, schema: EtcdSchema, now: number, quarantineMs: number): Promise<Quarantine> {
-  const response = await client.getAll().prefix(schema.deletedDir).exec();
+/** Records younger than `quarantineMs` are active; those older than `keepRecordsMs` (default: the same) expired. */
+async function readQuarantine(client: Etcd3, schema: EtcdSchema, now: number, quarantineMs: number, keepRecordsMs = quarantineMs): Promise<Quarantine> {
   const quarantine: Quarantine = { records: new Map(), active: new Map(), expired: [] };
-  for (const kv of response.kvs) {
+  for (const kv of await readPrefix(client, schema.deletedDir)) {
     const parsedKey = schema.parseKey(kv.key.toString());
     if (parsedKey.kind !== 'deleted') continue;
     const parsed = parseDeletedNetwork(kv.value);
@@ -383,24 +459,14 @@ async function readQuarantine(client: Etcd3, schema: EtcdSchema, now: number, qu
     const record = { ...(parsed.ok ? parsed.value : {}), deletedAt, modRevision: kv.mod_revision, until: Date.parse(deletedAt) + quarantineMs };
     quarantine.records.set(parsedKey.vni, record);
     if (record.until > now) quarantine.active.set(parsedKey.vni, record);
-    else quarantine.expired.push({ vni: parsedKey.vni, modRevision: kv.mod_revision });
+    if (Date.parse(deletedAt) + keepRecordsMs <= now) quarantine.expired.push({ vni: parsedKey.vni, modRevision: kv.mod_revision });
   }
   return quarantine;
 }
 
-/** Adds deletes of a few expired records (each compared, so that a fresh record is never pruned), except `keep`'s. */
-function addPrunes(
-  client: Etcd3,
-  schema: EtcdSchema,
-  transaction: ReturnType<Etcd3['if']>,
-  writes: TxnWrite[],
-  quarantine: Quarantine,
-  keep: number,
-): void {
-  for (const { vni, modRevision } of quarantine.expired.filter((record) => record.vni !== keep).slice(0, PRUNES_PER_TXN)) {
-    transaction.and(schema.deletedKey(vni), 'Mod', '==', modRevision);
-    writes.push(client.delete().key(schema.deletedKey(vni)));
-  }
+/** A few expired records to delete (each compared by the caller, so that a fresh record is never pruned), except `keep`'s. */
+function prunable(quarantine: Quarantine, keep: number): Quarantine['expired'] {
+  return quarantine.expired.filter((record) => record.vni !== keep).slice(0, PRUNES_PER_TXN);
 }
 
 function quarantinedMessage(vni: number, record: DeletedNetwork & { until: number }): string {
@@ -422,14 +488,27 @@ export async function readSettings(client: Etcd3, schema: EtcdSchema): Promise<C
   return parsed.value;
 }
 
-/** Sets the cloud-wide group base, keeping the other settings (compare-and-swap, so a concurrent change is not lost). */
-export async function setGroupBase(client: Etcd3, schema: EtcdSchema, groupBase: GroupBase): Promise<CloudSettings> {
+export interface SettingsChange {
+  groupBase?: GroupBase;
+  quarantineSeconds?: number;
+}
+
+/** Changes cloud-wide settings, keeping the others (compare-and-swap, so a concurrent change is not lost). */
+export async function updateSettings(client: Etcd3, schema: EtcdSchema, change: SettingsChange): Promise<CloudSettings> {
+  const { quarantineSeconds } = change;
+  if (quarantineSeconds !== undefined && !(Number.isInteger(quarantineSeconds) && quarantineSeconds >= QUARANTINE_MIN_SECONDS && quarantineSeconds <= QUARANTINE_MAX_SECONDS)) {
+    throw new RangeError(`a quarantine of ${quarantineSeconds} s is not between 1h and 8760h`);
+  }
   const key = schema.settingsKey;
   for (let attempt = 1; attempt <= MAX_CREATE_ATTEMPTS; attempt++) {
     const stored = await readKey(client, key);
     const parsed = stored ? parseSettings(stored.value) : undefined;
     // A value that does not parse is replaced: setting it right is what this command is for.
-    const settings: CloudSettings = { ...(parsed?.ok ? parsed.value : {}), groupBase: groupBase.text };
+    const settings: CloudSettings = {
+      ...(parsed?.ok ? parsed.value : {}),
+      ...(change.groupBase !== undefined ? { groupBase: change.groupBase.text } : {}),
+      ...(quarantineSeconds !== undefined ? { quarantineSeconds } : {}),
+    };
     const result = await client
       .if(key, 'Mod', '==', stored?.mod_revision ?? 0)
       .then(client.put(key).value(serializeSettings(settings)))
@@ -581,16 +660,17 @@ type HostKey =
   | { kind: 'agent'; host: string; kv: IKeyValue }
   | { kind: 'attachment' | 'status'; host: string; vni: number; hex: string; kv: IKeyValue };
 
-async function readHostKeys(client: Etcd3, schema: EtcdSchema, host?: string): Promise<{ hostKeys: HostKey[]; invalid: InvalidEntry[] }> {
+async function readHostKeys(client: Etcd3, schema: EtcdSchema, host?: string): Promise<{ revision: number; hostKeys: HostKey[]; invalid: InvalidEntry[] }> {
   const hostKeys: HostKey[] = [];
   const invalid: InvalidEntry[] = [];
-  for (const kv of await readPrefix(client, host === undefined ? schema.hostsDir : schema.hostDir(host))) {
+  const { revision, kvs } = await readPrefixAt(client, host === undefined ? schema.hostsDir : schema.hostDir(host));
+  for (const kv of kvs) {
     const key = kv.key.toString();
     const parsed = schema.parseKey(key);
     if (parsed.kind === 'agent' || parsed.kind === 'attachment' || parsed.kind === 'status') hostKeys.push({ ...parsed, kv });
     else invalid.push({ key, reason: parsed.kind === 'invalid' ? parsed.reason : `not a host key` });
   }
-  return { hostKeys, invalid };
+  return { revision, hostKeys, invalid };
 }
 
 async function readKey(client: Etcd3, key: string): Promise<IKeyValue | undefined> {

@@ -71,7 +71,13 @@ const PREFIXES_AT_ONCE = 16;
 
 /** The key-values under one prefix, sorted by key, at one revision. */
 export async function readPrefix(client: Etcd3, prefix: string): Promise<IKeyValue[]> {
-  return (await readPrefixes(client, [prefix])).kvs[0]!;
+  return (await readPrefixAt(client, prefix)).kvs;
+}
+
+/** The key-values under one prefix, sorted by key, and the revision they were read at. */
+export async function readPrefixAt(client: Etcd3, prefix: string): Promise<{ revision: number; kvs: IKeyValue[] }> {
+  const { revision, kvs } = await readPrefixes(client, [prefix]);
+  return { revision, kvs: kvs[0]! };
 }
 
 async function pagesOf(client: Etcd3, prefix: string, atRevision: number | undefined, pageKeys: number): Promise<{ revision: number; kvs: IKeyValue[] }> {

@@ -9,7 +9,7 @@
  *   <prefix>/hosts/<host>/agent              AgentLiveness, bound to the agent's lease
  *   <prefix>/owners/<sha256(owner) in hex>   vxnetctl's owner index: the VNI hex of that owner's network
  *   <prefix>/deleted/<hex>                   DeletedNetwork: vxnetctl's quarantine record of a deleted VNI
- *   <prefix>/settings                        CloudSettings: cloud-wide settings (the multicast group base)
+ *   <prefix>/settings                        CloudSettings: cloud-wide settings (the multicast group base, the quarantine)
  *   <prefix>/members/<hex>/<host>            FloodMember: <host> carries the network, reachable at this underlay address
  *   <prefix>/ipam/<hex>                      IpamEntry: the routed network's /64 and name servers (DESIGN.md §8)
  *   <prefix>/ipam-prefixes/<address>         IPAM index: the VNI hex of the network that holds the /64 at <address>
@@ -166,8 +166,9 @@ export class EtcdSchema {
   /**
    * The quarantine record of a deleted network's VNI, written by `vxnetctl network delete` in the
    * delete's own transaction. vxnetctl does not hand the VNI to a new network until the record is
-   * older than its --quarantine: an agent that was stopped meanwhile must not find another tenant's
-   * network under the VNI its VMs are still plugged into. vxnetd never reads it.
+   * older than the quarantine (CloudSettings.quarantineSeconds): an agent that was stopped
+   * meanwhile must not find another tenant's network under the VNI its VMs are still plugged into.
+   * vxnetd never reads it.
    */
   deletedKey(vni: VniRef): string {
     return this.deletedDir + hexOf(vni);
@@ -475,13 +476,23 @@ export function parseDeletedNetwork(value: Uint8Array): Parsed<DeletedNetwork> {
 /**
  * Cloud-wide settings (EtcdSchema.settingsKey). `groupBase` is the multicast group base every
  * vxnetd uses (its --group-base): vxnetctl allocates no VNI whose group would be reserved under it.
+ * `quarantineSeconds` is how long a deleted network's VNI is not handed out again (see
+ * EtcdSchema.deletedKey): one value for every vxnetctl, wherever it runs.
  * Unknown fields are kept by whoever rewrites the value (forward compatibility).
  */
 export interface CloudSettings {
   /** Canonical text of the group base, as parseGroupBase() prints it. */
   groupBase?: string;
+  quarantineSeconds?: number;
   [field: string]: unknown;
 }
+
+/**
+ * Bounds of a quarantine: shorter than an hour would not outlast an agent restarted for
+ * maintenance; longer than a year keeps VNIs away for nothing (there are 16 million).
+ */
+export const QUARANTINE_MIN_SECONDS = 3600;
+export const QUARANTINE_MAX_SECONDS = 8760 * 3600;
 
 export function serializeSettings(settings: CloudSettings): string {
   return JSON.stringify(settings);
@@ -489,13 +500,20 @@ export function serializeSettings(settings: CloudSettings): string {
 
 export function parseSettings(value: Uint8Array): Parsed<CloudSettings> {
   return parseObject(value, (fields) => {
+    const settings: CloudSettings = { ...fields };
     const groupBase = optional(fields, 'groupBase', 'string').groupBase;
-    if (groupBase === undefined) return { ...fields };
-    try {
-      return { ...fields, groupBase: parseGroupBase(groupBase).text };
-    } catch (error) {
-      throw new ValueError(`groupBase: ${(error as Error).message}`);
+    if (groupBase !== undefined) {
+      try {
+        settings.groupBase = parseGroupBase(groupBase).text;
+      } catch (error) {
+        throw new ValueError(`groupBase: ${(error as Error).message}`);
+      }
     }
+    const quarantine = optional(fields, 'quarantineSeconds', 'integer').quarantineSeconds;
+    if (quarantine !== undefined && (quarantine < QUARANTINE_MIN_SECONDS || quarantine > QUARANTINE_MAX_SECONDS)) {
+      throw new ValueError(`quarantineSeconds must be between ${QUARANTINE_MIN_SECONDS} (1h) and ${QUARANTINE_MAX_SECONDS} (8760h), got ${quarantine}`);
+    }
+    return settings;
   });
 }
 

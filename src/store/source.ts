@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
 import { quoteBrief } from '../model/spec.js';
 import { Backoff, systemClock, type Clock } from './backoff.js';
-import { createEtcdClient, EndpointRotation, type EtcdOptions } from './client.js';
+import { createEtcdClient, DEFAULT_CALL_TIMEOUT_MS, EndpointRotation, type EtcdOptions } from './client.js';
 import { ETCD_MAX_REQUEST_BYTES, ETCD_MAX_TXN_OPS, isRequestRefused, readPrefixes, readPrefixesAt } from './paged-range.js';
 import {
   EtcdSchema,
@@ -86,6 +86,7 @@ interface StatusWrite {
 }
 
 export interface SourceLog {
+  debug?(fields: Record<string, unknown>, msg: string): void;
   info(fields: Record<string, unknown>, msg: string): void;
   warn(fields: Record<string, unknown>, msg: string): void;
 }
@@ -155,6 +156,9 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   private routerNumber?: number;
   private readonly agentKey: string;
   private readonly endpoints: EndpointRotation;
+  /** Passes that failed since the last one that listed (see nextDelay). */
+  private failedInARow = 0;
+  private roundDelayMs = 0;
   private client?: Etcd3;
   private lease?: Lease;
   private connected = false;
@@ -233,6 +237,8 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         this.revision = snapshot.revision;
         this.setConnected(true);
         this.backoff.reset();
+        this.failedInARow = 0;
+        this.options.log.debug?.({ op: 'etcd', revision: snapshot.revision, networks: snapshot.networks.size, attachments: snapshot.attachments.size, endpoint }, 'etcd list');
         this.deliver(() => this.options.sink?.applySnapshot(snapshot));
         this.emit('snapshot', snapshot);
         // What etcd holds of this host's members keys was just read: write what differs.
@@ -242,6 +248,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         if (this.stopping.signal.aborted) await this.revokeLiveness(lease);
         else this.options.log.warn({ reason, endpoint }, 'etcd watch broken; listing again');
       } catch (error) {
+        this.failedInARow++;
         if (error instanceof RouterNumberTaken) {
           this.options.log.warn({ op: 'router', err: error.message }, `cannot take a router number: ${error.message}`);
         } else if (!this.stopping.signal.aborted) {
@@ -255,8 +262,19 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       // Whatever ended the pass, the next one starts on the next member: if this one died, the
       // agent is on a survivor after one backoff step.
       this.endpoints.advance();
-      await this.clock.sleep(this.backoff.next(), this.stopping.signal);
+      await this.clock.sleep(this.nextDelay(), this.stopping.signal);
     }
+  }
+
+  /**
+   * The delay before the next pass. It grows once per round of members that all failed, not once
+   * per failed pass: with one member dead and another in an election, a backoff doubled by each of
+   * them kept the agent asleep for seconds while a third member could serve it.
+   */
+  private nextDelay(): number {
+    if (this.failedInARow === 0) return this.backoff.next();
+    if ((this.failedInARow - 1) % this.endpoints.size === 0) this.roundDelayMs = this.backoff.next();
+    return this.roundDelayMs;
   }
 
   private async list(client: Etcd3): Promise<Snapshot> {
@@ -334,9 +352,11 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     if (this.options.router) collections.push(['ipam', this.dirs.ipam]);
     return new Promise<string>((resolve) => {
       let settled = false;
+      const confirming = new AbortController();
       const broken = (reason: string) => {
         if (settled) return;
         settled = true;
+        confirming.abort();
         this.stopping.signal.removeEventListener('abort', onStop);
         lease.off('lost', onLost);
         this.memberWatch = undefined;
@@ -359,16 +379,28 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         };
         watcher.on('error', (error: Error) => gone(`watch error: ${error.message}`));
         watcher.on('end', () => gone('watch ended'));
-        watcher.on('disconnected', () => broken('disconnected from etcd'));
+        // With the require-leader flag, etcd ends the stream of a member that lost its leader ("no leader").
+        watcher.on('disconnected', (error?: Error) => broken(`disconnected from etcd${error?.message ? `: ${error.message}` : ''}`));
         watcher.on('put', (kv: IKeyValue) => settled || onEvent(kv, true));
         watcher.on('delete', (kv: IKeyValue) => settled || onEvent(kv, false));
         return watcher;
+      };
+      // etcd confirms a watch at once (it gets an id). A stream that a member accepted but never
+      // answers would otherwise leave the agent "connected" to a watch that delivers nothing,
+      // with no error to end it: it gets as long as any call.
+      const checkConfirmed = () => {
+        const unconfirmed = () => [...watchers].some((watcher) => watcher.id === null);
+        if (settled || !unconfirmed()) return;
+        const timeoutMs = this.options.etcd.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+        void this.clock.sleep(timeoutMs, confirming.signal).then(() => {
+          if (!settled && unconfirmed()) broken(`etcd did not confirm the watch within ${timeoutMs} ms`);
+        });
       };
       const onMember = (kv: IKeyValue, isPut: boolean) => this.onMemberEvent(kv, isPut);
       for (const [collection, dir] of collections) watch(dir, fromRevision, (kv, isPut) => this.onEvent(collection, dir, kv, isPut));
       if (!this.options.watchAttachments) {
         watch(this.schema.membersDir, fromRevision, onMember);
-        return;
+        return checkConfirmed();
       }
       // Scope attached: the members of the attached networks only, each watched from when it was attached.
       const perNetwork = new Map<string, Watcher | 'reading'>();
@@ -412,6 +444,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         },
       };
       for (const hex of this.membersRead) add(hex, fromRevision - 1, false);
+      checkConfirmed();
     });
   }
 
@@ -489,6 +522,9 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       revision,
       ...(isPut ? { value: { value: kv.value, modRevision: revision, createRevision: Number(kv.create_revision) } } : {}),
     };
+    // When a change reached the agent (as for a list, above), apart from when the kernel applied
+    // it: on a busy host the kernel alone can take seconds (the RTNL lock held by others).
+    this.options.log.debug?.({ op: 'etcd', collection, vni: change.name, revision, deleted: !isPut }, 'etcd change');
     this.deliver(() => this.options.sink?.applyChange(change));
     this.emit('change', change);
     if (collection === 'attachments') {

@@ -1,10 +1,12 @@
 /**
- * An in-memory etcd KV with revisions, behind the part of etcd3's builder API that
- * src/store/networks.ts uses: get, getAll().prefix, put, delete, and if/and/then/else/commit
- * transactions with Create/Mod/Value comparisons. `beforeCommit` lets a test act as a
- * concurrent writer between a command's reads and its commit.
+ * An in-memory etcd KV with revisions, behind the part of etcd3's API that src/store/networks.ts
+ * uses: get, getAll().prefix, put, delete, if/and/then/else/commit transactions with
+ * Create/Mod/Value comparisons, paged ranges, and raw transactions (kv.txn) whose comparisons may
+ * cover a key range and whose failure branch may read a range (keys only, created since a
+ * revision). `beforeCommit` lets a test act as a concurrent writer between a command's reads and
+ * its commit.
  */
-import type { Etcd3 } from 'etcd3';
+import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
 
 interface Entry {
   value: string;
@@ -22,6 +24,8 @@ export class FakeEtcdKv {
   readonly commits: Op[][] = [];
   /** Runs once before each commit is judged (a concurrent writer). */
   beforeCommit?: () => void;
+  /** Where each paged range read started, and its limit. */
+  readonly ranges: Array<{ from: string; limit: number }> = [];
 
   /** Writes a key as another client would: its own revision. */
   put(key: string, value: string): void {
@@ -61,6 +65,21 @@ export class FakeEtcdKv {
     }
   }
 
+  /** etcd's rule for a comparison over a key range: every key in it must hold; an empty range compares as one absent key. */
+  private holdsRaw(compare: ICompare): boolean {
+    const from = compare.key!.toString();
+    const end = compare.range_end?.toString();
+    const keys = end === undefined ? [from] : this.keys().filter((key) => key >= from && key < end);
+    const column = compare.target as Column;
+    const expected = Number(column === 'Create' ? compare.create_revision : compare.mod_revision);
+    const holds = (key: string) => {
+      const entry = this.entries.get(key);
+      const actual = entry ? (column === 'Create' ? entry.createRevision : entry.modRevision) : 0;
+      return compare.result === 'Less' ? actual < expected : actual === expected;
+    };
+    return keys.length === 0 ? holds(from) : keys.every(holds);
+  }
+
   private holds(key: string, column: Column, expected: string | number): boolean {
     const entry = this.entries.get(key);
     if (column === 'Value') return entry !== undefined && entry.value === String(expected);
@@ -86,12 +105,41 @@ export class FakeEtcdKv {
           const end = request.range_end.toString();
           const keys = [...fake.entries.keys()].filter((key) => key >= from && key < end).sort();
           const limit = Number(request.limit ?? 0) || keys.length;
+          fake.ranges.push({ from, limit: Number(request.limit ?? 0) });
           return {
             header: { revision: String(fake.revision) },
             kvs: keys.slice(0, limit).map((key) => fake.kv(key, fake.entries.get(key)!)),
             more: keys.length > limit,
             count: String(keys.length),
           };
+        },
+        txn: async (request: { compare: ICompare[]; success: IRequestOp[]; failure: IRequestOp[] }) => {
+          fake.beforeCommit?.();
+          const succeeded = request.compare.every((compare) => fake.holdsRaw(compare));
+          const ops = succeeded ? request.success : request.failure;
+          const writes = ops.flatMap((op): Op[] =>
+            op.request_put
+              ? [{ put: op.request_put.key!.toString(), value: op.request_put.value!.toString() }]
+              : op.request_delete_range
+                ? [{ delete: op.request_delete_range.key!.toString() }]
+                : [],
+          );
+          if (writes.length) {
+            fake.apply(writes);
+            fake.commits.push(writes);
+          }
+          const responses = ops.flatMap((op) => {
+            const range = op.request_range;
+            if (!range) return [];
+            const from = range.key!.toString();
+            const end = range.range_end!.toString();
+            const since = Number(range.min_create_revision ?? 0);
+            const keys = fake.keys().filter((key) => key >= from && key < end && fake.entries.get(key)!.createRevision >= since);
+            const limit = Number(range.limit ?? 0) || keys.length;
+            const kvs = keys.slice(0, limit).map((key) => ({ ...fake.kv(key, fake.entries.get(key)!), ...(range.keys_only ? { value: Buffer.alloc(0) } : {}) }));
+            return [{ response_range: { kvs, more: keys.length > limit, count: String(keys.length) } }];
+          });
+          return { header: { revision: String(fake.revision) }, succeeded, responses };
         },
       },
       put: (key: string) => ({ value: (value: string): Op => ({ put: key, value }) }),
