@@ -4,20 +4,40 @@
  *
  * A private etcd and two hosts made of network namespaces (the native test
  * harness's DataCentre), the real vxnetd on each host, networks written with
- * the real vxnetctl, one VM per host, and a ping across the overlay. Needs
- * root, iproute2, iputils-ping and etcd; touches nothing outside its own
- * namespaces (plus one veth and route in the root namespace, named after the
- * data centre's id), and removes all of it on exit.
+ * the real vxnetctl, one VM per host, and a ping across the overlay. Then a
+ * third host becomes a router (`vxnetd --role router`, the real radvd): one
+ * network gets an IPv6 prefix with `vxnetctl ipam create`, and VMs configure
+ * themselves by SLAAC from its advertisements. Needs root, iproute2,
+ * iputils-ping, etcd and radvd; touches nothing outside its own namespaces
+ * (plus one veth and route in the root namespace, named after the data
+ * centre's id, and radvd's files in the data centre's temporary directory),
+ * and removes all of it on exit.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DataCentre, waitFor, type AgentHandle, type VmHandle } from '../native-tests/harness/datacentre.js';
+import { requireOptionalProgram } from '../native-tests/harness/processes.js';
+import { radvdPid } from '../native-tests/harness/radvd.js';
+import { formatIpv6, parseIpv6Prefix } from '../src/model/ipv6-prefix.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url));
 const VXNETCTL = join(REPO_ROOT, 'dist/cli/vxnetctl.js');
 const HOSTS = ['h1', 'h2'] as const;
+/** The third host: vxnetd --role router there, with radvd. */
+const ROUTER = 'r1';
+const DEFAULT_RADVD = '/usr/sbin/radvd';
+/** The routed network: ff01 has MTU 1400, so the MTU the VMs learn is visibly the network's, not a default. */
+const ROUTED = 'ff01';
+const ROUTED_MTU = 1400;
+const POOL = '2001:db8:100::/48';
+const DNS = '2001:db8::53';
+/** Fixed MACs of the SLAAC VMs (their addresses are <prefix> + the EUI-64 of these). */
+const SLAAC_VMS = [
+  { name: 'vm4', host: 'h1', mac: '52:54:00:d6:c2:a9' },
+  { name: 'vm5', host: 'h2', mac: '52:54:00:12:34:56' },
+] as const;
 const FULL_MTU_PAYLOAD = 1382; // 1430-byte IPv6 packet = 1382 bytes of ICMPv6 payload + 48 bytes of headers
 const REPAIR_PROMISE_MS = 1_000;
 
@@ -26,13 +46,17 @@ const USAGE = `Usage: npm run demo [-- --once]
 Builds a small data centre out of network namespaces (private etcd, hosts h1
 and h2, each running vxnetd), creates networks 64, ff01 and 3400 with
 vxnetctl, plugs one VM into br64 on each host and pings across the overlay.
+Then host r1 becomes a router (vxnetd --role router with radvd), network ff01
+gets an IPv6 prefix (vxnetctl ipam create), and two VMs take their addresses
+and MTU from its router advertisements (SLAAC) and ping the router and each
+other.
 
   --once   clean up and exit when the walkthrough is done (exit status 0 when
            every check passed); without it the demo stays up for you to poke
            around until Ctrl-C
   --help   show this help
 
-Needs root, iproute2, iputils-ping and etcd (the etcd-server package).`;
+Needs root, iproute2, iputils-ping, etcd (the etcd-server package) and radvd.`;
 
 // ---- output -------------------------------------------------------------
 
@@ -78,6 +102,10 @@ const seconds = (ms: number) => `${(ms / 1000).toFixed(ms < 1000 ? 3 : 1)} s`;
 // ---- life cycle -----------------------------------------------------------
 
 let dc: DataCentre | undefined;
+/** Where radvd was found (checked before anything is built). */
+let radvdProgram = DEFAULT_RADVD;
+/** The router's radvd directory, once it runs: cleanup checks that no radvd of it is left. */
+let radvdDir: string | undefined;
 let walkthroughDone = false;
 let shutdown: Promise<never> | undefined;
 
@@ -86,12 +114,27 @@ function finish(code: number, why: string): Promise<never> {
   if (shutdown) return shutdown;
   const completed = walkthroughDone;
   shutdown = (async () => {
+    // Noted now, synchronously: on a signal the harness's last-resort handler (which runs right
+    // after ours) deletes the data centre's directory, radvd's pid file with it, and does not
+    // stop radvd; dc.destroy() would then find no radvd to stop.
+    const radvd = radvdDir === undefined ? undefined : radvdPid(radvdDir);
     if (dc) {
       const id = dc.id;
       write();
       write(bold(`Cleaning up (${why})`));
-      write('   stopping vxnetd and etcd, deleting the namespaces and the root veth');
+      write('   stopping vxnetd, radvd and etcd, deleting the namespaces and the root veth');
       await dc.destroy();
+      if (radvdDir) {
+        // The agents are gone by now, so nothing starts radvd again.
+        if (radvd !== undefined && isRadvdOf(radvd, radvdDir)) await stopProcess(radvd, () => isRadvdOf(radvd, radvdDir!));
+        const left = [radvd, radvdPid(radvdDir)].find((pid) => pid !== undefined && isRadvdOf(pid, radvdDir!));
+        if (left !== undefined) {
+          write(`   WARNING: radvd (pid ${left}) of ${radvdDir} is still running (kill ${left})`);
+          if (code === 0) code = 1;
+        } else {
+          write('   no radvd left running');
+        }
+      }
       const list = await run(['ip', 'netns', 'list']);
       const leftovers = list.stdout.split('\n').filter((line) => new RegExp(`^vx.-${id}(-|\\s|$)`).test(line));
       if (list.code !== 0) {
@@ -110,6 +153,33 @@ function finish(code: number, why: string): Promise<never> {
     process.exit(code);
   })();
   return shutdown;
+}
+
+/** Whether `pid` is (still) the radvd that reads its configuration from `dir` (not a reused pid). */
+function isRadvdOf(pid: number, dir: string): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    if (/^[ZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3))) return false;
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(join(dir, 'radvd.conf'));
+  } catch {
+    return false;
+  }
+}
+
+/** SIGTERM, up to 2 s, then SIGKILL; `alive` says whether it is still that process. */
+async function stopProcess(pid: number, alive: () => boolean): Promise<void> {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  for (let waited = 0; waited < 2_000 && alive(); waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+  try {
+    if (alive()) process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone meanwhile
+  }
+  for (let waited = 0; waited < 1_000 && alive(); waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
 }
 
 function onSignal(signal: NodeJS.Signals): void {
@@ -162,10 +232,24 @@ async function vxnetctl(args: string[]): Promise<Result> {
   return result;
 }
 
+interface PingOptions {
+  count?: number;
+  size?: number;
+  dontFragment?: boolean;
+  timeoutS?: number;
+  /** Without -q: ping then also reports local errors (a packet too big for the MTU it knows). */
+  verbose?: boolean;
+}
+
 /** `ping` inside a VM; shows the summary lines and returns whether any reply came back. */
-async function ping(vm: VmHandle, to: string, opts: { count?: number; size?: number; dontFragment?: boolean; timeoutS?: number } = {}): Promise<boolean> {
+async function ping(vm: VmHandle, to: string, opts: PingOptions = {}): Promise<boolean> {
+  return (await pingWithOutput(vm, to, opts)).ok;
+}
+
+/** `ping` inside a VM: whether any reply came back, and the summary lines it showed. */
+async function pingWithOutput(vm: VmHandle, to: string, opts: PingOptions = {}): Promise<{ ok: boolean; summary: string[] }> {
   const count = opts.count ?? 1;
-  const args = ['ping', '-6', '-n', '-q', '-c', String(count), '-W', String(opts.timeoutS ?? 2)];
+  const args = ['ping', '-6', '-n', ...(opts.verbose ? [] : ['-q']), '-c', String(count), '-W', String(opts.timeoutS ?? 2)];
   if (count > 1) args.push('-i', '0.2');
   if (opts.size !== undefined) args.push('-s', String(opts.size));
   if (opts.dontFragment) args.push('-M', 'do');
@@ -176,7 +260,7 @@ async function ping(vm: VmHandle, to: string, opts: { count?: number; size?: num
     .split('\n')
     .filter((line) => /packets transmitted|^rtt|unreachable|error|too long/i.test(line));
   for (const line of summary) show(line.trim());
-  return result.code === 0;
+  return { ok: result.code === 0, summary };
 }
 
 /** The devices vxnetd manages (alias `vxnetd:<hex>`) in a host's namespace, as `ip -d -j link show` reports them. */
@@ -185,6 +269,14 @@ async function managedLinks(host: string): Promise<any[]> {
   return links
     .filter((link) => typeof link.ifalias === 'string' && link.ifalias.startsWith('vxnetd:'))
     .sort((a, b) => parseInt(a.ifalias.slice(7), 16) - parseInt(b.ifalias.slice(7), 16) || a.linkinfo.info_kind.localeCompare(b.linkinfo.info_kind));
+}
+
+/** The IPv6 addresses of a device, as `ip -6 -j addr show dev` reports them ([] when it has none or is missing). */
+async function addresses(ns: string, device: string): Promise<Array<{ local: string; prefixlen: number; tentative?: boolean }>> {
+  const result = await dc!.exec(ns, ['ip', '-6', '-j', 'addr', 'show', 'dev', device]);
+  if (result.code !== 0) return [];
+  const [link] = JSON.parse(result.stdout || '[]') as Array<{ addr_info?: Array<{ local: string; prefixlen: number; tentative?: boolean }> }>;
+  return link?.addr_info ?? [];
 }
 
 const isUp = (link: any) => Array.isArray(link.flags) && link.flags.includes('UP') && link.flags.includes('LOWER_UP');
@@ -235,10 +327,11 @@ async function followLogs(agent: AgentHandle): Promise<void> {
 async function walkthrough(once: boolean): Promise<void> {
   heading('Build a small data centre out of network namespaces');
   say('A fabric namespace with a bridge is the underlay switch; a private etcd');
-  say('listens on it. Each host is a namespace with an uplink u0 into the fabric.');
+  say('listens on it. Each host is a namespace with an uplink u0 into the fabric;');
+  say(`h1 and h2 are hypervisors, ${ROUTER} becomes a router in step 7.`);
   const started = Date.now();
   try {
-    dc = await DataCentre.create({ hosts: [...HOSTS] });
+    dc = await DataCentre.create({ hosts: [...HOSTS, ROUTER] });
   } catch (err) {
     print();
     print(`Cannot build the data centre: ${(err as Error).message}`);
@@ -250,7 +343,7 @@ async function walkthrough(once: boolean): Promise<void> {
   print();
   say(table([
     ['fabric', dc.fabricNs, `bridge fab   fd00:${id}::1/64   etcd ${dc.etcdEndpoint}`],
-    ...HOSTS.map((h) => [`host ${h}`, dc!.host(h).ns, `uplink u0    ${dc!.host(h).underlayAddress}/64   MTU 1500`]),
+    ...[...HOSTS, ROUTER].map((h) => [`host ${h}`, dc!.host(h).ns, `uplink u0    ${dc!.host(h).underlayAddress}/64   MTU 1500`]),
     ['this shell', '(root netns)', `veth vxr${id} ${dc.testAddress}/64   reaches etcd and the agents' /metrics`],
   ]));
   print();
@@ -272,7 +365,7 @@ async function walkthrough(once: boolean): Promise<void> {
   show(table(Object.entries(keys).map(([key, value]) => [key, value])));
 
   // ---------------------------------------------------------------------------
-  heading('Start vxnetd on both hosts');
+  heading('Start vxnetd on both hypervisors');
   say('Each agent lists the networks, creates a bridge br<hex> and a vxlan<hex> per');
   say('network over netlink (no `ip` commands), then watches etcd for changes.');
   shell(`ip netns exec ${dc.host('h1').ns} vxnetd --underlay u0 --hostname h1 --metrics-listen [${dc.host('h1').underlayAddress}]:9730   # and h2`);
@@ -325,7 +418,18 @@ async function walkthrough(once: boolean): Promise<void> {
   heading("Read h1's metrics");
   say('Per-device counters come from one netlink dump per scrape (node_exporter names).');
   shell(`curl -s ${agents.h1!.metricsUrl}/metrics`);
-  const metrics = await (await fetch(`${agents.h1!.metricsUrl}/metrics`)).text();
+  // A scrape that fails says why (503 and a reason): shown, and tried again up to twice.
+  let metrics = '';
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const response = await fetch(`${agents.h1!.metricsUrl}/metrics`).catch((err: Error) => err);
+    const body = response instanceof Error ? '' : await response.text();
+    if (!(response instanceof Error) && response.status === 200 && body) {
+      metrics = body;
+      break;
+    }
+    show(`(scrape ${attempt} failed: ${response instanceof Error ? response.message : `HTTP ${response.status} ${body.trim().split('\n')[0] ?? ''}`})`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
   const wanted = [
     /^vxnetd_network_up\{.*device="(vxlan64|br64)"/,
     /^vxnetd_network_mtu_bytes\{.*device="vxlan64"/,
@@ -376,6 +480,183 @@ async function walkthrough(once: boolean): Promise<void> {
   check(await ping(vm1, vm2.address, { count: 3 }), 'vm1 reaches vm2 again');
 
   // ---------------------------------------------------------------------------
+  heading(`Route network ${ROUTED}: an IPv6 prefix from the pool, a router, radvd`);
+  say('IP address management is kept apart from networks: 64 and 3400 stay pure');
+  say('layer 2. The cloud has one pool; `ipam create` takes its lowest free /64 in');
+  say('one etcd transaction (the IPAM entry is /v1/ipam/<hex>).');
+  let ipamCreated = (await vxnetctl(['ipam', 'pool', 'set', POOL])).code === 0;
+  ipamCreated = (await vxnetctl(['ipam', 'create', ROUTED, '--dns', DNS])).code === 0 && ipamCreated;
+  const ipamJson = await run([process.execPath, VXNETCTL, 'ipam', 'get', ROUTED, '--json'], { PATH: process.env.PATH, VXNETD_ETCD_ENDPOINTS: dc.etcdEndpoint });
+  const prefix: string = ipamCreated && ipamJson.code === 0 ? (JSON.parse(ipamJson.stdout) as { prefix: string }).prefix : '';
+  check(ipamCreated && prefix !== '', `network ${ROUTED} has prefix ${prefix || '(none)'} and name server ${DNS}`);
+  if (!prefix) throw new Error(`no IPAM entry for network ${ROUTED}`);
+  const routerAddress = formatIpv6(parseIpv6Prefix(prefix).address | 1n);
+  say('"Available" means every live router advertises it. There is no router yet:');
+  await vxnetctl(['ipam', 'get', ROUTED]);
+
+  print();
+  say(`Start vxnetd on ${ROUTER} with --role router. It realises every network like any`);
+  say(`host and, for ${ROUTED}, gives br${ROUTED} a link-local address and <prefix>::<router`);
+  say('number> (the first router is 1), turns IPv6 forwarding on, writes radvd.conf,');
+  say('checks it with radvd -c and starts radvd (the only program vxnetd ever starts).');
+  const routerNs = dc.host(ROUTER).ns;
+  radvdDir = dc.radvdDir(ROUTER);
+  const radvdArgs = radvdProgram === DEFAULT_RADVD ? [] : ['--radvd', radvdProgram];
+  shell(
+    `ip netns exec ${routerNs} vxnetd --role router --radvd-dir ${radvdDir}${radvdArgs.map((a) => ` ${a}`).join('')} ` +
+      `--underlay u0 --hostname ${ROUTER} --metrics-listen [${dc.host(ROUTER).underlayAddress}]:9730`,
+  );
+  const routerStart = Date.now();
+  const router = await dc.startRouter(ROUTER, radvdArgs);
+  agents[ROUTER] = router;
+  await router.waitReady(60_000);
+  const wait = await vxnetctl(['ipam', 'wait', ROUTED, '--timeout', '20s']);
+  check(wait.code === 0, `ipam wait: ${ROUTED} available ${seconds(Date.now() - routerStart)} after the router was started (the hook a workflow calls)`);
+  const routerStatus = await vxnetctl(['status', ROUTER]);
+  say(`Its report for ${ROUTED} in etcd carries the prefix and the IPAM revision it advertises;`);
+  say('`ipam get` and `ipam wait` compare that revision with the entry\'s, router by router:');
+  const statusKey = `/v1/hosts/${ROUTER}/status/${ROUTED}`;
+  say(`${statusKey}:`);
+  const statusValue = (await etcd.get(statusKey).string()) ?? '';
+  show(statusValue || '(missing)');
+  let report: { state?: string; ipam?: { prefix?: string; revision?: number } } = {};
+  try {
+    report = JSON.parse(statusValue) as typeof report;
+  } catch {
+    // shown above; the check fails
+  }
+  const entryRevision = ipamJson.code === 0 ? (JSON.parse(ipamJson.stdout) as { revision?: number }).revision : undefined;
+  check(
+    routerStatus.code === 0 && !/error|pending/.test(routerStatus.stdout) && report.state === 'ready' && report.ipam?.prefix === prefix && report.ipam?.revision === entryRevision,
+    `${ROUTER} reports every network ready, and ${ROUTED} advertised with ${prefix} at the entry's revision ${entryRevision ?? '?'}`,
+  );
+  await vxnetctl(['ipam', 'get', ROUTED]);
+
+  print();
+  say(`The router's addresses on br${ROUTED} (the hypervisors' bridges have none):`);
+  // A fresh address is "tentative" for a moment while the kernel checks that no one else has it
+  // (duplicate address detection); VMs can reach it only after that.
+  const dadStart = Date.now();
+  const usable = async () => {
+    const list = await addresses(routerNs, `br${ROUTED}`);
+    return (list.some((a) => a.local === routerAddress) && list.every((a) => !a.tentative)) || undefined;
+  };
+  await waitFor(usable, `the addresses on r1's br${ROUTED} usable (DAD done)`, 10_000, 50).catch((err: Error) => show(err.message));
+  const dadMs = Date.now() - dadStart;
+  shell(`ip netns exec ${routerNs} ip -6 -br addr show dev br${ROUTED}`);
+  const bridgeAddresses = await addresses(routerNs, `br${ROUTED}`);
+  show(`br${ROUTED}  ${bridgeAddresses.map((a) => `${a.local}/${a.prefixlen}${a.tentative ? ' (tentative)' : ''}`).join('  ')}`);
+  if (dadMs >= 100) say(`(they were still tentative, in duplicate address detection, for ${seconds(dadMs)} after ipam wait returned)`);
+  const routerLinkLocal = bridgeAddresses.find((a) => a.local.startsWith('fe80:'))?.local;
+  const hvAddresses = (await Promise.all(HOSTS.map((h) => addresses(dc!.host(h).ns, `br${ROUTED}`)))).flat();
+  const forwarding = (await dc.exec(routerNs, ['cat', '/proc/sys/net/ipv6/conf/all/forwarding'])).stdout.trim();
+  check(
+    routerLinkLocal !== undefined && bridgeAddresses.some((a) => a.local === routerAddress && a.prefixlen === 64 && !a.tentative) && hvAddresses.length === 0,
+    `${routerAddress}/64 (router number 1) and a link-local address on r1's br${ROUTED}; none on h1's or h2's`,
+  );
+  check(forwarding === '1', `IPv6 forwarding on in ${ROUTER} (net.ipv6.conf.all.forwarding = ${forwarding || '?'})`);
+  print();
+  say('The configuration vxnetd generated for radvd (rewritten and radvd reloaded with');
+  say('SIGHUP when the advertised prefixes change):');
+  const configPath = join(radvdDir, 'radvd.conf');
+  shell(`cat ${configPath}`);
+  let config = '';
+  try {
+    config = readFileSync(configPath, 'utf8');
+  } catch (err) {
+    show((err as Error).message);
+  }
+  show(config.trimEnd());
+  const pid = radvdPid(radvdDir);
+  check(
+    pid !== undefined && config.includes(`prefix ${prefix} {`) && config.includes(`AdvLinkMTU ${ROUTED_MTU};`) && config.includes(`RDNSS ${DNS} { };`),
+    `radvd running (pid ${pid ?? '?'}), advertising ${prefix} (on-link, autonomous), link MTU ${ROUTED_MTU} and RDNSS ${DNS}`,
+  );
+  shell(`curl -s ${router.metricsUrl}/metrics | grep -E '^vxnetd_(router|radvd)_'`);
+  const routerMetrics = (await (await fetch(`${router.metricsUrl}/metrics`)).text()).split('\n').filter((line) => /^vxnetd_(router|radvd)_/.test(line));
+  show(routerMetrics.join('\n'));
+
+  // ---------------------------------------------------------------------------
+  heading('VMs that configure themselves: SLAAC and the MTU from the advertisement');
+  say('A VM with a fixed MAC takes <prefix> + the EUI-64 of its MAC. vxnetctl says which:');
+  const expected: Record<string, string> = {};
+  for (const { name, mac } of SLAAC_VMS) {
+    const result = await vxnetctl(['address', ROUTED, mac]);
+    expected[name] = result.stdout.trim();
+  }
+  say(`Two VMs on br${ROUTED} with no address of their own: MAC set, router advertisements`);
+  say('accepted and addresses made from them (accept_ra, autoconf), then eth0 up:');
+  const slaacVms: VmHandle[] = [];
+  for (const { name, host, mac } of SLAAC_VMS) {
+    // addVm gives eth0 a static address; eth0 down removes it (IPv6 addresses go with the link
+    // unless keep_addr_on_down), and eth0 up makes a link-local one from the new MAC.
+    const vm = await dc.addVm(host, `br${ROUTED}`, name, `fd00:99::${slaacVms.length + 1}`);
+    for (const argv of [
+      ['ip', 'link', 'set', 'eth0', 'down'],
+      ['ip', 'link', 'set', 'eth0', 'address', mac],
+      ['sysctl', '-q', '-w', 'net.ipv6.conf.eth0.accept_ra=2', 'net.ipv6.conf.eth0.autoconf=1'],
+      ['ip', 'link', 'set', 'eth0', 'up'],
+    ]) {
+      shell(`ip netns exec ${vm.ns} ${argv.join(' ')}`);
+      const result = await dc.exec(vm.ns, argv);
+      if (result.code !== 0) throw new Error(`${argv.join(' ')} in ${vm.ns}: ${result.stderr.trim()}`);
+    }
+    slaacVms.push(vm);
+  }
+  const slaacStart = Date.now();
+  let configured = true;
+  for (const vm of slaacVms) {
+    try {
+      // Usable once duplicate address detection is done (no longer tentative).
+      await waitFor(async () => (await addresses(vm.ns, 'eth0')).some((a) => a.local === expected[vm.name] && !a.tentative) || undefined, `${vm.name} has its SLAAC address`, 15_000, 100);
+      await waitFor(async () => (await dc!.exec(vm.ns, ['cat', '/proc/sys/net/ipv6/conf/eth0/mtu'])).stdout.trim() === String(ROUTED_MTU) || undefined, `${vm.name} took MTU ${ROUTED_MTU} from the advertisement`, 15_000, 100);
+    } catch (err) {
+      show((err as Error).message);
+      configured = false;
+    }
+  }
+  const slaacMs = Date.now() - slaacStart;
+  print();
+  say('What they configured (`ip -6 addr`, `ip -6 route show default`, the IPv6 MTU of eth0):');
+  const vmRows: string[][] = [['VM', 'HOST', 'MAC', 'ADDRESS (SLAAC)', 'LINK MTU', 'IPv6 MTU', 'DEFAULT ROUTE']];
+  let routesOk = true;
+  for (const vm of slaacVms) {
+    const global = (await addresses(vm.ns, 'eth0')).filter((a) => !a.local.startsWith('fe80:'));
+    const [link] = await dc.links(vm.ns).then((links) => links.filter((l) => l.ifname === 'eth0'));
+    const ipv6Mtu = (await dc.exec(vm.ns, ['cat', '/proc/sys/net/ipv6/conf/eth0/mtu'])).stdout.trim();
+    const routes = JSON.parse((await dc.exec(vm.ns, ['ip', '-6', '-j', 'route', 'show', 'default'])).stdout || '[]') as Array<{ gateway?: string; dev?: string; protocol?: string }>;
+    const route = routes[0];
+    routesOk &&= route?.gateway === routerLinkLocal && route?.protocol === 'ra';
+    vmRows.push([
+      vm.name,
+      vm.host,
+      link?.address ?? '?',
+      global.map((a) => `${a.local}/${a.prefixlen}`).join(' ') || '(none)',
+      String(link?.mtu ?? '?'),
+      ipv6Mtu,
+      route ? `via ${route.gateway} dev ${route.dev} proto ${route.protocol}` : '(none)',
+    ]);
+  }
+  show(table(vmRows));
+  check(configured, `vm4 and vm5 hold exactly the addresses vxnetctl address printed, ready (DAD done) ${seconds(slaacMs)} after eth0 up`);
+  check(configured, `both took IPv6 MTU ${ROUTED_MTU} (network ${ROUTED}'s MTU) from the advertisement; eth0 itself stays at 1500`);
+  check(routesOk, `both route by default via ${ROUTER}'s link-local address ${routerLinkLocal ?? '?'} (proto ra)`);
+  print();
+  const [vm4, vm5] = slaacVms as [VmHandle, VmHandle];
+  check(await ping(vm4, routerAddress, { count: 3, timeoutS: 3 }), `vm4 on h1 reaches the router at ${routerAddress} (<prefix>::1) across the overlay`);
+  check(await ping(vm4, expected.vm5!, { count: 3, timeoutS: 3 }), 'vm4 on h1 reaches vm5 on h2 by its SLAAC address');
+  const fullPayload = ROUTED_MTU - 48;
+  check(
+    await ping(vm5, expected.vm4!, { size: fullPayload, dontFragment: true, timeoutS: 3 }),
+    `full MTU: a ${ROUTED_MTU}-byte packet (${fullPayload} + 48 header bytes) from vm5 to vm4 crosses unfragmented`,
+  );
+  const oversize = await pingWithOutput(vm5, expected.vm4!, { size: fullPayload + 1, dontFragment: true, timeoutS: 1, verbose: true });
+  check(
+    !oversize.ok && oversize.summary.some((line) => new RegExp(`too long.*mtu:? ?${ROUTED_MTU}`, 'i').test(line)),
+    `one byte more is refused by vm5 itself (mtu ${ROUTED_MTU}): the MTU came with the advertisement, no per-VM setting`,
+  );
+
+  // ---------------------------------------------------------------------------
   if (shutdown) return; // interrupted during the last step
   walkthroughDone = true;
   if (once) {
@@ -391,10 +672,15 @@ async function walkthrough(once: boolean): Promise<void> {
     ['MAC addresses learnt over the overlay', `ip netns exec ${dc.host('h1').ns} bridge fdb show dev vxlan64`],
     ['ping vm2 from vm1', `ip netns exec ${vm1.ns} ping ${vm2.address}`],
     ['agent and network status', `${ctl} status`],
-    ['a new network: watch it appear on both hosts', `${ctl} network create --vni 42`],
+    ['a new network: watch it appear on every host', `${ctl} network create --vni 42`],
     ['…and disappear', `${ctl} network delete 42`],
     ['h2\'s metrics', `curl -s ${agents.h2!.metricsUrl}/metrics | grep '^vxnetd_network_up'`],
     ['vandalism: set a bridge down', `ip netns exec ${dc.host('h2').ns} ip link set br3400 down`],
+    ['vm4 (SLAAC) pings the router', `ip netns exec ${vm4.ns} ping ${routerAddress}`],
+    [`is ${ROUTED} available (served by every live router)?`, `${ctl} ipam get ${ROUTED}`],
+    ['what radvd advertises', `cat ${configPath}`],
+    [`route network 64 too: br64 on ${ROUTER} gets addresses; vm1 and vm2 add a SLAAC address at radvd's next advertisement (within a minute)`, `${ctl} ipam create 64 && ${ctl} ipam wait 64`],
+    [`vandalism: delete the router's address; watch it come back (usable again once DAD is done, 1-2 s)`, `ip netns exec ${routerNs} ip addr del ${routerAddress}/64 dev br${ROUTED}`],
   ]) {
     say(`# ${comment}`);
     say(command);
@@ -422,11 +708,18 @@ async function main(): Promise<void> {
     process.stderr.write('demo: vxnetd is not built: run `npm run build` (or `npm run demo`, which builds first)\n');
     process.exit(1);
   }
+  // The router part needs the real radvd: say so before building anything.
+  try {
+    radvdProgram = existsSync(DEFAULT_RADVD) ? DEFAULT_RADVD : requireOptionalProgram('radvd', 'radvd');
+  } catch (err) {
+    process.stderr.write(`demo: ${(err as Error).message}\n(the demo's router, vxnetd --role router, runs the real radvd)\n`);
+    process.exit(1);
+  }
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, onSignal);
   // Whoever reads our output may go first (a closed terminal, `| head`): clean up all the same.
   process.stdout.on('error', () => {});
 
-  print(bold('vxnetd demo: two hosts, a private etcd, three networks, VMs pinging across VXLAN'));
+  print(bold('vxnetd demo: two hosts and a router, a private etcd, three networks, VMs pinging across VXLAN'));
   try {
     await walkthrough(args.includes('--once'));
   } catch (err) {
