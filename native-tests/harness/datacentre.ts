@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { AgentProcess, type AgentHandle } from './agent.js';
 import { EtcdServer } from './etcd-server.js';
-import { stopRadvd } from './radvd.js';
+import { radvdPid, stopRadvd } from './radvd.js';
 import { registerForLastResortCleanup, unregisterFromLastResortCleanup } from './last-resort-cleanup.js';
 import { describeFailure, requireOptionalProgram, requirePrograms, runCommand, type CommandResult, type Programs, type TrackedProcess } from './processes.js';
 
@@ -368,6 +368,11 @@ export class DataCentre {
   /** Last resort for process exit: same as destroy() but synchronous and without grace. */
   destroySync(): void {
     for (const p of this.processes) p.signal('SIGKILL');
+    // radvd daemonized away from its agent: found by its pid file, before the directory goes.
+    for (const dir of this.radvdDirs) {
+      const pid = radvdPid(dir);
+      if (pid !== undefined) process.kill(pid, 'SIGKILL');
+    }
     // Also what is being created right now (its `ip` was just killed, but
     // may have got that far): every name carries our claimed id, so it is ours.
     for (const undo of [...this.creating, ...[...this.created].reverse()]) {
