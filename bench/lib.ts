@@ -250,11 +250,11 @@ export async function timedRun(argv: string[], what: string): Promise<number> {
  * lock), which would bias the next measurement. The harness's own cleanup
  * later finds the namespace gone, which it accepts.
  */
-export async function discardHost(dc: DataCentre, host: string, probeNs: string): Promise<void> {
+export async function discardHost(dc: DataCentre, host: string, probeNs: string, quiet: { idlePercent?: number; maxMs?: number } = {}): Promise<void> {
   const ns = dc.host(host).ns;
   const started = now();
   run([findIp(), 'netns', 'del', ns], `delete namespace ${ns}`);
-  await quiesce(`teardown of ${ns}`, probeNs);
+  await quiesce(`teardown of ${ns}`, probeNs, quiet);
   log(`deleted ${ns} (teardown took ${fmt.s(now() - started)} s)`);
 }
 
@@ -749,7 +749,7 @@ export function record(bench: string, result: Record<string, unknown>): void {
  * Runs a bench body with a fresh data centre and destroys it afterwards,
  * whatever happens; the exit code says whether the body threw.
  */
-export async function withDataCentre(hosts: string[], body: (dc: DataCentre) => Promise<void>): Promise<void> {
+export async function withDataCentre(hosts: string[], body: (dc: DataCentre) => Promise<void>, options: { etcdMembers?: number } = {}): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('run the benches as root (they create network namespaces)');
   if (!existsSyncSafe(join(REPO_ROOT, 'dist/cli/vxnetd.js'))) throw new Error('vxnetd is not built: run `npm run build` first');
   let dc: DataCentre | undefined;
@@ -759,7 +759,7 @@ export async function withDataCentre(hosts: string[], body: (dc: DataCentre) => 
   // reported separately where it matters).
   if (!process.env.VXNETD_BENCH_ETCD_ON_DISK && existsSyncSafeDir('/dev/shm')) process.env.TMPDIR = '/dev/shm';
   try {
-    dc = await DataCentre.create({ hosts });
+    dc = await DataCentre.create({ hosts, ...options });
     await body(dc);
   } finally {
     killHelpersSync();
