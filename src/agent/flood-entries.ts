@@ -46,6 +46,12 @@ export class FloodEntries implements ObjectKind<FloodHint> {
   readonly name = FLOOD_ENTRIES;
   /** Peer addresses that cannot be flooded to (another family, not an address), reported once per network and address. */
   private readonly unusable = new Map<string, string>();
+  /**
+   * Each network's wanted destinations, kept until its members change: every notification of the
+   * agent's own appends asks for them (20,000 at 1,000 networks × 20 peers), and parsing each
+   * peer's address every time was a measurable share of the agent's CPU (bench/RESULTS.md).
+   */
+  private readonly wantedCache = new Map<string, { version: number; destinations: Set<string> }>();
 
   constructor(
     private readonly kernel: Kernel,
@@ -116,17 +122,22 @@ export class FloodEntries implements ObjectKind<FloodHint> {
 
     this.bulk.applyStarted();
     try {
-      for (const entry of extra) {
-        const description = `delete flood entry of ${vxlanName(hex)} to ${describeDestination(entry)}${isAsMade(entry) ? '' : ' (not permanent)'}`;
-        await this.kernel.deleteForwardingEntry({ family: 7, index: vxlanIndex, state: entry.state, flags: NTF_SELF, mac: FLOOD_MAC, ...(entry.destination ? { destination: entry.destination } : {}) }, description);
-        this.log.info({ vni: hex, device: vxlanName(hex), op: 'deleteFloodEntry' }, description);
-      }
-      for (const destination of missing) {
-        const bytes = Buffer.from(destination, 'hex');
-        const description = `append flood entry of ${vxlanName(hex)} to ${formatAddress(bytes)}`;
-        await this.kernel.appendForwardingEntry({ family: 7, index: vxlanIndex, state: NUD_PERMANENT, flags: NTF_SELF, mac: FLOOD_MAC, destination: bytes }, description);
-        this.log.info({ vni: hex, device: vxlanName(hex), op: 'appendFloodEntry' }, description);
-      }
+      // All at once, deletions first: entries are independent, and requests sent together cross to the request thread together.
+      await settleAll(
+        extra.map(async (entry) => {
+          const description = `delete flood entry of ${vxlanName(hex)} to ${describeDestination(entry)}${isAsMade(entry) ? '' : ' (not permanent)'}`;
+          await this.kernel.deleteForwardingEntry({ family: 7, index: vxlanIndex, state: entry.state, flags: NTF_SELF, mac: FLOOD_MAC, ...(entry.destination ? { destination: entry.destination } : {}) }, description);
+          this.log.info({ vni: hex, device: vxlanName(hex), op: 'deleteFloodEntry' }, description);
+        }),
+      );
+      await settleAll(
+        missing.map(async (destination) => {
+          const bytes = Buffer.from(destination, 'hex');
+          const description = `append flood entry of ${vxlanName(hex)} to ${formatAddress(bytes)}`;
+          await this.kernel.appendForwardingEntry({ family: 7, index: vxlanIndex, state: NUD_PERMANENT, flags: NTF_SELF, mac: FLOOD_MAC, destination: bytes }, description);
+          this.log.info({ vni: hex, device: vxlanName(hex), op: 'appendFloodEntry' }, description);
+        }),
+      );
     } catch (error) {
       // The vxlan was replaced or deleted meanwhile: plan again from the kernel's state.
       if (error instanceof KernelError && error.errno === 'ENODEV') return { result: 'stale' };
@@ -163,7 +174,11 @@ export class FloodEntries implements ObjectKind<FloodHint> {
 
   /** The other hosts' addresses, as hex of their bytes; those not of the overlay's family are reported, never flooded to. */
   private wantedDestinations(hex: string): Set<string> {
+    const version = this.members.version(hex);
+    const cached = this.wantedCache.get(hex);
+    if (cached?.version === version) return cached.destinations;
     const wanted = new Set<string>();
+    this.wantedCache.set(hex, { version, destinations: wanted });
     for (const peer of this.members.peers(hex)) {
       const bytes = parseAddress(peer.address, this.family);
       if (bytes) {
@@ -182,6 +197,7 @@ export class FloodEntries implements ObjectKind<FloodHint> {
   }
 
   private forgetUnusable(hex: string): void {
+    this.wantedCache.delete(hex);
     for (const key of this.unusable.keys()) if (key.startsWith(`${hex} `)) this.unusable.delete(key);
   }
 
@@ -190,6 +206,12 @@ export class FloodEntries implements ObjectKind<FloodHint> {
     this.statuses.flood(hex, { problem: error.message });
     return { result: 'failed', reason: error.message };
   }
+}
+
+/** Waits for every request, then throws the first failure: none is left running behind a thrown error. */
+async function settleAll(requests: Array<Promise<void>>): Promise<void> {
+  const failed = (await Promise.allSettled(requests)).find((result) => result.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
 }
 
 function describeDestination(entry: Neighbour): string {

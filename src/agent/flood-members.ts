@@ -18,6 +18,8 @@ export interface FloodPeer {
 export class FloodMembers {
   /** Network hex → host → address; a network absent here is not watched (scope attached: not attached). */
   private readonly byNetwork = new Map<string, Map<string, string>>();
+  /** Bumped on every change of a network's members: lets readers keep what they derive from them. */
+  private readonly versions = new Map<string, number>();
 
   constructor(
     private readonly hostname: string,
@@ -28,12 +30,14 @@ export class FloodMembers {
   replaceAll(members: Map<string, Map<string, StoredValue>>): Set<string> {
     const touched = new Set([...this.byNetwork.keys(), ...members.keys()]);
     this.byNetwork.clear();
+    for (const hex of touched) this.bump(hex);
     for (const [hex, hosts] of members) this.replace(hex, hosts);
     return touched;
   }
 
   /** The whole index of one network (undefined: no longer watched). */
   replace(hex: string, hosts: Map<string, StoredValue> | undefined): void {
+    this.bump(hex);
     if (!hosts) return void this.byNetwork.delete(hex);
     const addresses = new Map<string, string>();
     for (const [host, stored] of hosts) {
@@ -51,7 +55,18 @@ export class FloodMembers {
     const address = change.value ? this.addressOf(change.hex, change.host, change.value) : undefined;
     if (address === undefined) hosts.delete(change.host);
     else hosts.set(change.host, address);
-    return change.host !== this.hostname && before !== address;
+    const changed = change.host !== this.hostname && before !== address;
+    if (changed) this.bump(change.hex);
+    return changed;
+  }
+
+  /** Changes whenever the network's other members do. */
+  version(hex: string): number {
+    return this.versions.get(hex) ?? 0;
+  }
+
+  private bump(hex: string): void {
+    this.versions.set(hex, this.version(hex) + 1);
   }
 
   /** The other hosts of the network, sorted by host name. */
