@@ -397,7 +397,7 @@ main(async () => {
         const vni = plan.net.hex;
         const ready = plan.hosts.map((h) => firstLogAfter(agents.get(h)!, res.t0, (l) => l.op === 'status' && l.vni === vni && l.state === 'ready'));
         if (ready.every((t) => t !== undefined)) res.readyMs = Math.max(...(ready as number[])) - res.t0;
-        const mesh = plan.hosts.map((h) => lastLogBetween(agents.get(h)!, res.t0, p1End, (l) => l.op === 'appendFloodEntry' && l.vni === vni));
+        const mesh = plan.hosts.map((h) => lastLogBetween(agents.get(h)!, res.t0, p1End, (l) => l.op === 'appendFloodEntries' && l.vni === vni));
         if (mesh.every((t) => t !== undefined)) res.meshMs = Math.max(...(mesh as number[])) - res.t0;
       }
       mark = await snapshot('new networks', p1Rev, p1Start);
@@ -433,7 +433,7 @@ main(async () => {
         const all = [...plan.hosts, plan.vms!.joiner];
         const ready = firstLogAfter(agents.get(plan.vms!.joiner)!, res.t0, (l) => l.op === 'status' && l.vni === vni && l.state === 'ready');
         if (ready !== undefined) res.readyMs = ready - res.t0;
-        const mesh = all.map((h) => lastLogBetween(agents.get(h)!, res.t0, p2End, (l) => l.op === 'appendFloodEntry' && l.vni === vni));
+        const mesh = all.map((h) => lastLogBetween(agents.get(h)!, res.t0, p2End, (l) => l.op === 'appendFloodEntries' && l.vni === vni));
         if (mesh.every((t) => t !== undefined)) res.meshMs = Math.max(...(mesh as number[])) - res.t0;
       }
       mark = await snapshot('joins', p2Rev, p2Start);

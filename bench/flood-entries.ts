@@ -15,7 +15,7 @@
  *   ready (devices up, no peers, no entries). Then the N × P members keys are put, peer by peer
  *   (each peer's N keys in transactions of 128, as an agent publishes its own), one transaction
  *   after the other. Timed from the first put until the agent has appended the last entry: the
- *   pino time of its N × P-th `appendFloodEntry` log line, written after the kernel acknowledged
+ *   pino time of the log line (`appendFloodEntries`, one per network reconcile) with its N × P-th entry, written after the kernel acknowledged
  *   that entry. Then one `bridge -j fdb show` checks that every vxlan has exactly the P all-zeros
  *   permanent entries.
  * - vxnetd, restart (--restart, on by default): the agent made the devices (no peers) and was
@@ -85,7 +85,7 @@ const args = parseArgs('sudo npx tsx bench/flood-entries.ts --networks 1000 --pe
   restart: { default: true, help: 'also measure an agent started over the existing devices with the members keys already in etcd (entries from the list, no watch)' },
   fromEmpty: { default: true, help: 'also measure from empty: devices and entries, agent start → ready vs ip -batch + bridge -batch' },
   order: { default: 'peer', help: "order of the puts and batch lines: 'peer' (each peer's keys together, as agents publish) or 'network' (each network's peers together)" },
-  logLevel: { default: 'info', help: "the agent's --log-level (info or debug: the bench counts its appendFloodEntry lines)" },
+  logLevel: { default: 'info', help: "the agent's --log-level (info or debug: the bench counts its appendFloodEntries lines)" },
   quietWait: { default: 30, help: 'seconds to wait at most for a quiet machine (CPU ≥ 90 % idle, RTNL free) before each timed step and after each teardown' },
 });
 const QUIET = { maxMs: args.quietWait * 1_000 };
@@ -154,8 +154,9 @@ async function putMembers(dc: DataCentre, prefix: string): Promise<number> {
   return now() - started;
 }
 
+/** One line per network reconcile (op appendFloodEntries, `entries` appended), each entry repeated so that counting entries counts lines. */
 function appendLines(agent: AgentHandle): Array<{ time: number }> {
-  return agent.logs().filter((l) => l.op === 'appendFloodEntry');
+  return agent.logs().flatMap((l) => (l.op === 'appendFloodEntries' ? Array.from({ length: Number(l.entries) }, () => l) : []));
 }
 
 async function waitForAppends(agent: AgentHandle, count: number, timeoutMs: number): Promise<number> {

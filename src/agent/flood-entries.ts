@@ -52,6 +52,13 @@ export class FloodEntries implements ObjectKind<FloodHint> {
    * peer's address every time was a measurable share of the agent's CPU (bench/RESULTS.md).
    */
   private readonly wantedCache = new Map<string, { version: number; destinations: Set<string> }>();
+  /**
+   * Each vxlan's all-zeros entries as last dumped, kept up to date by the kernel's notifications:
+   * a reconcile outside a full round needs no dump of its own (one per network per member change
+   * was most of the requests). Events lost in a bulk apply or an overflow are followed by a full round,
+   * which dumps again.
+   */
+  private readonly known = new Map<number, Map<string, Neighbour>>();
 
   constructor(
     private readonly kernel: Kernel,
@@ -73,10 +80,14 @@ export class FloodEntries implements ObjectKind<FloodHint> {
       if (!entries) byIndex.set(entry.index, (entries = []));
       entries.push(entry);
     }
+    this.known.clear();
+    for (const [index, entries] of byIndex) this.known.set(index, new Map(entries.map((entry) => [destinationKey(entry), entry])));
     const visits = new Map<string, FloodHint | undefined>();
     for (const hex of this.desired.names()) {
       if (!this.desired.isWanted(hex)) continue;
       const vxlanIndex = this.facts.vxlanIndex(hex);
+      // A vxlan the dump showed no entry of has none: known, and empty.
+      if (vxlanIndex !== undefined && !this.known.has(vxlanIndex)) this.known.set(vxlanIndex, new Map());
       visits.set(hex, vxlanIndex === undefined ? undefined : { vxlanIndex, entries: byIndex.get(vxlanIndex) ?? [] });
     }
     return visits;
@@ -102,7 +113,7 @@ export class FloodEntries implements ObjectKind<FloodHint> {
     const wanted = this.wantedDestinations(hex);
     let entries: Neighbour[];
     try {
-      entries = hint?.entries ?? (await this.kernel.dumpForwardingEntries(vxlanIndex)).filter(isFloodEntry);
+      entries = hint?.entries ?? [...(this.known.get(vxlanIndex)?.values() ?? (await this.dumpOne(vxlanIndex)))];
     } catch (error) {
       return this.failed(hex, error);
     }
@@ -123,21 +134,38 @@ export class FloodEntries implements ObjectKind<FloodHint> {
     this.bulk.applyStarted();
     try {
       // All at once, deletions first: entries are independent, and requests sent together cross to the request thread together.
-      await settleAll(
-        extra.map(async (entry) => {
-          const description = `delete flood entry of ${vxlanName(hex)} to ${describeDestination(entry)}${isAsMade(entry) ? '' : ' (not permanent)'}`;
-          await this.kernel.deleteForwardingEntry({ family: 7, index: vxlanIndex, state: entry.state, flags: NTF_SELF, mac: FLOOD_MAC, ...(entry.destination ? { destination: entry.destination } : {}) }, description);
-          this.log.info({ vni: hex, device: vxlanName(hex), op: 'deleteFloodEntry' }, description);
-        }),
-      );
-      await settleAll(
-        missing.map(async (destination) => {
-          const bytes = Buffer.from(destination, 'hex');
-          const description = `append flood entry of ${vxlanName(hex)} to ${formatAddress(bytes)}`;
-          await this.kernel.appendForwardingEntry({ family: 7, index: vxlanIndex, state: NUD_PERMANENT, flags: NTF_SELF, mac: FLOOD_MAC, destination: bytes }, description);
-          this.log.info({ vni: hex, device: vxlanName(hex), op: 'appendFloodEntry' }, description);
-        }),
-      );
+      // One log line per kind of change of the network (one decision), naming every destination.
+      if (extra.length) {
+        await settleAll(
+          extra.map((entry) =>
+            this.kernel.deleteForwardingEntry(
+              { family: 7, index: vxlanIndex, state: entry.state, flags: NTF_SELF, mac: FLOOD_MAC, ...(entry.destination ? { destination: entry.destination } : {}) },
+              `delete flood entry of ${vxlanName(hex)} to ${describeDestination(entry)}${isAsMade(entry) ? '' : ' (not permanent)'}`,
+            ),
+          ),
+        );
+        const to = extra.map((entry) => `${describeDestination(entry)}${isAsMade(entry) ? '' : ' (not permanent)'}`);
+        this.log.info({ vni: hex, device: vxlanName(hex), op: 'deleteFloodEntries', entries: extra.length }, `delete flood entries of ${vxlanName(hex)} to ${to.join(', ')}`);
+      }
+      if (missing.length) {
+        const to = missing.map((destination) => formatAddress(Buffer.from(destination, 'hex')));
+        await settleAll(
+          missing.map((destination, i) =>
+            this.kernel.appendForwardingEntry(
+              { family: 7, index: vxlanIndex, state: NUD_PERMANENT, flags: NTF_SELF, mac: FLOOD_MAC, destination: Buffer.from(destination, 'hex') },
+              `append flood entry of ${vxlanName(hex)} to ${to[i]}`,
+            ),
+          ),
+        );
+        this.log.info({ vni: hex, device: vxlanName(hex), op: 'appendFloodEntries', entries: missing.length }, `append flood entries of ${vxlanName(hex)} to ${to.join(', ')}`);
+      }
+      // What the kernel now has, whether or not its notifications arrive (they are paused in a bulk apply).
+      const known = this.known.get(vxlanIndex) ?? new Map<string, Neighbour>();
+      for (const entry of extra) known.delete(destinationKey(entry));
+      for (const destination of missing) {
+        known.set(destination, { family: 7, index: vxlanIndex, state: NUD_PERMANENT, flags: NTF_SELF, mac: FLOOD_MAC, destination: Buffer.from(destination, 'hex') });
+      }
+      this.known.set(vxlanIndex, known);
     } catch (error) {
       // The vxlan was replaced or deleted meanwhile: plan again from the kernel's state.
       if (error instanceof KernelError && error.errno === 'ENODEV') return { result: 'stale' };
@@ -156,11 +184,22 @@ export class FloodEntries implements ObjectKind<FloodHint> {
     return type === 'new' ? wanted && isAsMade(neighbour) : !wanted;
   }
 
-  /** The network a notification is about: an all-zeros entry of one of our vxlans. */
+  /** The network a notification is about: an all-zeros entry of one of our vxlans (what the kind knows of that vxlan follows it). */
   networkOf(event: NeighbourEvent): string | undefined {
     if (!isFloodEntry(event.neighbour)) return undefined;
+    const known = this.known.get(event.neighbour.index);
+    if (known) {
+      if (event.type === 'new') known.set(destinationKey(event.neighbour), event.neighbour);
+      else known.delete(destinationKey(event.neighbour));
+    }
     const hex = this.facts.networkOfVxlan(event.neighbour.index);
     return hex !== undefined && this.desired.isWanted(hex) ? hex : undefined;
+  }
+
+  private async dumpOne(vxlanIndex: number): Promise<Neighbour[]> {
+    const entries = (await this.kernel.dumpForwardingEntries(vxlanIndex)).filter(isFloodEntry);
+    this.known.set(vxlanIndex, new Map(entries.map((entry) => [destinationKey(entry), entry])));
+    return entries;
   }
 
   private async ownVxlanIndex(hex: string): Promise<number | undefined> {
@@ -212,6 +251,10 @@ export class FloodEntries implements ObjectKind<FloodHint> {
 async function settleAll(requests: Array<Promise<void>>): Promise<void> {
   const failed = (await Promise.allSettled(requests)).find((result) => result.status === 'rejected');
   if (failed) throw (failed as PromiseRejectedResult).reason;
+}
+
+function destinationKey(entry: Neighbour): string {
+  return entry.destination?.toString('hex') ?? '-';
 }
 
 function describeDestination(entry: Neighbour): string {
