@@ -14,6 +14,7 @@ import { RefusedError } from '../src/store/networks.js';
 import { EtcdSchema } from '../src/store/schema.js';
 import { startLoopbackEtcd, type LoopbackEtcd } from './harness/loopback-etcd.js';
 import { runCommand, type CommandResult } from './harness/processes.js';
+import { base64, readRaw as readRawKeys } from './harness/etcd-gateway.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli/vxnetctl.js', import.meta.url));
 const POOL = '2001:db8:100::/48';
@@ -26,9 +27,6 @@ function freshPrefix(): string {
   return `/ipam${++prefixCount}`;
 }
 
-function base64(text: string): string {
-  return Buffer.from(text).toString('base64');
-}
 
 /** Writes a raw key through etcd's JSON gateway, as an agent would. */
 async function putRaw(key: string, value: string): Promise<void> {
@@ -36,23 +34,8 @@ async function putRaw(key: string, value: string): Promise<void> {
   expect(response.ok, `etcd put: ${await response.text()}`).toBe(true);
 }
 
-interface RawKey {
-  key: string;
-  value: string;
-  modRevision: number;
-}
 
-async function readRaw(prefix: string): Promise<{ revision: number; keys: RawKey[] }> {
-  const end = Buffer.from(prefix);
-  end[end.length - 1]!++;
-  const response = await fetch(`${etcdUrl}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: base64(prefix), range_end: end.toString('base64') }) });
-  const body = (await response.json()) as { header: { revision: string }; kvs?: Array<{ key: string; value: string; mod_revision: string }> };
-  const text = (encoded: string) => Buffer.from(encoded, 'base64').toString();
-  return {
-    revision: Number(body.header.revision),
-    keys: (body.kvs ?? []).map((kv) => ({ key: text(kv.key), value: text(kv.value), modRevision: Number(kv.mod_revision) })),
-  };
-}
+const readRaw = (prefix: string) => readRawKeys(etcdUrl, prefix);
 
 function vxnetctl(prefix: string, args: string[], timeoutMs = 20_000): Promise<CommandResult> {
   const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('VXNETD_')));

@@ -11,6 +11,7 @@ import { deleteNetwork } from '../src/store/networks.js';
 import { EtcdSchema } from '../src/store/schema.js';
 import { freePort, startLoopbackEtcd, type LoopbackEtcd } from './harness/loopback-etcd.js';
 import { runCommand, type CommandResult, type TrackedProcess } from './harness/processes.js';
+import { base64, readRaw as readRawKeys } from './harness/etcd-gateway.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli/vxnetctl.js', import.meta.url));
 
@@ -36,28 +37,9 @@ function deleteRaw(key: string): Promise<void> {
   return callGateway('deleterange', { key: base64(key) });
 }
 
-interface RawKey {
-  key: string;
-  value: string;
-  modRevision: number;
-}
 
-/** Every key under `prefix` and the store's revision, read through etcd's JSON gateway. */
-async function readRaw(prefix: string): Promise<{ revision: number; keys: RawKey[] }> {
-  const end = Buffer.from(prefix);
-  end[end.length - 1]!++;
-  const response = await fetch(`${etcdUrl}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: base64(prefix), range_end: end.toString('base64') }) });
-  const body = (await response.json()) as { header: { revision: string }; kvs?: Array<{ key: string; value: string; mod_revision: string }> };
-  const text = (encoded: string) => Buffer.from(encoded, 'base64').toString();
-  return {
-    revision: Number(body.header.revision),
-    keys: (body.kvs ?? []).map((kv) => ({ key: text(kv.key), value: text(kv.value), modRevision: Number(kv.mod_revision) })),
-  };
-}
+const readRaw = (prefix: string) => readRawKeys(etcdUrl, prefix);
 
-function base64(text: string): string {
-  return Buffer.from(text).toString('base64');
-}
 
 async function callGateway(operation: string, body: object): Promise<void> {
   const response = await fetch(`${etcdUrl}/v3/kv/${operation}`, { method: 'POST', body: JSON.stringify(body) });

@@ -549,15 +549,8 @@ export class NetlinkKernel implements Kernel {
 
   async dumpForwardingEntries(index?: number): Promise<Neighbour[]> {
     const operation = index === undefined ? 'dump forwarding entries' : `dump forwarding entries of device ${index}`;
-    if (this.closed) throw new KernelError('ESHUTDOWN', operation);
-    try {
-      const { parts, consistent } = await this.dumps.dump(RTM_GETNEIGH, encodeGetNeighbours(AF_BRIDGE, index), operation);
-      this.observer.request?.('neigh_dump', consistent ? 'ok' : 'EINTR');
-      return parts.map(decodeNeighbour).filter((entry) => index === undefined || entry.index === index);
-    } catch (error) {
-      this.observer.request?.('neigh_dump', error instanceof KernelError ? error.errno : 'error');
-      throw error;
-    }
+    const parts = await this.dump('neigh_dump', RTM_GETNEIGH, encodeGetNeighbours(AF_BRIDGE, index), operation);
+    return parts.map(decodeNeighbour).filter((entry) => index === undefined || entry.index === index);
   }
 
   async appendForwardingEntry(entry: Neighbour, operation: string): Promise<void> {
@@ -569,16 +562,7 @@ export class NetlinkKernel implements Kernel {
   }
 
   async dumpAddresses(family: number): Promise<Address[]> {
-    const operation = 'dump addresses';
-    if (this.closed) throw new KernelError('ESHUTDOWN', operation);
-    try {
-      const { parts, consistent } = await this.dumps.dump(RTM_GETADDR, encodeGetAddresses(family), operation);
-      this.observer.request?.('addr_dump', consistent ? 'ok' : 'EINTR');
-      return parts.map(decodeAddress);
-    } catch (error) {
-      this.observer.request?.('addr_dump', error instanceof KernelError ? error.errno : 'error');
-      throw error;
-    }
+    return (await this.dump('addr_dump', RTM_GETADDR, encodeGetAddresses(family), 'dump addresses')).map(decodeAddress);
   }
 
   async addAddress(address: Address, operation: string): Promise<void> {
@@ -590,14 +574,19 @@ export class NetlinkKernel implements Kernel {
   }
 
   async dumpLinks(opts: { stats?: boolean } = {}): Promise<Link[]> {
-    if (this.closed) throw new KernelError('ESHUTDOWN', 'dump links');
+    // Every part of a link dump is an RTM_NEWLINK.
+    return (await this.dump('dump', RTM_GETLINK, encodeGetLink({ withStats: opts.stats }), 'dump links')).map((payload) => decodeLink(payload, opts));
+  }
+
+  /** A dump on the dumps' channel, counted by kind: `EINTR` when the kernel kept interrupting it. */
+  private async dump(kind: RequestKind, type: number, payload: Buffer, operation: string): Promise<Buffer[]> {
+    if (this.closed) throw new KernelError('ESHUTDOWN', operation);
     try {
-      const { parts, consistent } = await this.dumps.dump(RTM_GETLINK, encodeGetLink({ withStats: opts.stats }), 'dump links');
-      this.observer.request?.('dump', consistent ? 'ok' : 'EINTR');
-      // Every part of a link dump is an RTM_NEWLINK.
-      return parts.map((payload) => decodeLink(payload, opts));
+      const { parts, consistent } = await this.dumps.dump(type, payload, operation);
+      this.observer.request?.(kind, consistent ? 'ok' : 'EINTR');
+      return parts;
     } catch (error) {
-      this.observer.request?.('dump', error instanceof KernelError ? error.errno : 'error');
+      this.observer.request?.(kind, error instanceof KernelError ? error.errno : 'error');
       throw error;
     }
   }
