@@ -50,7 +50,7 @@ function fakeClientFactory(state: FakeEtcdState) {
   return (options: EtcdOptions) => {
     state.clients++;
     (state.endpoints ??= []).push(options.endpoints);
-    const range = async (request: { key: Buffer; range_end: Buffer; limit: number; revision?: number }) => {
+    const range = async (request: { key: Buffer; range_end?: Buffer; limit?: number; revision?: number }) => {
       if (state.failLists > 0) {
         state.failLists--;
         throw new Error('14 UNAVAILABLE: connect ECONNREFUSED');
@@ -61,16 +61,17 @@ function fakeClientFactory(state: FakeEtcdState) {
       if (request.revision !== undefined && request.revision < (state.compactedBelow ?? 0)) {
         throw new Error('11 OUT_OF_RANGE: etcdserver: mvcc: required revision has been compacted');
       }
-      const end = request.range_end.toString();
+      // No range_end: that one key.
+      const end = request.range_end ? request.range_end.toString() : `${from}\0`;
       const keys = [...state.kv.keys()].filter((key) => key >= from && key < end).sort();
-      const replyBytes = keys.slice(0, request.limit).reduce((sum, key) => sum + key.length + state.kv.get(key)!.length, 0);
+      const replyBytes = keys.slice(0, request.limit ?? keys.length).reduce((sum, key) => sum + key.length + state.kv.get(key)!.length, 0);
       if (replyBytes > (state.maxReplyBytes ?? Infinity)) {
         throw new GRPCResourceExhastedError(`8 RESOURCE_EXHAUSTED: Received message larger than max (${replyBytes} vs. ${state.maxReplyBytes})`);
       }
       const kvs = keys
-        .slice(0, request.limit)
+        .slice(0, request.limit ?? keys.length)
         .map((key) => ({ key: Buffer.from(key), value: Buffer.from(state.kv.get(key)!), mod_revision: String(state.revision), create_revision: String(state.revision) }));
-      return { header: { revision: String(request.revision ?? state.revision) }, kvs, more: keys.length > request.limit, count: String(keys.length) };
+      return { header: { revision: String(request.revision ?? state.revision) }, kvs, more: keys.length > (request.limit ?? keys.length), count: String(keys.length) };
     };
     const client = {
       // The data id: present unless a test removes it; made with a create-if-absent transaction otherwise.
@@ -102,6 +103,7 @@ function fakeClientFactory(state: FakeEtcdState) {
           dir: '',
           from: '',
           prefix: (dir: string) => Object.assign(builder, { dir }),
+          key: (dir: string) => Object.assign(builder, { dir }),
           startRevision: (from: string) => Object.assign(builder, { from }),
           watcher: () => {
             const watcher = Object.assign(new EventEmitter(), {
@@ -255,7 +257,8 @@ describe('DesiredStateSource', () => {
     const state: FakeEtcdState = { revision: 7, kv: new Map(), failLists: 0, watchers: [], clients: 0, unconfirmedWatches: true };
     const clock = heldClock(() => 0);
     const connected: boolean[] = [];
-    const source = makeSource(state, clock, true, undefined, members);
+    // Scope all: two watches a pass (networks, members index).
+    const source = makeSource(state, clock, false, undefined, members);
     source.on('connected', (c) => connected.push(c));
     source.start();
     for (let i = 0; i < 20 && clock.sleeps.length === 0; i++) await flush();
@@ -292,7 +295,7 @@ describe('DesiredStateSource', () => {
   });
 
   it('logs each list and each watched change at debug level when it arrives, whatever the kernel then takes', async () => {
-    const state: FakeEtcdState = { revision: 4, kv: new Map(), failLists: 0, watchers: [], clients: 0 };
+    const state: FakeEtcdState = { revision: 4, kv: new Map([['/v1/hosts/hv1/networks/ff01', '{}']]), failLists: 0, watchers: [], clients: 0 };
     const lines: Array<[Record<string, unknown>, string]> = [];
     const source = new DesiredStateSource({
       etcd: { endpoints: ['http://etcd:2379'] },
@@ -305,11 +308,13 @@ describe('DesiredStateSource', () => {
       createClient: fakeClientFactory(state),
     });
     source.start();
-    for (let i = 0; i < 20 && state.watchers.length < 2; i++) await flush();
-    state.watchers[0]!.emit('put', { key: Buffer.from('/v1/networks/ff01'), value: Buffer.from('{}'), mod_revision: '5', create_revision: '5' });
-    state.watchers[1]!.emit('delete', { key: Buffer.from('/v1/hosts/hv1/networks/64'), value: Buffer.alloc(0), mod_revision: '6', create_revision: '0' });
+    // Scope attached: the attachments, and the spec and members of the one attached network.
+    for (let i = 0; i < 20 && state.watchers.length < 3; i++) await flush();
+    expect(state.watchers.map((w) => w.dir)).toEqual(['/v1/hosts/hv1/networks/', '/v1/networks/ff01', '/v1/members/ff01/']);
+    state.watchers[1]!.emit('put', { key: Buffer.from('/v1/networks/ff01'), value: Buffer.from('{}'), mod_revision: '5', create_revision: '5' });
+    state.watchers[0]!.emit('delete', { key: Buffer.from('/v1/hosts/hv1/networks/64'), value: Buffer.alloc(0), mod_revision: '6', create_revision: '0' });
     expect(lines).toEqual([
-      [{ op: 'etcd', revision: 4, networks: 0, attachments: 0, endpoint: 'http://etcd:2379' }, 'etcd list'],
+      [{ op: 'etcd', revision: 4, networks: 0, attachments: 1, endpoint: 'http://etcd:2379' }, 'etcd list'],
       [{ op: 'etcd', collection: 'networks', vni: 'ff01', revision: 5, deleted: false }, 'etcd change'],
       [{ op: 'etcd', collection: 'attachments', vni: '64', revision: 6, deleted: true }, 'etcd change'],
     ]);
@@ -389,7 +394,8 @@ describe('DesiredStateSource', () => {
 
   it('retires every pass: its watchers cancelled (unless etcd3 dropped them itself), its lease released, its client closed', async () => {
     const state: FakeEtcdState = { revision: 5, kv: new Map(), failLists: 0, watchers: [], clients: 0, failLivenessPuts: 1 };
-    const source = makeSource(state, recordingClock(), true);
+    // Scope all: two watches a pass (networks, members index).
+    const source = makeSource(state, recordingClock(), false);
     const changes: Change[] = [];
     source.on('change', (c) => changes.push(c));
     const settle = async () => {
@@ -802,25 +808,35 @@ describe('DesiredStateSource: the members index', () => {
     expect([...snapshots[0]!.members.keys()], 'not the members of 65').toEqual(['64']);
     expect(state.ranges!.map((r) => r.from)).not.toContain('/v1/members/');
     expect(state.watchers.map((w) => [w.dir, w.from])).toEqual([
-      ['/v1/networks/', '8'],
       ['/v1/hosts/hv1/networks/', '8'],
+      ['/v1/networks/64', '8'],
       ['/v1/members/64/', '8'],
     ]);
+    // Not the cloud's networks: only the attached one's spec, at the list's revision.
+    expect(state.ranges!.map((r) => r.from)).not.toContain('/v1/networks/');
+    expect(state.ranges).toContainEqual({ from: '/v1/networks/64', revision: 7 });
+    expect([...snapshots[0]!.networks.keys()]).toEqual(['64']);
 
     // Attached to 65 at revision 12: its members are read at 12 and watched from 13.
-    state.watchers[1]!.emit('put', kv('/v1/hosts/hv1/networks/65', '{}', 12));
-    for (let i = 0; i < 10 && state.watchers.length < 4; i++) await flush();
-    expect(state.ranges!.at(-1)).toEqual({ from: '/v1/members/65/', revision: 12 });
+    state.watchers[0]!.emit('put', kv('/v1/hosts/hv1/networks/65', '{}', 12));
+    for (let i = 0; i < 10 && state.watchers.length < 5; i++) await flush();
+    expect(state.ranges!.slice(-2)).toEqual([
+      { from: '/v1/networks/65', revision: 12 },
+      { from: '/v1/members/65/', revision: 12 },
+    ]);
     expect(replaced).toEqual([['65', ['h3']]]);
-    expect([state.watchers[3]!.dir, state.watchers[3]!.from]).toEqual(['/v1/members/65/', '13']);
-    state.watchers[3]!.emit('put', kv('/v1/members/65/h4', '{"address":"fd00::4"}', 14));
+    expect(state.watchers.slice(3).map((w) => [w.dir, w.from])).toEqual([
+      ['/v1/networks/65', '13'],
+      ['/v1/members/65/', '13'],
+    ]);
+    state.watchers[4]!.emit('put', kv('/v1/members/65/h4', '{"address":"fd00::4"}', 14));
     await flush();
     expect(memberChanges).toEqual(['65/h4 put']);
 
     // Detached: the watcher goes, and so does the agent's copy.
-    state.watchers[1]!.emit('delete', kv('/v1/hosts/hv1/networks/65', '', 15));
+    state.watchers[0]!.emit('delete', kv('/v1/hosts/hv1/networks/65', '', 15));
     for (let i = 0; i < 5; i++) await flush();
-    expect(state.watchers[3]!.cancelled).toBe(true);
+    expect(state.watchers.slice(3).map((w) => w.cancelled)).toEqual([true, true]);
     expect(replaced.at(-1)).toEqual(['65', undefined]);
     // Its members key (never read in this pass) is deleted when the agent says so.
     source.publishMembership('65', true);

@@ -69,6 +69,16 @@ export async function readPrefixesAt(client: Etcd3, prefixes: readonly string[],
 
 const PREFIXES_AT_ONCE = 16;
 
+/** Single keys at a revision read before (those that exist), a few at a time. */
+export async function readKeysAt(client: Etcd3, keys: readonly string[], revision: number): Promise<IKeyValue[]> {
+  const found: IKeyValue[] = [];
+  for (let from = 0; from < keys.length; from += PREFIXES_AT_ONCE) {
+    const reads = keys.slice(from, from + PREFIXES_AT_ONCE).map((key) => client.kv.range({ key: Buffer.from(key), revision }));
+    for (const reply of await Promise.all(reads)) found.push(...reply.kvs);
+  }
+  return found;
+}
+
 /** The key-values under one prefix, sorted by key, at one revision. */
 export async function readPrefix(client: Etcd3, prefix: string): Promise<IKeyValue[]> {
   return (await readPrefixAt(client, prefix)).kvs;

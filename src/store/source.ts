@@ -11,7 +11,7 @@ import type { Etcd3, IKeyValue, Lease, Watcher } from 'etcd3';
 import { quoteBrief } from '../model/spec.js';
 import { Backoff, systemClock, type Clock } from './backoff.js';
 import { createEtcdClient, DEFAULT_CALL_TIMEOUT_MS, EndpointRotation, type EtcdOptions } from './client.js';
-import { ETCD_MAX_REQUEST_BYTES, ETCD_MAX_TXN_OPS, isRequestRefused, readPrefixes, readPrefixesAt } from './paged-range.js';
+import { ETCD_MAX_REQUEST_BYTES, ETCD_MAX_TXN_OPS, isRequestRefused, readKeysAt, readPrefixes, readPrefixesAt } from './paged-range.js';
 import {
   EtcdSchema,
   newDataId,
@@ -188,7 +188,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
   /** Scope attached: the networks whose members index this pass has read (and watches). */
   private membersRead = new Set<string>();
   /** The running pass's members watch (scope attached: one watcher per attached network). */
-  private memberWatch?: { add(hex: string, revision: number): void; remove(hex: string): void };
+  private memberWatch?: { watching(hex: string): boolean; add(hex: string, attachment: Change): void; remove(hex: string): void };
 
   constructor(private readonly options: SourceOptions) {
     super();
@@ -284,17 +284,18 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     const settings = await client.get(schema.settingsKey).buffer();
     const cloudSettings = settings === null ? undefined : parseSettings(settings);
     // Paged, and all at one revision, so they agree.
-    const allMembers = !this.options.watchAttachments;
+    // Scope attached reads only what its networks need: their specs and members, not every network of the cloud.
+    const attachedOnly = this.options.watchAttachments;
     const router = this.options.router !== undefined;
-    const optional = [...(router ? [dirs.ipam] : []), ...(allMembers ? [schema.membersDir] : [])];
-    const {
-      revision,
-      kvs: [networks, attachments, statuses, ...rest],
-    } = await readPrefixes(client, [dirs.networks, dirs.attachments, dirs.statuses, ...optional]);
-    const ipam = router ? rest.shift()! : [];
-    const everyMember = allMembers ? rest.shift()! : [];
-    const watchedMembers = allMembers ? [] : [...new Set(attachments!.map((kv) => schema.nameIn(dirs.attachments, kv.key.toString('utf8'))))].filter((hex) => parseVniHex(hex) !== undefined);
-    const memberKvs = allMembers ? everyMember : (await readPrefixesAt(client, watchedMembers.map((hex) => schema.membersOf(hex)), revision)).flat();
+    const optional = [...(router ? [dirs.ipam] : []), ...(attachedOnly ? [] : [schema.membersDir])];
+    const { revision, kvs } = await readPrefixes(client, [...(attachedOnly ? [] : [dirs.networks]), dirs.attachments, dirs.statuses, ...optional]);
+    const everyNetwork = attachedOnly ? [] : kvs.shift()!;
+    const [attachments, statuses] = [kvs.shift()!, kvs.shift()!];
+    const ipam = router ? kvs.shift()! : [];
+    const everyMember = attachedOnly ? [] : kvs.shift()!;
+    const watchedMembers = attachedOnly ? [...new Set(attachments.map((kv) => schema.nameIn(dirs.attachments, kv.key.toString('utf8'))))].filter((hex) => parseVniHex(hex) !== undefined) : [];
+    const memberKvs = attachedOnly ? (await readPrefixesAt(client, watchedMembers.map((hex) => schema.membersOf(hex)), revision)).flat() : everyMember;
+    const networks = attachedOnly ? await readKeysAt(client, watchedMembers.map((hex) => schema.networkKey(hex)), revision) : everyNetwork;
     const byName = (kvs: IKeyValue[], dir: string) =>
       new Map(
         kvs.map((kv) => [
@@ -305,9 +306,9 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     const snapshot: Snapshot = {
       revision,
       etcdCluster: dataId,
-      networks: byName(networks!, dirs.networks),
-      attachments: byName(attachments!, dirs.attachments),
-      statuses: new Map(statuses!.map((kv) => [schema.nameIn(dirs.statuses, kv.key.toString('utf8')), kv.value.toString('utf8')])),
+      networks: byName(networks, dirs.networks),
+      attachments: byName(attachments, dirs.attachments),
+      statuses: new Map(statuses.map((kv) => [schema.nameIn(dirs.statuses, kv.key.toString('utf8')), kv.value.toString('utf8')])),
       ...(cloudSettings?.ok && cloudSettings.value.groupBase ? { cloudGroupBase: cloudSettings.value.groupBase } : {}),
       members: new Map(watchedMembers.map((hex) => [hex, new Map()])),
       ipam: byName(ipam, dirs.ipam),
@@ -347,8 +348,8 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
    * `watchers` at once, so that it is cancelled however the watch ends.
    */
   private watchUntilBroken(client: Etcd3, lease: Lease, fromRevision: number, watchers: Set<Watcher>): Promise<string> {
-    const collections: Array<[Collection, string]> = [['networks', this.dirs.networks]];
-    if (this.options.watchAttachments) collections.push(['attachments', this.dirs.attachments]);
+    // Scope attached watches each attached network's spec on its own (with its members), not the networks' directory.
+    const collections: Array<[Collection, string]> = this.options.watchAttachments ? [['attachments', this.dirs.attachments]] : [['networks', this.dirs.networks]];
     if (this.options.router) collections.push(['ipam', this.dirs.ipam]);
     return new Promise<string>((resolve) => {
       let settled = false;
@@ -367,10 +368,12 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
       if (this.stopping.signal.aborted) return onStop();
       this.stopping.signal.addEventListener('abort', onStop, { once: true });
       lease.on('lost', onLost);
-      const watch = (dir: string, from: number, onEvent: (kv: IKeyValue, isPut: boolean) => void): Watcher => {
+      /** Watches the keys under `dir`, or (`exact`) the one key `dir`. */
+      const watch = (dir: string, from: number, onEvent: (kv: IKeyValue, isPut: boolean) => void, exact = false): Watcher => {
         // watcher(), not create(): create() never settles when the stream drops before etcd
         // confirms the watch, and a watcher we never got could never be cancelled.
-        const watcher = client.watch().prefix(dir).startRevision(String(from)).watcher();
+        const builder = exact ? client.watch().key(dir) : client.watch().prefix(dir);
+        const watcher = builder.startRevision(String(from)).watcher();
         watchers.add(watcher);
         // After 'error' and 'end' etcd3 has dropped the watcher itself: cancelling it again would wait for ever.
         const gone = (reason: string) => {
@@ -402,15 +405,18 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
         watch(this.schema.membersDir, fromRevision, onMember);
         return checkConfirmed();
       }
-      // Scope attached: the members of the attached networks only, each watched from when it was attached.
-      const perNetwork = new Map<string, Watcher | 'reading'>();
-      const add = (hex: string, revision: number, readFirst: boolean) => {
-        if (perNetwork.has(hex) || parseVniHex(hex) === undefined) return;
-        const dir = this.schema.membersOf(hex);
-        if (!readFirst) return void perNetwork.set(hex, watch(dir, revision + 1, onMember));
+      // Scope attached: each attached network's spec and members only, watched from when it was attached.
+      const perNetwork = new Map<string, Watcher[] | 'reading'>();
+      const watchNetwork = (hex: string, from: number) => {
+        const spec = watch(this.schema.networkKey(hex), from, (kv, isPut) => this.onEvent('networks', this.dirs.networks, kv, isPut), true);
+        perNetwork.set(hex, [spec, watch(this.schema.membersOf(hex), from, onMember)]);
+      };
+      /** A network attached while watching: its spec and members read at the attachment's revision, delivered with it, in order. */
+      const add = (hex: string, attachment: Change) => {
         perNetwork.set(hex, 'reading');
-        readPrefixesAt(client, [dir], revision).then(
-          ([kvs]) => {
+        const dir = this.schema.membersOf(hex);
+        Promise.all([readKeysAt(client, [this.schema.networkKey(hex)], attachment.revision), readPrefixesAt(client, [dir], attachment.revision)]).then(
+          ([[spec], [kvs]]) => {
             if (settled || perNetwork.get(hex) !== 'reading') return;
             const members = new Map<string, StoredValue>();
             for (const kv of kvs!) {
@@ -419,31 +425,46 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
               if (host === this.options.hostname) this.ownMembers.set(hex, kv.value.toString('utf8'));
             }
             this.membersRead.add(hex);
+            const network: Change = {
+              collection: 'networks',
+              name: hex,
+              revision: attachment.revision,
+              ...(spec ? { value: { value: spec.value, modRevision: Number(spec.mod_revision), createRevision: Number(spec.create_revision) } } : {}),
+            };
+            // Spec and members first: an attachment alone would read as "attached to a missing network".
             this.deliver(() => this.options.sink?.replaceMembers?.(hex, members));
-            perNetwork.set(hex, watch(dir, revision + 1, onMember));
+            this.deliver(() => this.options.sink?.applyChange(network));
+            this.deliver(() => this.options.sink?.applyChange(attachment));
+            this.emit('change', attachment);
+            watchNetwork(hex, attachment.revision + 1);
             this.queueMember(hex);
             void this.flushStatus();
           },
-          (error: Error) => broken(`reading the members of network ${hex}: ${error.message}`),
+          (error: Error) => broken(`reading network ${hex} at its attachment: ${error.message}`),
         );
       };
       this.memberWatch = {
-        add: (hex, revision) => add(hex, revision, true),
+        watching: (hex) => perNetwork.has(hex),
+        add,
         remove: (hex) => {
-          const watcher = perNetwork.get(hex);
-          if (watcher === undefined) return;
+          const watched = perNetwork.get(hex);
+          if (watched === undefined) return;
           perNetwork.delete(hex);
           this.membersRead.delete(hex);
           this.ownMembers.delete(hex);
-          if (watcher !== 'reading') {
-            watchers.delete(watcher);
-            for (const event of ['put', 'delete', 'disconnected', 'end'] as const) watcher.removeAllListeners(event);
-            void watcher.cancel().catch(() => undefined);
+          if (watched !== 'reading') {
+            for (const watcher of watched) {
+              watchers.delete(watcher);
+              for (const event of ['put', 'delete', 'disconnected', 'end'] as const) watcher.removeAllListeners(event);
+              void watcher.cancel().catch(() => undefined);
+            }
           }
+          // Not watched any more: nothing this host knows of it may go stale in its desired state.
           this.deliver(() => this.options.sink?.replaceMembers?.(hex, undefined));
+          this.deliver(() => this.options.sink?.applyChange({ collection: 'networks', name: hex, revision: this.revision }));
         },
       };
-      for (const hex of this.membersRead) add(hex, fromRevision - 1, false);
+      for (const hex of this.membersRead) watchNetwork(hex, fromRevision);
       checkConfirmed();
     });
   }
@@ -525,12 +546,18 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
     // When a change reached the agent (as for a list, above), apart from when the kernel applied
     // it: on a busy host the kernel alone can take seconds (the RTNL lock held by others).
     this.options.log.debug?.({ op: 'etcd', collection, vni: change.name, revision, deleted: !isPut }, 'etcd change');
+    const watch = this.memberWatch;
+    if (collection === 'attachments' && watch && parseVniHex(change.name) !== undefined) {
+      // Delivered once the network's spec and members are read (see add()).
+      if (isPut && !watch.watching(change.name)) return watch.add(change.name, change);
+      if (!isPut) {
+        this.deliver(() => this.options.sink?.applyChange(change));
+        this.emit('change', change);
+        return watch.remove(change.name);
+      }
+    }
     this.deliver(() => this.options.sink?.applyChange(change));
     this.emit('change', change);
-    if (collection === 'attachments') {
-      if (isPut) this.memberWatch?.add(change.name, revision);
-      else this.memberWatch?.remove(change.name);
-    }
   }
 
   /** Snapshots and changes reach the sink in arrival order, each after the one before has been applied. */
