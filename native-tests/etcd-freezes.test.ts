@@ -112,8 +112,9 @@ describe('etcd frozen fifty times in a row', () => {
     // freezes here (and +78 timers); with them the heap moved by 0.2–0.4 MB, also over 120 freezes.
     expect(late!.heapUsed - early!.heapUsed, report).toBeLessThan(1024 * 1024);
 
-    // Still watching: a network put after the last freeze arrives, and its status is written.
+    // Still watching: a network put after the last freeze arrives (scope attached: with its attachment), and its status is written.
     await gateway('put', { key: '/v1/networks/ff01', value: '{}' });
+    await gateway('put', { key: '/v1/hosts/probe/networks/ff01', value: '{}' });
     await events.next('the change after the last freeze', is('change', (e) => e.name === 'ff01' && e.put));
     const status = await waitFor(async () => (await gateway('range', { key: '/v1/hosts/probe/status/ff01' })).kvs?.[0], 'status of ff01 written');
     expect(JSON.parse(Buffer.from(status.value, 'base64').toString())).toMatchObject({ state: 'ready', vxlan: 'vxlanff01', bridge: 'brff01' });

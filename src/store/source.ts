@@ -435,6 +435,7 @@ export class DesiredStateSource extends EventEmitter<DesiredStateSourceEvents> {
             this.deliver(() => this.options.sink?.replaceMembers?.(hex, members));
             this.deliver(() => this.options.sink?.applyChange(network));
             this.deliver(() => this.options.sink?.applyChange(attachment));
+            this.emit('change', network);
             this.emit('change', attachment);
             watchNetwork(hex, attachment.revision + 1);
             this.queueMember(hex);
