@@ -125,7 +125,10 @@ export class Agent {
         underlay: options.underlay,
         ...(options.takeOver !== undefined ? { takeOver: options.takeOver } : {}),
       },
-      (hex, member, changed) => this.networkSettled(hex, member, changed),
+      {
+        membership: (hex, member) => this.hooks.membership?.(hex, member),
+        devicesReady: (hex, changed) => this.devicesReady(hex, changed),
+      },
       options.ipv6Settings,
     );
     this.loop.register(this.devicePairs);
@@ -252,10 +255,10 @@ export class Agent {
     this.hooks.ready?.();
   }
 
-  private networkSettled(hex: string, member: boolean, changed: boolean): void {
-    this.hooks.membership?.(hex, member);
-    if (member && (changed || this.loop.statusOf(FLOOD_ENTRIES, hex)?.state !== 'done')) this.scheduleFlood(hex);
-    if (member && (changed || this.loop.statusOf(BRIDGE_ADDRESSES, hex)?.state !== 'done')) this.scheduleAddresses(hex);
+  /** Flood entries and bridge addresses need the devices: once those are in place, they go ahead. */
+  private devicesReady(hex: string, changed: boolean): void {
+    if (changed || this.loop.statusOf(FLOOD_ENTRIES, hex)?.state !== 'done') this.scheduleFlood(hex);
+    if (changed || this.loop.statusOf(BRIDGE_ADDRESSES, hex)?.state !== 'done') this.scheduleAddresses(hex);
   }
 
   private scheduleAddresses(hex: string): void {

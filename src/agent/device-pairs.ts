@@ -44,11 +44,12 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
     private readonly bulk: BulkApplyGuard,
     private readonly log: DevicePairLog,
     private readonly settings: { hostname: string; underlay: string; takeOver?: string },
-    /**
-     * A reconcile of the network ended with it wanted on this host (`member`, devices in place or
-     * kept despite a bad spec) or gone from it; `changed`: devices were changed.
-     */
-    private readonly settled: (hex: string, member: boolean, changed: boolean) => void = () => undefined,
+    private readonly hooks: {
+      /** The network is wanted on this host (whatever its devices come to), or gone from it. */
+      membership?(hex: string, member: boolean): void;
+      /** Its devices are in place; `changed`: this reconcile changed them. The kinds built on them may go ahead. */
+      devicesReady?(hex: string, changed: boolean): void;
+    } = {},
     private readonly ipv6Settings?: Ipv6DeviceSettings,
   ) {}
 
@@ -113,7 +114,7 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
     }
     const wanted = this.desired.wanted(hex, underlay);
     // Carried here as soon as it is wanted, whatever its devices come to: other hosts flood to it meanwhile.
-    if (wanted.wanted) this.settled(hex, true, false);
+    if (wanted.wanted) this.hooks.membership?.(hex, true);
     if (!wanted.wanted && wanted.attachedToMissing) {
       this.statuses.error(hex, `attached to this host, but network ${hex} does not exist under /networks/`);
     }
@@ -197,10 +198,10 @@ export class DevicePairs implements ObjectKind<ActualNetwork> {
   private finish(hex: string, wanted: { specRevision: number; network: DesiredNetwork } | undefined, changed: boolean, attachedToMissing: boolean): Outcome {
     if (wanted) {
       this.statuses.ready(hex, wanted.specRevision, wanted.network.vxlan.mtu);
-      this.settled(hex, true, changed);
+      this.hooks.devicesReady?.(hex, changed);
       return { result: 'done', changed };
     }
-    this.settled(hex, false, changed);
+    this.hooks.membership?.(hex, false);
     if (attachedToMissing) return { result: 'done', changed };
     this.facts.forgetNetwork(hex);
     this.ownerships.delete(hex);

@@ -26,6 +26,9 @@ export interface FloodLog {
 
 export const FLOOD_ENTRIES = 'flood';
 
+/** Forwarding entries' address family. */
+const AF_BRIDGE = 7;
+
 /** What a full round's dump found for one network: its vxlan and that vxlan's all-zeros entries. */
 export interface FloodHint {
   vxlanIndex: number;
@@ -34,7 +37,7 @@ export interface FloodHint {
 
 /** An all-zeros entry of a device's own table: what this kind owns on a managed vxlan. */
 export function isFloodEntry(entry: Neighbour): boolean {
-  return entry.family === 7 && (entry.flags & NTF_SELF) !== 0 && entry.mac !== undefined && entry.mac.equals(FLOOD_MAC);
+  return entry.family === AF_BRIDGE && (entry.flags & NTF_SELF) !== 0 && entry.mac !== undefined && entry.mac.equals(FLOOD_MAC);
 }
 
 /** The entry as this kind makes it: permanent, so it never ages out and learning never replaces it. */
@@ -139,7 +142,7 @@ export class FloodEntries implements ObjectKind<FloodHint> {
         await settleAll(
           extra.map((entry) =>
             this.kernel.deleteForwardingEntry(
-              { family: 7, index: vxlanIndex, state: entry.state, flags: NTF_SELF, mac: FLOOD_MAC, ...(entry.destination ? { destination: entry.destination } : {}) },
+              { ...floodEntry(vxlanIndex, entry.destination), state: entry.state },
               `delete flood entry of ${vxlanName(hex)} to ${describeDestination(entry)}${isAsMade(entry) ? '' : ' (not permanent)'}`,
             ),
           ),
@@ -152,7 +155,7 @@ export class FloodEntries implements ObjectKind<FloodHint> {
         await settleAll(
           missing.map((destination, i) =>
             this.kernel.appendForwardingEntry(
-              { family: 7, index: vxlanIndex, state: NUD_PERMANENT, flags: NTF_SELF, mac: FLOOD_MAC, destination: Buffer.from(destination, 'hex') },
+              floodEntry(vxlanIndex, Buffer.from(destination, 'hex')),
               `append flood entry of ${vxlanName(hex)} to ${to[i]}`,
             ),
           ),
@@ -163,7 +166,7 @@ export class FloodEntries implements ObjectKind<FloodHint> {
       const known = this.known.get(vxlanIndex) ?? new Map<string, Neighbour>();
       for (const entry of extra) known.delete(destinationKey(entry));
       for (const destination of missing) {
-        known.set(destination, { family: 7, index: vxlanIndex, state: NUD_PERMANENT, flags: NTF_SELF, mac: FLOOD_MAC, destination: Buffer.from(destination, 'hex') });
+        known.set(destination, floodEntry(vxlanIndex, Buffer.from(destination, 'hex')));
       }
       this.known.set(vxlanIndex, known);
     } catch (error) {
@@ -251,6 +254,11 @@ export class FloodEntries implements ObjectKind<FloodHint> {
 async function settleAll(requests: Array<Promise<void>>): Promise<void> {
   const failed = (await Promise.allSettled(requests)).find((result) => result.status === 'rejected');
   if (failed) throw (failed as PromiseRejectedResult).reason;
+}
+
+/** An all-zeros entry of a vxlan's own table, as this kind makes it. */
+function floodEntry(index: number, destination: Buffer | undefined): Neighbour {
+  return { family: AF_BRIDGE, index, state: NUD_PERMANENT, flags: NTF_SELF, mac: FLOOD_MAC, ...(destination ? { destination } : {}) };
 }
 
 function destinationKey(entry: Neighbour): string {

@@ -26,13 +26,11 @@ export class FloodMembers {
     private readonly log: MembersLog,
   ) {}
 
-  /** A fresh list of every watched network; returns the networks whose peers may have changed. */
-  replaceAll(members: Map<string, Map<string, StoredValue>>): Set<string> {
-    const touched = new Set([...this.byNetwork.keys(), ...members.keys()]);
+  /** A fresh list of every watched network (the full round that follows visits them all). */
+  replaceAll(members: Map<string, Map<string, StoredValue>>): void {
+    for (const hex of this.byNetwork.keys()) this.bump(hex);
     this.byNetwork.clear();
-    for (const hex of touched) this.bump(hex);
     for (const [hex, hosts] of members) this.replace(hex, hosts);
-    return touched;
   }
 
   /** The whole index of one network (undefined: no longer watched). */

@@ -48,6 +48,8 @@ export class KernelFacts {
    */
   private devicesSeen?: Set<string>;
   private readonly bridges = new Map<string, number>();
+  /** The other way round: address notifications name only the ifindex, and come one per address. */
+  private readonly bridgeNetworks = new Map<number, string>();
   /** Each network's vxlan (by name and our alias of that network) and back: forwarding-entry notifications name only the ifindex. */
   private readonly vxlans = new Map<string, number>();
   private readonly vxlanNetworks = new Map<number, string>();
@@ -140,7 +142,14 @@ export class KernelFacts {
   }
 
   noteBridge(hex: string, bridge: Pick<Link, 'index' | 'alias'>): void {
-    if (hexFromOwnerAlias(bridge.alias) === hex) this.bridges.set(hex, bridge.index);
+    if (hexFromOwnerAlias(bridge.alias) === hex) this.setBridge(hex, bridge.index);
+  }
+
+  private setBridge(hex: string, index: number): void {
+    const before = this.bridges.get(hex);
+    if (before !== undefined) this.bridgeNetworks.delete(before);
+    this.bridges.set(hex, index);
+    this.bridgeNetworks.set(index, hex);
   }
 
   /** This network's vxlan's ifindex as last seen (only one carrying a vxnetd alias of this network counts). */
@@ -169,16 +178,17 @@ export class KernelFacts {
   }
 
   noteCreatedBridge(hex: string, index: number): void {
-    this.bridges.set(hex, index);
+    this.setBridge(hex, index);
   }
 
-  /** The network whose bridge has this ifindex (address notifications name only the ifindex). */
+  /** The network whose bridge has this ifindex. */
   networkOfBridge(index: number): string | undefined {
-    for (const [hex, bridge] of this.bridges) if (bridge === index) return hex;
-    return undefined;
+    return this.bridgeNetworks.get(index);
   }
 
   forgetNetwork(hex: string): void {
+    const bridge = this.bridges.get(hex);
+    if (bridge !== undefined && this.bridgeNetworks.get(bridge) === hex) this.bridgeNetworks.delete(bridge);
     this.bridges.delete(hex);
     const vxlan = this.vxlans.get(hex);
     if (vxlan !== undefined) this.forgetVxlan(vxlan);
