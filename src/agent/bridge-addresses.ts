@@ -63,6 +63,13 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
    * kernel's notification of that brings the network back here.
    */
   private readonly awaitingDad = new Set<string>();
+  /**
+   * Each of our bridges' IPv6 addresses as last dumped, kept up to date by the agent's own changes
+   * and the kernel's notifications: a reconcile outside a full round needs no dump of every address
+   * of the host (a burst of new IPAM entries made one each). Dropped for a bridge whenever the kernel
+   * disagreed with it; events lost in a bulk apply are followed by a full round, which dumps again.
+   */
+  private readonly known = new Map<number, Map<string, Address>>();
   /** Withdrawn: the link-local address kept for the withdrawal goes in the next reconcile. */
   private readonly leftovers = new Set<string>();
 
@@ -90,9 +97,12 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
       list.push(address);
     }
     const visits = new Map<string, Address[] | undefined>();
+    this.known.clear();
     const visit = (hex: string) => {
       const index = this.facts.bridgeIndex(hex);
-      visits.set(hex, index === undefined ? undefined : (byIndex.get(index) ?? []));
+      const addresses = index === undefined ? undefined : (byIndex.get(index) ?? []);
+      if (addresses) this.known.set(index!, new Map(addresses.map((address) => [address.address.toString('hex'), address])));
+      visits.set(hex, addresses);
     };
     for (const hex of this.desired.names()) if (this.desired.isWanted(hex)) visit(hex);
     for (const hex of this.advertised.keys()) visit(hex);
@@ -133,7 +143,7 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
     if (index === undefined) return { result: 'blocked', reason: `${bridgeName(hex)} not found` };
     let onBridge: Address[];
     try {
-      onBridge = hint ?? (await this.kernel.dumpAddresses(AF_INET6)).filter((address) => address.index === index);
+      onBridge = hint ?? [...(this.known.get(index)?.values() ?? (await this.dumpOne(index)))];
     } catch (error) {
       return this.failed(hex, routed?.revision, error);
     }
@@ -153,17 +163,25 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
       changed = true;
       this.bulk.applyStarted();
       try {
+        // What the kernel has after each change, whether or not its notifications arrive (they are paused in a bulk apply).
+        const known = this.known.get(index) ?? new Map<string, Address>();
+        this.known.set(index, known);
         for (const address of extra) {
           const description = `delete address ${formatAddress(address.address)}/${address.prefixLength} from ${bridgeName(hex)}${duplicates.includes(address) ? ' (duplicate address detection failed)' : ''}`;
           await this.kernel.deleteAddress(address, description);
+          known.delete(address.address.toString('hex'));
           this.log.info({ vni: hex, device: bridgeName(hex), op: 'deleteAddress' }, description);
         }
         for (const want of missing) {
           const description = `add ${want.what} ${formatAddress(want.bytes)}/64 to ${bridgeName(hex)}`;
-          await this.kernel.addAddress({ family: AF_INET6, index, prefixLength: 64, address: want.bytes, flags: 0, scope: want.scope, protocol: VXNETD_ADDRESS_PROTOCOL }, description);
+          const address: Address = { family: AF_INET6, index, prefixLength: 64, address: want.bytes, flags: 0, scope: want.scope, protocol: VXNETD_ADDRESS_PROTOCOL };
+          await this.kernel.addAddress(address, description);
+          // Tentative until duplicate address detection passes, as the kernel has it (unless its notification came first).
+          if (!known.has(want.bytes.toString('hex'))) known.set(want.bytes.toString('hex'), { ...address, flags: IFA_F_TENTATIVE });
           this.log.info({ vni: hex, device: bridgeName(hex), op: 'addAddress' }, description);
         }
       } catch (error) {
+        this.known.delete(index);
         // ENODEV: the bridge was replaced; EEXIST: someone added the address since the read. Plan again from a fresh read.
         if (error instanceof KernelError && (error.errno === 'ENODEV' || error.errno === 'EEXIST')) return { result: 'stale' };
         return this.failed(hex, routed?.revision, error);
@@ -207,16 +225,28 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
 
   /** True when a notification shows an address as the last reconcile left it. */
   explains(hex: string, { type, address }: AddressEvent): boolean {
-    if (address.protocol !== VXNETD_ADDRESS_PROTOCOL) return true;
+    // A foreign address is none of ours, unless it holds one we need: that is a conflict to report.
+    if (address.protocol !== VXNETD_ADDRESS_PROTOCOL) return !this.isWanted(hex, address.address);
     if (this.awaitingDad.has(hex)) return false;
     // Ours, deleted or failing DAD: only a reconcile can tell whether that was its own doing.
     return type === 'new' && !(address.flags & IFA_F_DADFAILED) && this.isWanted(hex, address.address);
   }
 
-  /** The network an address notification is about: an address on one of our bridges. */
+  /** The network an address notification is about: an address on one of our bridges (what the kind knows of that bridge follows it). */
   networkOf(event: AddressEvent): string | undefined {
+    const known = this.known.get(event.address.index);
+    if (known) {
+      if (event.type === 'new') known.set(event.address.address.toString('hex'), event.address);
+      else known.delete(event.address.address.toString('hex'));
+    }
     const hex = this.facts.networkOfBridge(event.address.index);
     return hex !== undefined && this.desired.isWanted(hex) ? hex : undefined;
+  }
+
+  private async dumpOne(index: number): Promise<Address[]> {
+    const addresses = (await this.kernel.dumpAddresses(AF_INET6)).filter((address) => address.index === index);
+    this.known.set(index, new Map(addresses.map((address) => [address.address.toString('hex'), address])));
+    return addresses;
   }
 
   private isWanted(hex: string, bytes: Buffer): boolean {
