@@ -85,7 +85,6 @@ describe('routed networks: a router with radvd', () => {
     expect(config).toContain('AdvLinkMTU 1430;');
     expect(config).toContain('RDNSS 2001:db8::53 { };');
     expect(radvdPid(router.radvdDir)).toBeGreaterThan(0);
-    expect(readFileSync('/proc/sys/net/ipv6/conf/all/forwarding', 'utf8').trim(), 'the root namespace is not the router').toBeDefined();
     expect((await sh(routerNs(), 'cat', '/proc/sys/net/ipv6/conf/all/forwarding')).trim()).toBe('1');
   }, 30_000);
 
