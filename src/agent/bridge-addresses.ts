@@ -18,6 +18,7 @@ import type { ObjectKind, Outcome } from '../reconcile/loop.js';
 import type { Timer, Timers } from '../reconcile/timers.js';
 import type { BulkApplyGuard } from './bulk-apply.js';
 import type { DesiredState } from './desired-state.js';
+import { DeviceTable } from './device-table.js';
 import type { KernelFacts } from './kernel-facts.js';
 import type { NetworkStatuses } from './network-statuses.js';
 import type { Advertisement, RadvdOutcome } from './radvd.js';
@@ -63,13 +64,8 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
    * kernel's notification of that brings the network back here.
    */
   private readonly awaitingDad = new Set<string>();
-  /**
-   * Each of our bridges' IPv6 addresses as last dumped, kept up to date by the agent's own changes
-   * and the kernel's notifications: a reconcile outside a full round needs no dump of every address
-   * of the host (a burst of new IPAM entries made one each). Dropped for a bridge whenever the kernel
-   * disagreed with it; events lost in a bulk apply are followed by a full round, which dumps again.
-   */
-  private readonly known = new Map<number, Map<string, Address>>();
+  /** Each of our bridges' IPv6 addresses: a reconcile outside a full round needs no dump of every address of the host (a burst of new IPAM entries made one each). */
+  private readonly known = new DeviceTable<Address>((address) => address.address.toString('hex'));
   /** Withdrawn: the link-local address kept for the withdrawal goes in the next reconcile. */
   private readonly leftovers = new Set<string>();
 
@@ -97,15 +93,15 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
       list.push(address);
     }
     const visits = new Map<string, Address[] | undefined>();
-    this.known.clear();
+    const bridges: number[] = [];
     const visit = (hex: string) => {
       const index = this.facts.bridgeIndex(hex);
-      const addresses = index === undefined ? undefined : (byIndex.get(index) ?? []);
-      if (addresses) this.known.set(index!, new Map(addresses.map((address) => [address.address.toString('hex'), address])));
-      visits.set(hex, addresses);
+      if (index !== undefined) bridges.push(index);
+      visits.set(hex, index === undefined ? undefined : (byIndex.get(index) ?? []));
     };
     for (const hex of this.desired.names()) if (this.desired.isWanted(hex)) visit(hex);
     for (const hex of this.advertised.keys()) visit(hex);
+    this.known.replaceAll(bridges, bridges.flatMap((index) => byIndex.get(index) ?? []));
     return visits;
   }
 
@@ -143,7 +139,7 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
     if (index === undefined) return { result: 'blocked', reason: `${bridgeName(hex)} not found` };
     let onBridge: Address[];
     try {
-      onBridge = hint ?? [...(this.known.get(index)?.values() ?? (await this.dumpOne(index)))];
+      onBridge = hint ?? this.known.get(index) ?? (await this.dumpOne(index));
     } catch (error) {
       return this.failed(hex, routed?.revision, error);
     }
@@ -164,12 +160,11 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
       this.bulk.applyStarted();
       try {
         // What the kernel has after each change, whether or not its notifications arrive (they are paused in a bulk apply).
-        const known = this.known.get(index) ?? new Map<string, Address>();
-        this.known.set(index, known);
+        if (!this.known.get(index)) this.known.set(index, onBridge);
         for (const address of extra) {
           const description = `delete address ${formatAddress(address.address)}/${address.prefixLength} from ${bridgeName(hex)}${duplicates.includes(address) ? ' (duplicate address detection failed)' : ''}`;
           await this.kernel.deleteAddress(address, description);
-          known.delete(address.address.toString('hex'));
+          this.known.apply('del', address);
           this.log.info({ vni: hex, device: bridgeName(hex), op: 'deleteAddress' }, description);
         }
         for (const want of missing) {
@@ -177,11 +172,11 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
           const address: Address = { family: AF_INET6, index, prefixLength: 64, address: want.bytes, flags: 0, scope: want.scope, protocol: VXNETD_ADDRESS_PROTOCOL };
           await this.kernel.addAddress(address, description);
           // Tentative until duplicate address detection passes, as the kernel has it (unless its notification came first).
-          if (!known.has(want.bytes.toString('hex'))) known.set(want.bytes.toString('hex'), { ...address, flags: IFA_F_TENTATIVE });
+          this.known.apply('new', { ...address, flags: IFA_F_TENTATIVE }, true);
           this.log.info({ vni: hex, device: bridgeName(hex), op: 'addAddress' }, description);
         }
       } catch (error) {
-        this.known.delete(index);
+        this.known.forget(index);
         // ENODEV: the bridge was replaced; EEXIST: someone added the address since the read. Plan again from a fresh read.
         if (error instanceof KernelError && (error.errno === 'ENODEV' || error.errno === 'EEXIST')) return { result: 'stale' };
         return this.failed(hex, routed?.revision, error);
@@ -234,18 +229,14 @@ export class BridgeAddresses implements ObjectKind<Address[]> {
 
   /** The network an address notification is about: an address on one of our bridges (what the kind knows of that bridge follows it). */
   networkOf(event: AddressEvent): string | undefined {
-    const known = this.known.get(event.address.index);
-    if (known) {
-      if (event.type === 'new') known.set(event.address.address.toString('hex'), event.address);
-      else known.delete(event.address.address.toString('hex'));
-    }
+    this.known.apply(event.type, event.address);
     const hex = this.facts.networkOfBridge(event.address.index);
     return hex !== undefined && this.desired.isWanted(hex) ? hex : undefined;
   }
 
   private async dumpOne(index: number): Promise<Address[]> {
     const addresses = (await this.kernel.dumpAddresses(AF_INET6)).filter((address) => address.index === index);
-    this.known.set(index, new Map(addresses.map((address) => [address.address.toString('hex'), address])));
+    this.known.set(index, addresses);
     return addresses;
   }
 

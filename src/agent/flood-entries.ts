@@ -15,6 +15,7 @@ import { vxlanName } from '../model/vni.js';
 import type { ObjectKind, Outcome } from '../reconcile/loop.js';
 import type { BulkApplyGuard } from './bulk-apply.js';
 import type { DesiredState } from './desired-state.js';
+import { DeviceTable } from './device-table.js';
 import type { FloodMembers } from './flood-members.js';
 import type { KernelFacts } from './kernel-facts.js';
 import type { NetworkStatuses } from './network-statuses.js';
@@ -55,13 +56,8 @@ export class FloodEntries implements ObjectKind<FloodHint> {
    * peer's address every time was a measurable share of the agent's CPU (bench/RESULTS.md).
    */
   private readonly wantedCache = new Map<string, { version: number; destinations: Set<string> }>();
-  /**
-   * Each vxlan's all-zeros entries as last dumped, kept up to date by the kernel's notifications:
-   * a reconcile outside a full round needs no dump of its own (one per network per member change
-   * was most of the requests). Events lost in a bulk apply or an overflow are followed by a full round,
-   * which dumps again.
-   */
-  private readonly known = new Map<number, Map<string, Neighbour>>();
+  /** Each vxlan's all-zeros entries: a reconcile outside a full round needs no dump (one per network per member change was most of the requests). */
+  private readonly known = new DeviceTable<Neighbour>(destinationKey);
 
   constructor(
     private readonly kernel: Kernel,
@@ -83,16 +79,15 @@ export class FloodEntries implements ObjectKind<FloodHint> {
       if (!entries) byIndex.set(entry.index, (entries = []));
       entries.push(entry);
     }
-    this.known.clear();
-    for (const [index, entries] of byIndex) this.known.set(index, new Map(entries.map((entry) => [destinationKey(entry), entry])));
+    const vxlans: number[] = [];
     const visits = new Map<string, FloodHint | undefined>();
     for (const hex of this.desired.names()) {
       if (!this.desired.isWanted(hex)) continue;
       const vxlanIndex = this.facts.vxlanIndex(hex);
-      // A vxlan the dump showed no entry of has none: known, and empty.
-      if (vxlanIndex !== undefined && !this.known.has(vxlanIndex)) this.known.set(vxlanIndex, new Map());
+      if (vxlanIndex !== undefined) vxlans.push(vxlanIndex);
       visits.set(hex, vxlanIndex === undefined ? undefined : { vxlanIndex, entries: byIndex.get(vxlanIndex) ?? [] });
     }
+    this.known.replaceAll(vxlans, [...byIndex.values()].flat());
     return visits;
   }
 
@@ -116,7 +111,7 @@ export class FloodEntries implements ObjectKind<FloodHint> {
     const wanted = this.wantedDestinations(hex);
     let entries: Neighbour[];
     try {
-      entries = hint?.entries ?? [...(this.known.get(vxlanIndex)?.values() ?? (await this.dumpOne(vxlanIndex)))];
+      entries = hint?.entries ?? this.known.get(vxlanIndex) ?? (await this.dumpOne(vxlanIndex));
     } catch (error) {
       return this.failed(hex, error);
     }
@@ -163,13 +158,10 @@ export class FloodEntries implements ObjectKind<FloodHint> {
         this.log.info({ vni: hex, device: vxlanName(hex), op: 'appendFloodEntries', entries: missing.length }, `append flood entries of ${vxlanName(hex)} to ${to.join(', ')}`);
       }
       // What the kernel now has, whether or not its notifications arrive (they are paused in a bulk apply).
-      const known = this.known.get(vxlanIndex) ?? new Map<string, Neighbour>();
-      for (const entry of extra) known.delete(destinationKey(entry));
-      for (const destination of missing) {
-        known.set(destination, floodEntry(vxlanIndex, Buffer.from(destination, 'hex')));
-      }
-      this.known.set(vxlanIndex, known);
+      for (const entry of extra) this.known.apply('del', entry);
+      for (const destination of missing) this.known.apply('new', floodEntry(vxlanIndex, Buffer.from(destination, 'hex')));
     } catch (error) {
+      this.known.forget(vxlanIndex);
       // The vxlan was replaced or deleted meanwhile: plan again from the kernel's state.
       if (error instanceof KernelError && error.errno === 'ENODEV') return { result: 'stale' };
       return this.failed(hex, error);
@@ -190,18 +182,14 @@ export class FloodEntries implements ObjectKind<FloodHint> {
   /** The network a notification is about: an all-zeros entry of one of our vxlans (what the kind knows of that vxlan follows it). */
   networkOf(event: NeighbourEvent): string | undefined {
     if (!isFloodEntry(event.neighbour)) return undefined;
-    const known = this.known.get(event.neighbour.index);
-    if (known) {
-      if (event.type === 'new') known.set(destinationKey(event.neighbour), event.neighbour);
-      else known.delete(destinationKey(event.neighbour));
-    }
+    this.known.apply(event.type, event.neighbour);
     const hex = this.facts.networkOfVxlan(event.neighbour.index);
     return hex !== undefined && this.desired.isWanted(hex) ? hex : undefined;
   }
 
   private async dumpOne(vxlanIndex: number): Promise<Neighbour[]> {
     const entries = (await this.kernel.dumpForwardingEntries(vxlanIndex)).filter(isFloodEntry);
-    this.known.set(vxlanIndex, new Map(entries.map((entry) => [destinationKey(entry), entry])));
+    this.known.set(vxlanIndex, entries);
     return entries;
   }
 
